@@ -1,0 +1,1 @@
+"""Adapters behind the ports: storage backends, dispatchers and the clock."""

@@ -1,0 +1,190 @@
+"""SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
+
+Every write that must be atomic (claim + decision + tasks) runs in one ``BEGIN IMMEDIATE``
+transaction, so concurrent instances serialise on the database lock instead of racing.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from controlplane.errors import EventInProgress, StoreUnavailable
+from controlplane.events import TelemetryEvent
+from controlplane.ledger import Decision, Task, TaskState, dumps
+from controlplane.ports import AppendResult, Claim
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, partition TEXT NOT NULL, state TEXT NOT NULL, token TEXT NOT NULL,
+    lease_until TEXT NOT NULL, decision_id TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due_at);
+CREATE TABLE IF NOT EXISTS telemetry (
+    partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, model TEXT NOT NULL,
+    version TEXT NOT NULL, endpoint TEXT NOT NULL, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
+    ts TEXT NOT NULL, inputs TEXT NOT NULL, outputs TEXT NOT NULL, enqueued_at TEXT,
+    PRIMARY KEY (partition, seq, idx));
+CREATE INDEX IF NOT EXISTS telemetry_by_window ON telemetry (model, deployment, ts);
+"""
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: str, timeout: float = 15.0) -> None:
+        self.path = path
+        self._timeout = timeout
+        self._local = threading.local()
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with self._errors():
+            self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._errors():
+            connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    # -- DecisionStore ------------------------------------------------------------------------
+    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
+        token = uuid.uuid4().hex
+        until = (now + lease).isoformat()
+        with self._transaction() as db:
+            row = db.execute("SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO claims VALUES (?, ?, 'INPROGRESS', ?, ?, NULL, ?)",
+                           (key, partition, token, until, now.isoformat()))
+                return Claim(key=key, partition=partition, token=token)
+            state, lease_until, decision_id = row
+            if state == "COMPLETED":
+                return Claim(key=key, partition=partition, token="", original=decision_id)
+            if datetime.fromisoformat(lease_until) > now:
+                raise EventInProgress(key)
+            db.execute("UPDATE claims SET token = ?, lease_until = ?, updated_at = ? WHERE key = ?",
+                       (token, until, now.isoformat(), key))
+            return Claim(key=key, partition=partition, token=token, taken_over=True)
+
+    def complete(self, claim: Claim, decision: Decision) -> None:
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE claims SET state = 'COMPLETED', decision_id = ?, updated_at = ? "
+                "WHERE key = ? AND token = ? AND state = 'INPROGRESS'",
+                (decision.id, decision.decided_at.isoformat(), claim.key, claim.token)).rowcount
+            if updated != 1:
+                raise EventInProgress(claim.key)  # our lease expired and another instance took the key
+            self._insert(db, decision)
+
+    def release(self, claim: Claim) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM claims WHERE key = ? AND token = ? AND state = 'INPROGRESS'",
+                       (claim.key, claim.token))
+
+    def append(self, decision: Decision) -> None:
+        with self._transaction() as db:
+            self._insert(db, decision)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, decision: Decision) -> None:
+        db.execute("INSERT INTO decisions (id, model, decided_at, body) VALUES (?, ?, ?, ?)",
+                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision.to_json())))
+        db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
+            (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task.to_json()))
+            for task in decision.tasks])
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
+        with self._errors():
+            if model is None:
+                rows = self._connection().execute(
+                    "SELECT body FROM decisions ORDER BY decided_at DESC, seq DESC LIMIT ?", (limit,))
+            else:
+                rows = self._connection().execute(
+                    "SELECT body FROM decisions WHERE model = ? ORDER BY decided_at DESC, seq DESC LIMIT ?",
+                    (model, limit))
+            return [Decision.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+
+    def decision(self, decision_id: str) -> Decision | None:
+        with self._errors():
+            row = self._connection().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        return Decision.from_json(json.loads(row[0])) if row else None
+
+    def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
+        with self._errors():
+            if state is None:
+                rows = self._connection().execute("SELECT body FROM tasks ORDER BY due_at LIMIT ?", (limit,))
+            else:
+                rows = self._connection().execute(
+                    "SELECT body FROM tasks WHERE state = ? ORDER BY due_at LIMIT ?", (state.value, limit))
+            return [Task.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+
+    def due_tasks(self, now: datetime, limit: int) -> list[Task]:
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT body FROM tasks WHERE state = 'pending' AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (now.isoformat(), limit)).fetchall()
+        return [Task.from_json(json.loads(body)) for (body,) in rows]
+
+    def update_task(self, current: Task, updated: Task) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE tasks SET state = ?, due_at = ?, body = ? WHERE id = ? AND state = ? AND "
+                       "json_extract(body, '$.attempts') = ?",
+                       (updated.state.value, updated.due_at.isoformat(), dumps(updated.to_json()), current.id,
+                        current.state.value, current.attempts))
+
+    def ping(self) -> None:
+        with self._errors():
+            self._connection().execute("SELECT count(*) FROM claims").fetchone()
+
+    # -- TelemetryStore -----------------------------------------------------------------------
+    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult:
+        rows = [
+            (event.partition, event.sequence_number, index, r.model, r.version, r.endpoint, r.deployment,
+             r.request_id, r.timestamp.isoformat(), dumps(r.inputs), dumps(r.outputs),
+             event.enqueued_time.isoformat() if event.enqueued_time else None)
+            for event in events for index, r in enumerate(event.records)
+        ]
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            stored = db.total_changes - before
+        return AppendResult(stored=stored, duplicates=len(rows) - stored)
+
+    def telemetry_count(self, model: str, deployment: str) -> int:
+        with self._errors():
+            return self._connection().execute(
+                "SELECT count(*) FROM telemetry WHERE model = ? AND deployment = ?", (model, deployment)).fetchone()[0]
+

@@ -1,0 +1,86 @@
+"""Command line: ``python -m controlplane <command>``.
+
+    serve [--port 7071] [--bind 127.0.0.1] [--no-timers]   run the functions locally at Core Tools' URLs
+    policy check [PATH]                                   validate a policy file, print its version
+    policy schema                                         print the policy's JSON schema
+    decisions [--model NAME] [--limit N]                  print recorded decisions, newest first
+    tasks [--state STATE] [--limit N]                     print outbox tasks
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from controlplane.errors import ControlPlaneError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m controlplane", description="MLOps control plane")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the functions locally at Core Tools' URLs")
+    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--bind", default="127.0.0.1")
+    serve.add_argument("--no-timers", action="store_true", help="do not run timer functions on their schedule")
+
+    policy = commands.add_parser("policy", help="validate the policy or print its schema")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy file")
+    check.add_argument("path", nargs="?", default=None)
+    policy_commands.add_parser("schema", help="print the JSON schema of the policy file")
+
+    decisions = commands.add_parser("decisions", help="print recorded decisions, newest first")
+    decisions.add_argument("--model")
+    decisions.add_argument("--limit", type=int, default=20)
+
+    tasks = commands.add_parser("tasks", help="print outbox tasks")
+    tasks.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
+    tasks.add_argument("--limit", type=int, default=50)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ControlPlaneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from controlplane.localhost import serve
+
+        def announce(server) -> None:
+            host, port = server.server_address[:2]
+            print(f"Control plane listening on http://{host}:{port}  (GET /api/health, /api/decisions; "
+                  f"POST /api/alerts, /runtime/webhooks/EventGrid?functionName=on_registry_event, "
+                  f"/admin/functions/<name>)", flush=True)
+
+        serve(port=args.port, bind=args.bind, timers=not args.no_timers, ready=announce)
+        return 0
+    if args.command == "policy":
+        from controlplane.policy import load_policy, schema
+        from controlplane.settings import Settings
+
+        if args.policy_command == "schema":
+            print(json.dumps(schema(), indent=2))
+            return 0
+        policy = load_policy(args.path or Settings.from_env().policy_path)
+        print(f"{policy.source}: valid, version {policy.version}, {len(policy.document.models)} model rules")
+        return 0
+
+    from controlplane import bootstrap
+    from controlplane.localhost import load_local_settings
+    from controlplane.ledger import TaskState
+
+    load_local_settings()
+    store = bootstrap.services().store
+    if args.command == "decisions":
+        for decision in store.decisions(model=args.model, limit=args.limit):
+            print(json.dumps(decision.to_json()))
+    else:
+        for task in store.tasks(state=TaskState(args.state) if args.state else None, limit=args.limit):
+            print(json.dumps(task.to_json()))
+    return 0

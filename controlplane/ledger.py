@@ -1,0 +1,176 @@
+"""Decisions and the tasks they open: the record that answers "why is this model in production?".
+
+A ``Decision`` is written exactly once per idempotency key (plus one ``duplicate`` record per
+redelivery). Its ``tasks`` go to the outbox in the same write, each with the exact request a
+dispatcher will send, so the ledger and the outbox never disagree.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Mapping
+
+
+class Outcome(str, Enum):
+    PROMOTE = "promote"
+    REQUEST_APPROVAL = "request_approval"
+    REJECT = "reject"
+    RETRAIN = "retrain"
+    REVIEW = "review"
+    ROLLBACK = "rollback"
+    SCALE = "scale"
+    NOTIFY = "notify"
+    NO_ACTION = "no_action"
+    INCONCLUSIVE = "inconclusive"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+
+
+class TaskKind(str, Enum):
+    PROMOTION = "promotion"
+    RETRAINING = "retraining"
+    REVIEW = "review"
+    ROLLBACK = "rollback"
+    SCALE = "scale"
+    NOTIFY = "notify"
+
+
+class TaskState(str, Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+
+class Source(str, Enum):
+    EVENTGRID = "eventgrid"
+    CLOUDEVENTS = "cloudevents"
+    ALERT = "alert"
+    TELEMETRY = "telemetry"
+
+
+def digest(*parts: str, length: int = 32) -> str:
+    """A stable hex digest of the parts; the one way ids are derived from keys."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of outbound work, with the exact request its dispatcher sends."""
+
+    id: str
+    kind: TaskKind
+    target: str
+    request: Mapping[str, Any]
+    decision_id: str
+    idempotency_key: str
+    created_at: datetime
+    due_at: datetime
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0
+    last_error: str = ""
+    result: Mapping[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Task:
+        return Task(**{**data, "kind": TaskKind(data["kind"]), "state": TaskState(data["state"]),
+                       "created_at": _time(data["created_at"]), "due_at": _time(data["due_at"]),
+                       "updated_at": _time(data.get("updated_at"))})
+
+
+@dataclass(frozen=True)
+class TaskDraft:
+    """A task as a handler decides it, before the ledger gives it an id and a time."""
+
+    kind: TaskKind
+    target: str
+    request: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a use case decided about one event, before it is recorded."""
+
+    outcome: Outcome
+    reason: str
+    model: str | None = None
+    version: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    tasks: tuple[TaskDraft, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: str
+    idempotency_key: str
+    event_id: str
+    source: Source
+    event_type: str
+    model: str | None
+    version: str | None
+    outcome: Outcome
+    reason: str
+    policy_version: str
+    evidence: Mapping[str, Any]
+    tasks: tuple[Task, ...]
+    received_at: datetime
+    decided_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        data = _jsonable(asdict(self))
+        data["tasks"] = [task.to_json() for task in self.tasks]
+        return data
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Decision:
+        return Decision(**{**data, "source": Source(data["source"]), "outcome": Outcome(data["outcome"]),
+                           "tasks": tuple(Task.from_json(t) for t in data.get("tasks", ())), "received_at": _time(data["received_at"]),
+                           "decided_at": _time(data["decided_at"])})
+
+
+def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_type: str, policy_version: str,
+           received_at: datetime, decided_at: datetime, attempt: str = "") -> Decision:
+    """Turn a verdict into a decision with ids derived from the idempotency key.
+
+    ``attempt`` distinguishes records that share a key (a ``duplicate`` per redelivery); the first,
+    authoritative decision of a key has none, so a retried write lands on the same ids.
+    """
+    decision_id = digest(key, attempt, length=24)
+    tasks = tuple(
+        Task(id=digest(decision_id, str(index), draft.kind.value, length=24), kind=draft.kind, target=draft.target,
+             request=draft.request, decision_id=decision_id, idempotency_key=key, created_at=decided_at,
+             due_at=decided_at)
+        for index, draft in enumerate(verdict.tasks)
+    )
+    return Decision(id=decision_id, idempotency_key=key, event_id=event_id, source=source, event_type=event_type,
+                    model=verdict.model, version=verdict.version, outcome=verdict.outcome, reason=verdict.reason,
+                    policy_version=policy_version, evidence=verdict.evidence, tasks=tasks, received_at=received_at,
+                    decided_at=decided_at)
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact, deterministic JSON of any ledger value."""
+    return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True, default=str)

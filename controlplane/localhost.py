@@ -1,0 +1,295 @@
+"""A local Functions host for machines without Core Tools.
+
+It loads the ``app`` object from ``function_app.py`` and serves its functions at the URLs Core Tools
+uses, converting requests with the same ``azure.functions`` converters the Python worker uses:
+
+- ``/api/<route>``: HTTP functions (every request is anonymous, as with Core Tools);
+- ``POST /runtime/webhooks/EventGrid?functionName=<name>``: Event Grid deliveries (header
+  ``aeg-event-type``), including the subscription-validation handshake and CloudEvents' OPTIONS;
+- ``POST /admin/functions/<name>`` with ``{"input": "<payload>"}``: any other trigger (Event Hubs,
+  timer); answers 202 like Core Tools;
+- ``GET /admin/host/status``: readiness.
+
+Timer functions also run on their NCRONTAB schedule. Like the host, it serves on while functions
+fail: an exception becomes a 500 for that request only. Besides its role as a host, this module is
+the one place outside ``triggers/`` that imports ``azure.functions``.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.eventhub import EventHubTriggerConverter
+from azure.functions.timer import TimerRequest
+
+from controlplane.ncrontab import Schedule
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's default request limit
+LOCAL_DEFAULTS = {"TELEMETRY_EVENTHUB_NAME": "telemetry", "TELEMETRY_CONSUMER_GROUP": "$Default"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def json(status: int, body: Any, *headers: tuple[str, str]) -> Reply:
+        return Reply(status, json.dumps(body, default=str).encode(), (("Content-Type", "application/json"),) + headers)
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    trigger: dict[str, Any]
+    call: Callable[..., Any]
+
+    @property
+    def type(self) -> str:
+        return self.trigger["type"]
+
+
+def load_local_settings(path: str | Path = "local.settings.json") -> None:
+    """Export ``Values`` from local.settings.json as Core Tools does; the process environment wins."""
+    path = Path(path)
+    if path.is_file():
+        values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+        for key, value in values.items():
+            os.environ.setdefault(key, str(value))
+    for key, value in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+class LocalHost:
+    """Dispatches local requests to the functions of one ``func.FunctionApp``."""
+
+    def __init__(self, app: func.FunctionApp) -> None:
+        self.functions: dict[str, Function] = {}
+        for function in app.get_functions():
+            bindings = json.loads(function.get_function_json())["bindings"]
+            trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+            self.functions[function.get_function_name()] = Function(
+                function.get_function_name(), trigger, function.get_user_function())
+        self._routes = [
+            (_route_pattern(f.trigger.get("route") or f.name), {m.upper() for m in f.trigger.get("methods") or ()}, f)
+            for f in self.functions.values() if f.type == "httpTrigger"
+        ]
+        self._sequence = itertools.count(time.time_ns() // 1000)
+
+    # -- request routing ------------------------------------------------------------------------
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        url = urlsplit(target)
+        path = url.path.rstrip("/") or "/"
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            if path.lower() == "/runtime/webhooks/eventgrid":
+                return self._event_grid(method, query.get("functionName", ""), headers, body)
+            if path.lower().startswith("/admin/functions/") and method == "POST":
+                return self._admin(path.split("/", 3)[3], body)
+            if path.lower() == "/admin/host/status":
+                return Reply.json(200, {"state": "Running", "functions": sorted(self.functions)})
+            if path.lower().startswith("/api/") or path.lower() == "/api":
+                return self._http(method, target, path[len("/api/"):], query, headers, body)
+        except Exception as error:  # the host keeps serving whatever a function does
+            logger.exception("function failed for %s %s", method, path)
+            return Reply.json(500, {"error": type(error).__name__, "message": str(error)})
+        return Reply.json(404, {"error": "not found", "path": path})
+
+    def _http(self, method: str, target: str, route: str, query: dict[str, str], headers: dict[str, str],
+              body: bytes) -> Reply:
+        for pattern, methods, function in self._routes:
+            match = pattern.fullmatch(route)
+            if match is None:
+                continue
+            if methods and method not in methods:
+                return Reply.json(405, {"error": f"{method} not allowed", "allowed": sorted(methods)})
+            request = func.HttpRequest(method=method, url=f"http://localhost{target}", headers=headers,
+                                       params=query, route_params=match.groupdict(), body=body)
+            response = function.call(request)
+            response_headers = tuple((k, v) for k, v in response.headers.items() if k.lower() != "content-type")
+            content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
+            return Reply(response.status_code, response.get_body(), (("Content-Type", content_type),) + response_headers)
+        return Reply.json(404, {"error": "no function serves this route", "route": route})
+
+    def _event_grid(self, method: str, name: str, headers: dict[str, str], body: bytes) -> Reply:
+        function = self.functions.get(name)
+        if function is None or function.type != "eventGridTrigger":
+            return Reply.json(404, {"error": f"no Event Grid function named {name!r}"})
+        if method == "OPTIONS":  # CloudEvents webhook validation
+            origin = headers.get("webhook-request-origin", "*")
+            return Reply(200, b"", (("WebHook-Allowed-Origin", origin), ("WebHook-Allowed-Rate", "*")))
+        if method != "POST":
+            return Reply.json(405, {"error": f"{method} not allowed"})
+        kind = headers.get("aeg-event-type", "")
+        try:
+            payload = json.loads(body)
+        except ValueError as error:
+            return Reply.json(400, {"error": f"body is not JSON: {error}"})
+        items = payload if isinstance(payload, list) else [payload]
+        if kind == "SubscriptionValidation":
+            code = (items[0].get("data") or {}).get("validationCode") if items and isinstance(items[0], dict) else None
+            if not code:
+                return Reply.json(400, {"error": "validation event carries no data.validationCode"})
+            return Reply.json(200, {"validationResponse": code})
+        if kind != "Notification":
+            return Reply.json(400, {"error": "header aeg-event-type must be Notification or SubscriptionValidation"})
+        failed, rejected = [], []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                rejected.append(index)
+                continue
+            event = EventGridEventInConverter.decode(meta.Datum(json.dumps(item), "json"), trigger_metadata={})
+            try:
+                function.call(event)
+            except Exception as error:  # each event is its own invocation, as with the real host
+                logger.exception("%s failed on event %s", name, item.get("id"))
+                failed.append({"index": index, "id": item.get("id"), "error": f"{type(error).__name__}: {error}"})
+        if failed:
+            return Reply.json(500, {"failed": failed, "events": len(items)})
+        if rejected:
+            return Reply.json(400, {"error": "events must be JSON objects", "indexes": rejected})
+        return Reply(202)
+
+    def _admin(self, name: str, body: bytes) -> Reply:
+        function = self.functions.get(name)
+        if function is None:
+            return Reply.json(404, {"error": f"no function named {name!r}"})
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError as error:
+            return Reply.json(400, {"error": f"body is not JSON: {error}"})
+        if not isinstance(request, dict):
+            return Reply.json(400, {"error": "body must be an object like {\"input\": \"...\"}"})
+        payload = request.get("input", "")
+        if function.type == "timerTrigger":
+            function.call(TimerRequest(past_due=False))
+        elif function.type == "eventHubTrigger":
+            function.call(self.event_hub_batch(
+                [payload if isinstance(payload, str) else json.dumps(payload)],
+                partition=str(request.get("partitionId", "local")),
+                first_sequence=request.get("sequenceNumber")))
+        elif function.type == "eventGridTrigger":
+            event = payload if isinstance(payload, str) else json.dumps(payload)
+            function.call(EventGridEventInConverter.decode(meta.Datum(event, "json"), trigger_metadata={}))
+        else:
+            return Reply.json(400, {"error": f"{function.type} functions are not invoked through /admin"})
+        return Reply(202)
+
+    def event_hub_batch(self, bodies: list[str | bytes], partition: str = "local",
+                        first_sequence: int | None = None,
+                        properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
+        """Events as the Event Hubs extension hands them to a cardinality-many function."""
+        first = int(first_sequence) if first_sequence is not None else next(self._sequence)
+        if first_sequence is None:  # keep locally assigned sequence numbers unique across calls
+            for _ in range(len(bodies) - 1):
+                next(self._sequence)
+        now = datetime.now(timezone.utc).isoformat()
+        system = [{"SequenceNumber": first + i, "Offset": str(first + i), "EnqueuedTimeUtc": now,
+                   "PartitionKey": None} for i in range(len(bodies))]
+        encoded = [b if isinstance(b, bytes) else b.encode() for b in bodies]
+        metadata = {
+            "SystemPropertiesArray": meta.Datum(json.dumps(system), "json"),
+            "PartitionContext": meta.Datum(json.dumps({"PartitionId": partition, "EventHubName": "local",
+                                                       "ConsumerGroup": "$Default"}), "json"),
+            "PropertiesArray": meta.Datum(json.dumps(properties or [{} for _ in bodies]), "json"),
+        }
+        return EventHubTriggerConverter.decode(
+            meta.Datum(SimpleNamespace(bytes=encoded), "collection_bytes"), trigger_metadata=metadata)
+
+    # -- timers -----------------------------------------------------------------------------------
+    def timers(self) -> list[tuple[Schedule, Function]]:
+        return [(Schedule(f.trigger["schedule"]), f) for f in self.functions.values() if f.type == "timerTrigger"]
+
+    def run_timers(self, stop: threading.Event) -> None:
+        schedules = self.timers()
+        last = int(time.time())
+        while not stop.wait(0.2):
+            now = int(time.time())
+            for second in range(last + 1, now + 1):
+                moment = datetime.fromtimestamp(second, timezone.utc)
+                for schedule, function in schedules:
+                    if schedule.matches(moment):
+                        try:
+                            function.call(TimerRequest(past_due=second < now))
+                        except Exception:
+                            logger.exception("timer %s failed", function.name)
+            last = now
+
+
+def _route_pattern(route: str) -> re.Pattern[str]:
+    """A Functions route template (``reviews/{id}``, ``{name:alpha?}``) as a regex."""
+    parts = []
+    for piece in re.split(r"(\{[^}]+\})", route.strip("/")):
+        if piece.startswith("{"):
+            name = piece[1:-1].split(":", 1)[0].rstrip("?")
+            parts.append(f"(?P<{name}>[^/]+)")
+        else:
+            parts.append(re.escape(piece))
+    return re.compile("".join(parts), re.IGNORECASE)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    host: LocalHost
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            reply = Reply.json(413, {"error": f"request body over {MAX_REQUEST_BYTES} bytes"})
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = self.host.handle(self.command, self.path, headers, body)
+        self.send_response(reply.status)
+        for key, value in reply.headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s %s", self.address_string(), format % args)
+
+
+def serve(port: int = 7071, bind: str = "127.0.0.1", app_module: str = "function_app", timers: bool = True,
+          ready: Callable[[ThreadingHTTPServer], None] | None = None) -> None:
+    """Run the host until interrupted."""
+    load_local_settings()
+    app = importlib.import_module(app_module).app
+    host = LocalHost(app)
+    handler = type("Handler", (_Handler,), {"host": host})
+    server = ThreadingHTTPServer((bind, port), handler)
+    server.daemon_threads = True
+    stop = threading.Event()
+    if timers:
+        threading.Thread(target=host.run_timers, args=(stop,), name="timers", daemon=True).start()
+    logger.info("local host on http://%s:%d serving %s", bind, server.server_address[1], ", ".join(host.functions))
+    if ready:
+        ready(server)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        stop.set()
+        server.server_close()

@@ -1,0 +1,169 @@
+"""The versioned policy: which rule governs a model and what the control plane does for it.
+
+``policy.yaml`` is validated when it loads; an invalid file raises ``PolicyError`` naming the key path.
+The policy's version is the hash of its content, stamped on every decision. ``schema()`` is the JSON
+schema editors use (``python -m controlplane policy schema``).
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from controlplane.errors import PolicyError
+
+
+class Profile(str, Enum):
+    """The MLOps v2 architecture a model follows: what drift leads to."""
+
+    CLASSICAL = "classical"  # retrain automatically
+    CV = "cv"  # send degraded data to human review and labelling
+    NLP = "nlp"  # likewise
+
+
+class Mode(str, Enum):
+    ENFORCE = "enforce"  # decide and dispatch
+    SHADOW = "shadow"  # decide and record, dispatch nothing
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Retraining(_Strict):
+    """The Azure ML pipeline job a drifted classical model is retrained with."""
+
+    pipeline: str = Field(description="Pipeline job YAML path (relative to the policy) or 'azureml:component:version'.")
+    experiment: str = Field(description="Experiment the retraining job is filed under.")
+    compute: str | None = Field(default=None, description="Default compute for the pipeline, if it sets none.")
+    inputs: dict[str, str] = Field(default_factory=dict, description="Pipeline inputs, e.g. training data assets.")
+
+
+class Review(_Strict):
+    """Who looks at degraded data (cv, nlp) or at signals that need a person."""
+
+    assignees: list[str] = Field(min_length=1, description="Principals or groups assigned to the review.")
+    labelling_project: str | None = Field(default=None, description="Azure ML labelling project to feed.")
+
+
+class ModelRule(_Strict):
+    """What applies to the models whose name matches ``name`` (a glob) and whose tags include ``tags``."""
+
+    name: str = Field(description="Glob on the registered model name, e.g. 'churn*'.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags the model must carry (exact values).")
+    profile: Profile | None = Field(default=None, description="classical | cv | nlp (default: defaults.profile).")
+    mode: Mode | None = Field(default=None, description="enforce | shadow (default: defaults.mode).")
+    retraining: Retraining | None = None
+    review: Review | None = None
+
+    def matches(self, model: str, tags: Mapping[str, str]) -> bool:
+        return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
+
+
+class Defaults(_Strict):
+    profile: Profile = Profile.CLASSICAL
+    mode: Mode = Mode.ENFORCE
+
+
+class Alerts(_Strict):
+    """Where alert notifications go until an alert rule says otherwise."""
+
+    notify: list[str] = Field(default_factory=lambda: ["infrastructure"],
+                              description="Channels told about alerts (infrastructure loop).")
+
+
+class PolicyDocument(_Strict):
+    """The policy file's schema (version 1)."""
+
+    version: int = Field(1, description="Schema version of this file.")
+    defaults: Defaults = Defaults()
+    models: list[ModelRule] = Field(default_factory=list, description="First matching rule wins.")
+    monitors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Azure ML monitor or legacy dataset-monitor name -> model name, for drift signals.",
+    )
+    alerts: Alerts = Alerts()
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only policy schema version 1 is supported")
+        return value
+
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    """A model's effective settings: the matching rule with the defaults filled in."""
+
+    rule: str
+    profile: Profile
+    mode: Mode
+    retraining: Retraining | None
+    review: Review | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    document: PolicyDocument
+    version: str
+    source: str
+
+    def rule_for(self, model: str, tags: Mapping[str, str] | None = None) -> ResolvedRule | None:
+        for index, rule in enumerate(self.document.models):
+            if rule.matches(model, tags or {}):
+                defaults = self.document.defaults
+                return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
+                                    mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review)
+        return None
+
+    def model_for_monitor(self, monitor: str) -> str | None:
+        return self.document.monitors.get(monitor)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    import yaml  # only when a policy is actually loaded
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "$"
+        raise PolicyError(where, f"malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError("$", f"expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        document = PolicyDocument.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PolicyError(_loc(error["loc"]), error["msg"]) from None
+    version = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Policy(document=document, version=version, source=source)
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError("$", f"cannot read {path}: {exc.strerror}") from None
+    return parse_policy(text, str(path))
+
+
+def schema() -> dict[str, Any]:
+    document = PolicyDocument.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "MLOps control plane policy"
+    return document
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "$"

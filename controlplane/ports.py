@@ -1,0 +1,115 @@
+"""The ports: small protocols the handlers use to reach the outside world.
+
+Adapters in ``controlplane.adapters`` implement them (SQLite, Azure Table Storage, the dry-run
+dispatcher, the system clock); tests use hand-written fakes or the real adapters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from controlplane.events import TelemetryEvent
+from controlplane.ledger import Decision, Task, TaskState
+
+if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
+    from controlplane.policy import Policy
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to decide one idempotency key, or the news that it was decided already.
+
+    ``token`` is the store's concurrency token (a row version or an ETag) for the completing write;
+    ``original`` is the first decision's id when the key was already completed.
+    """
+
+    key: str
+    partition: str
+    token: str
+    original: str | None = None
+    taken_over: bool = False
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.original is not None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+
+
+class DecisionStore(Protocol):
+    """Idempotency claims, the decision ledger and the task outbox, written together."""
+
+    name: str
+
+    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
+        """Take the key (INPROGRESS until ``now + lease``), or report it done.
+
+        Raises ``EventInProgress`` while another holder's lease runs; an expired lease is taken over.
+        """
+
+    def complete(self, claim: Claim, decision: Decision) -> None:
+        """Atomically mark the claim COMPLETED and write the decision and its tasks."""
+
+    def release(self, claim: Claim) -> None:
+        """Give the key back after a failed attempt so the retry can take it at once."""
+
+    def append(self, decision: Decision) -> None:
+        """Write a decision that needs no claim (``duplicate`` records)."""
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
+        """Newest first, optionally for one model."""
+
+    def decision(self, decision_id: str) -> Decision | None: ...
+
+    def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]: ...
+
+    def due_tasks(self, now: datetime, limit: int) -> list[Task]:
+        """Pending tasks whose ``due_at`` has come, oldest first."""
+
+    def update_task(self, current: Task, updated: Task) -> None:
+        """Replace ``current`` with ``updated``; a no-op when another sweep changed it meanwhile."""
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+
+
+class TelemetryStore(Protocol):
+    """Durable telemetry records, deduplicated by Event Hubs partition and sequence number."""
+
+    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult: ...
+
+    def telemetry_count(self, model: str, deployment: str) -> int: ...
+
+
+class Store(DecisionStore, TelemetryStore, Protocol):
+    """What a storage backend provides."""
+
+
+class Dispatcher(Protocol):
+    """Sends a task's request to where it goes (Azure ML, a webhook...) and returns what came back."""
+
+    name: str
+
+    def dispatch(self, task: Task) -> dict: ...
+
+
+
+@dataclass(frozen=True)
+class Services:
+    """The ports and values a handler works with, built once by ``controlplane.bootstrap``."""
+
+    store: Store
+    clock: Clock
+    dispatcher: Dispatcher
+    policy: Policy
+    lease: timedelta = timedelta(minutes=5)

@@ -1,0 +1,58 @@
+"""The actions a drift signal leads to, per the model's profile (MLOps v2).
+
+Classical models are retrained automatically; computer vision and NLP models send the degraded
+data to human review and labelling instead. Shadow mode records the verdict and opens no task.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from controlplane.ledger import Outcome, TaskDraft, TaskKind, Verdict, digest
+from controlplane.policy import Mode, Policy, Profile
+
+
+def act_on_drift(policy: Policy, model: str | None, signal: Mapping[str, Any], summary: str, key: str) -> Verdict:
+    evidence: dict[str, Any] = {"signal": dict(signal)}
+    if model is None:
+        return Verdict(Outcome.INCONCLUSIVE,
+                       f"{summary}; no model is known for monitor {signal.get('monitor')!r} "
+                       "(tag the monitor with model_name or map it under 'monitors' in the policy)",
+                       evidence=evidence)
+    rule = policy.rule_for(model)
+    if rule is None:
+        return Verdict(Outcome.INCONCLUSIVE, f"{summary}; no policy rule matches model {model!r}", model=model,
+                       evidence=evidence)
+    evidence.update(rule=rule.rule, profile=rule.profile.value, mode=rule.mode.value)
+    if rule.profile is Profile.CLASSICAL:
+        if rule.retraining is None:
+            return Verdict(Outcome.INCONCLUSIVE, f"{summary}; rule {rule.rule} has no retraining pipeline",
+                           model=model, evidence=evidence)
+        retraining = rule.retraining
+        job_name = deterministic_name("retrain", model, key)
+        request = {"operation": "jobs.create_or_update", "experiment_name": retraining.experiment,
+                   "job": {"name": job_name, "source": retraining.pipeline, "compute": retraining.compute,
+                           "inputs": {"model_name": model, **retraining.inputs},
+                           "tags": {"controlplane.trigger": str(signal.get("kind")),
+                                    "controlplane.idempotency_key": key}}}
+        outcome, task = Outcome.RETRAIN, TaskDraft(TaskKind.RETRAINING, f"azureml:job/{job_name}", request)
+        reason = f"{summary}; retraining {model} with {retraining.pipeline}"
+    else:
+        if rule.review is None:
+            return Verdict(Outcome.INCONCLUSIVE, f"{summary}; rule {rule.rule} names no reviewers", model=model,
+                           evidence=evidence)
+        request = {"operation": "reviews.open", "kind": "drift", "model": model,
+                   "assignees": list(rule.review.assignees), "labelling_project": rule.review.labelling_project,
+                   "signal": dict(signal)}
+        outcome, task = Outcome.REVIEW, TaskDraft(TaskKind.REVIEW, f"review/{digest(key, length=12)}", request)
+        reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
+    if rule.mode is Mode.SHADOW:
+        evidence["shadow_task"] = {"kind": task.kind.value, "target": task.target, "request": task.request}
+        return Verdict(outcome, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
+    return Verdict(outcome, reason, model=model, evidence=evidence, tasks=(task,))
+
+
+def deterministic_name(prefix: str, model: str, key: str) -> str:
+    """An Azure ML resource name derived from the idempotency key: a resubmission finds the same job."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:40] or "model"
+    return f"{prefix}-{slug}-{digest(key, length=12)}"

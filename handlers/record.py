@@ -1,0 +1,74 @@
+"""Record a verdict exactly once per idempotency key, and invalid payloads as ``invalid`` decisions.
+
+This is the one path by which every intake use case writes to the ledger: claim the key
+(INPROGRESS with a lease), decide, then complete the claim together with the decision and its
+tasks. A redelivery of a completed key is recorded as a ``duplicate`` and dispatches nothing; a
+failure releases the claim so the host's retry can decide at once.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import suppress
+from datetime import datetime
+from typing import Callable
+
+from controlplane.errors import ControlPlaneError, InvalidEvent
+from controlplane.ledger import Decision, Outcome, Source, Verdict, digest, record
+from controlplane.ports import Services
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_EXCERPT_BYTES = 4096
+
+
+def decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
+                model: str | None, version: str | None, received_at: datetime,
+                decide: Callable[[], Verdict]) -> Decision:
+    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``."""
+    store = services.store
+    stamp = dict(key=key, event_id=event_id, source=source, event_type=event_type,
+                 policy_version=services.policy.version, received_at=received_at)
+    claim = store.claim(key, model or "_", services.clock.now(), services.lease)
+    if claim.is_duplicate:
+        verdict = Verdict(Outcome.DUPLICATE, f"already decided as {claim.original}; nothing dispatched",
+                          model=model, version=version, evidence={"duplicate_of": claim.original})
+        decision = record(verdict, **stamp, decided_at=services.clock.now(), attempt=uuid.uuid4().hex)
+        store.append(decision)
+        return _logged(decision)
+    try:
+        verdict = decide()
+        decision = record(verdict, **stamp, decided_at=services.clock.now())
+        store.complete(claim, decision)
+    except BaseException:
+        with suppress(ControlPlaneError):
+            store.release(claim)
+        raise
+    return _logged(decision)
+
+
+def record_invalid(services: Services, *, source: Source, payload: bytes, error: InvalidEvent,
+                   event_id: str = "", event_type: str = "") -> Decision:
+    """Keep a payload that broke its contract, with the field and reason, instead of losing it."""
+    now = services.clock.now()
+    verdict = Verdict(
+        Outcome.INVALID,
+        f"{error.path}: {error.reason}",
+        evidence={"field": error.path, "error": error.reason, "payload_bytes": len(payload),
+                  "payload": payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", "replace")},
+    )
+    return decide_once(services, key=f"invalid:{source.value}:{digest(payload.decode('latin-1'))}", event_id=event_id,
+                       source=source, event_type=event_type or "invalid", model=None, version=None,
+                       received_at=now, decide=lambda: verdict)
+
+
+def _logged(decision: Decision) -> Decision:
+    logger.info(
+        "decision %s outcome=%s model=%s version=%s event=%s tasks=%d reason=%s",
+        decision.id, decision.outcome.value, decision.model, decision.version, decision.event_id,
+        len(decision.tasks), decision.reason,
+        extra={"custom_dimensions": {"correlation_id": decision.event_id, "decision_id": decision.id,
+                                     "outcome": decision.outcome.value, "model": decision.model or "",
+                                     "policy_version": decision.policy_version}},
+    )
+    return decision

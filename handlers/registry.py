@@ -1,0 +1,90 @@
+"""Azure ML registry and run events (Event Grid): decide what each one calls for.
+
+ModelRegistered and ModelDeployed are recorded with their evidence; model-monitoring breaches
+(RunStatusChanged carrying ``azureml_modelmonitor_threshold_breached``) and legacy
+DatasetDriftDetected events enter the drift action path of the model's profile.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controlplane import events as ev
+from controlplane.errors import InvalidEvent
+from controlplane.ledger import Decision, Outcome, Source, Verdict
+from controlplane.parsing import parse_registry_event
+from controlplane.policy import Policy
+from controlplane.ports import Services
+from handlers.actions import act_on_drift
+from handlers.record import decide_once, record_invalid
+
+
+def receive_registry_event(services: Services, raw: Any) -> Decision:
+    """Parse one Event Grid / CloudEvents envelope and decide it once; a bad one becomes ``invalid``."""
+    source = Source.CLOUDEVENTS if isinstance(raw, dict) and "specversion" in raw else Source.EVENTGRID
+    try:
+        event = parse_registry_event(raw)
+    except InvalidEvent as error:
+        payload = json.dumps(raw, default=str).encode()
+        event_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
+        event_type = str(raw.get("eventType") or raw.get("type") or "") if isinstance(raw, dict) else ""
+        return record_invalid(services, source=source, payload=payload, error=error, event_id=event_id,
+                              event_type=event_type)
+    model, version = subject_model(event, services.policy)
+    return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
+                       event_type=event.meta.type, model=model, version=version, received_at=event.meta.time,
+                       decide=lambda: decide_registry_event(event, services.policy, key=f"ml:{event.meta.id}"))
+
+
+def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, str | None]:
+    """The model (and version, when known) an event is about."""
+    if isinstance(event, ev.ModelRegistered):
+        return event.model, event.version
+    if isinstance(event, ev.ModelDeployed):
+        return (event.models[0].name, event.models[0].version) if event.models else (None, None)
+    if isinstance(event, (ev.RunStatusChanged, ev.RunCompleted)):
+        for key, value in {**event.properties, **event.tags}.items():
+            if key.lower() in ("model_name", "azureml.model_name", "model") and value:
+                return value, None
+        return policy.model_for_monitor(event.experiment_name), None
+    if isinstance(event, ev.DatasetDriftDetected):
+        return policy.model_for_monitor(event.drift_name), None
+    return None, None
+
+
+def decide_registry_event(event: ev.RegistryEvent, policy: Policy, *, key: str) -> Verdict:
+    model, version = subject_model(event, policy)
+    if isinstance(event, ev.ModelRegistered):
+        rule = policy.rule_for(event.model, event.tags)
+        evidence = {"tags": dict(event.tags), "properties": dict(event.properties),
+                    "rule": rule.rule if rule else None}
+        reason = (f"registered; rule {rule.rule} sets no promotion gates" if rule
+                  else f"registered; no policy rule matches model {event.model!r}")
+        return Verdict(Outcome.NO_ACTION, reason, model=model, version=version, evidence=evidence)
+    if isinstance(event, ev.ModelDeployed):
+        return Verdict(Outcome.NO_ACTION,
+                       f"deployment to endpoint {event.endpoint!r} recorded: {', '.join(map(str, event.models))}",
+                       model=model, version=version,
+                       evidence={"endpoint": event.endpoint, "compute_type": event.compute_type,
+                                 "models": [str(ref) for ref in event.models], "tags": dict(event.tags)})
+    if isinstance(event, ev.RunStatusChanged) and event.breach is not None:
+        breach = event.breach
+        signal = {"kind": "model_monitor", "monitor": event.experiment_name, "run_id": event.run_id,
+                  "signal": breach.signal, "run_status": event.status,
+                  "features": [{"feature": v.feature, "metric": v.metric, "value": v.value,
+                                "threshold": v.threshold} for v in breach.violations]}
+        drifted = ", ".join(v.feature for v in breach.violations) or "unnamed features"
+        return act_on_drift(policy, model, signal, f"monitor signal {breach.signal!r} breached on {drifted}", key)
+    if isinstance(event, ev.DatasetDriftDetected):
+        signal = {"kind": "dataset_monitor", "monitor": event.drift_name, "run_id": event.run_id,
+                  "coefficient": event.coefficient, "base_dataset": event.base_dataset_id,
+                  "target_dataset": event.target_dataset_id,
+                  "window": [t.isoformat() if t else None for t in (event.start, event.end)]}
+        return act_on_drift(policy, model, signal,
+                            f"dataset monitor {event.drift_name!r} drift coefficient {event.coefficient:g}", key)
+    run = event  # RunCompleted or an ordinary RunStatusChanged
+    status = getattr(run, "status", "Completed")
+    return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {run.experiment_name!r} is {status}",
+                   model=model, version=version,
+                   evidence={"experiment": run.experiment_name, "run_id": run.run_id, "run_type": run.run_type,
+                             "status": status})

@@ -1,0 +1,59 @@
+"""Inference telemetry from Event Hubs: parse each event on its own, keep the good records durably
+(deduplicated by partition and sequence number) and dead-letter the bad ones as ``invalid``
+decisions with their position and raw body, so one poison event never blocks the batch."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Sequence
+
+from controlplane.errors import InvalidEvent
+from controlplane.events import TelemetryEvent
+from controlplane.ledger import Decision, Source
+from controlplane.parsing import parse_telemetry_body
+from controlplane.ports import Services
+from handlers.record import record_invalid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawTelemetry:
+    """One Event Hubs event as the trigger received it."""
+
+    partition: str
+    sequence_number: int
+    enqueued_time: datetime | None
+    body: bytes
+    content_encoding: str | None = None
+
+
+@dataclass(frozen=True)
+class TelemetryReport:
+    events: int
+    records: int
+    stored: int
+    duplicates: int
+    invalid: tuple[Decision, ...] = field(default_factory=tuple)
+
+
+def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> TelemetryReport:
+    good: list[TelemetryEvent] = []
+    invalid: list[Decision] = []
+    for raw in batch:
+        try:
+            records = parse_telemetry_body(raw.body, raw.content_encoding)
+        except InvalidEvent as error:
+            invalid.append(record_invalid(
+                services, source=Source.TELEMETRY, payload=raw.body, error=error,
+                event_id=f"{raw.partition}:{raw.sequence_number}", event_type="telemetry"))
+            continue
+        good.append(TelemetryEvent(raw.partition, raw.sequence_number, raw.enqueued_time, records))
+    result = services.store.append_telemetry(good) if good else None
+    report = TelemetryReport(events=len(batch), records=sum(len(e.records) for e in good),
+                             stored=result.stored if result else 0, duplicates=result.duplicates if result else 0,
+                             invalid=tuple(invalid))
+    logger.info("telemetry batch events=%d records=%d stored=%d duplicates=%d invalid=%d", report.events,
+                report.records, report.stored, report.duplicates, len(report.invalid))
+    return report
