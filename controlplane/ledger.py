@@ -69,6 +69,7 @@ class Task:
     idempotency_key: str
     created_at: datetime
     due_at: datetime
+    model: str | None = None
     state: TaskState = TaskState.PENDING
     attempts: int = 0
     last_error: str = ""
@@ -146,7 +147,7 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
     tasks = tuple(
         Task(id=digest(decision_id, str(index), draft.kind.value, length=24), kind=draft.kind, target=draft.target,
              request=draft.request, decision_id=decision_id, idempotency_key=key, created_at=decided_at,
-             due_at=decided_at)
+             due_at=decided_at, model=verdict.model)
         for index, draft in enumerate(verdict.tasks)
     )
     return Decision(id=decision_id, idempotency_key=key, event_id=event_id, source=source, event_type=event_type,

@@ -1,0 +1,257 @@
+"""Azure Table Storage store (``CONTROLPLANE_STORE=tables``), with ``AzureWebJobsStorage`` or its
+identity-based form (``AzureWebJobsStorage__tableServiceUri`` / ``__accountName``).
+
+Layout of the ledger table, one partition per model (``_`` when an event names none):
+
+- ``claim|<key digest>``: the idempotency record (INPROGRESS with a lease, then COMPLETED);
+- ``decision|<inverted time>|<id>``: a decision, newest first within the partition;
+- ``task|<id>``: an outbox task.
+
+Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
+(same table, same partition), so they land together or not at all. Claims and task updates use
+ETags for optimistic concurrency. Telemetry rows live in their own table, one partition per model
+and deployment, keyed by Event Hubs partition and sequence number so redelivery adds nothing.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Sequence
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+
+from controlplane.errors import EventInProgress, StoreUnavailable
+from controlplane.events import TelemetryEvent
+from controlplane.ledger import Decision, Task, TaskState, digest, dumps
+from controlplane.ports import AppendResult, Claim
+from controlplane.settings import Settings
+
+AZURITE_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+CHUNK_CHARS = 30_000  # a string property holds at most 64 KiB of UTF-16
+TRANSACTION_LIMIT = 100
+_MAX_TIME_MS = 10 ** 13 - 1
+
+
+def partition_of(model: str | None) -> str:
+    """A PartitionKey for a model name: '/', '\\', '#' and '?' are not allowed in keys."""
+    return quote(model, safe=" -_.:|@") if model else "_"
+
+
+class TableStore:
+    name = "tables"
+
+    def __init__(self, service: TableServiceClient, prefix: str = "controlplane") -> None:
+        self._service = service
+        with self._errors():
+            self._ledger = service.create_table_if_not_exists(f"{prefix}ledger")
+            self._telemetry = service.create_table_if_not_exists(f"{prefix}telemetry")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TableStore:
+        options = dict(retry_total=3, retry_backoff_factor=0.5, connection_timeout=5, read_timeout=15)
+        if settings.storage_connection:
+            connection = settings.storage_connection
+            if connection.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
+                connection = AZURITE_CONNECTION
+            service = TableServiceClient.from_connection_string(connection, **options)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            service = TableServiceClient(endpoint=settings.storage_account_url, credential=DefaultAzureCredential(),
+                                         **options)
+        return cls(service, settings.table_prefix)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, TableTransactionError):
+            raise
+        except AzureError as exc:
+            raise StoreUnavailable(f"table storage: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+    # -- DecisionStore ------------------------------------------------------------------------
+    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
+        pk, row = partition_of(None if partition == "_" else partition), f"claim|{digest(key)}"
+        entity = {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": key, "State": "INPROGRESS",
+                  "LeaseUntil": now + lease, "DecisionId": ""}
+        with self._errors():
+            for _ in range(3):  # a claim released between our create and our read: try again
+                try:
+                    return Claim(key, partition, token=self._ledger.create_entity(entity)["etag"])
+                except ResourceExistsError:
+                    pass
+                try:
+                    existing = self._ledger.get_entity(pk, row)
+                except ResourceNotFoundError:
+                    continue
+                if existing["State"] == "COMPLETED":
+                    return Claim(key, partition, token="", original=existing["DecisionId"])
+                if _aware(existing["LeaseUntil"]) > now:
+                    raise EventInProgress(key)
+                try:
+                    metadata = self._ledger.update_entity(entity, mode=UpdateMode.REPLACE,
+                                                          etag=existing.metadata["etag"],
+                                                          match_condition=MatchConditions.IfNotModified)
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    raise EventInProgress(key) from None
+                return Claim(key, partition, token=metadata["etag"], taken_over=True)
+        raise EventInProgress(key)
+
+    def complete(self, claim: Claim, decision: Decision) -> None:
+        pk = partition_of(None if claim.partition == "_" else claim.partition)
+        completed = {"PartitionKey": pk, "RowKey": f"claim|{digest(claim.key)}", "Kind": "claim", "Key": claim.key,
+                     "State": "COMPLETED", "LeaseUntil": decision.decided_at, "DecisionId": decision.id}
+        operations = [("update", completed, {"mode": UpdateMode.REPLACE, "etag": claim.token,
+                                             "match_condition": MatchConditions.IfNotModified})]
+        operations += [("create", entity) for entity in self._decision_entities(pk, decision)]
+        with self._errors():
+            try:
+                self._ledger.submit_transaction(operations)
+            except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError) as exc:
+                if _status(exc) in (404, 409, 412):  # our lease expired and another instance took the key
+                    raise EventInProgress(claim.key) from exc
+                raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+
+    def release(self, claim: Claim) -> None:
+        pk = partition_of(None if claim.partition == "_" else claim.partition)
+        with self._errors():
+            try:
+                self._ledger.delete_entity(pk, f"claim|{digest(claim.key)}", etag=claim.token,
+                                           match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # taken over or gone already: nothing of ours to give back
+
+    def append(self, decision: Decision) -> None:
+        pk = partition_of(decision.model)
+        with self._errors():
+            self._ledger.submit_transaction([("create", e) for e in self._decision_entities(pk, decision)])
+
+    def _decision_entities(self, pk: str, decision: Decision) -> list[dict[str, Any]]:
+        inverted = _MAX_TIME_MS - int(decision.decided_at.timestamp() * 1000)
+        body = decision.to_json()
+        entities = [{"PartitionKey": pk, "RowKey": f"decision|{inverted:013d}|{decision.id}", "Kind": "decision",
+                     "DecisionId": decision.id, "DecidedAt": decision.decided_at, **_chunks(dumps(body))}]
+        entities += [self._task_entity(pk, task) for task in decision.tasks]
+        return entities
+
+    @staticmethod
+    def _task_entity(pk: str, task: Task) -> dict[str, Any]:
+        return {"PartitionKey": pk, "RowKey": f"task|{task.id}", "Kind": "task", "State": task.state.value,
+                "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task.to_json()))}
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
+        with self._errors():
+            if model is not None:
+                rows = self._ledger.query_entities(
+                    "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'",
+                    parameters={"pk": partition_of(model)}, results_per_page=limit)
+                found = [row for _, row in zip(range(limit), rows)]
+            else:  # across partitions: Table Storage cannot order, so read and sort
+                found = sorted(self._ledger.query_entities("Kind eq 'decision'"),
+                               key=lambda row: row["RowKey"].split("|")[1])[:limit]
+        return [Decision.from_json(_body(row)) for row in found]
+
+    def decision(self, decision_id: str) -> Decision | None:
+        with self._errors():
+            rows = list(self._ledger.query_entities("Kind eq 'decision' and DecisionId eq @id",
+                                                    parameters={"id": decision_id}))
+        return Decision.from_json(_body(rows[0])) if rows else None
+
+    def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
+        query, parameters = "Kind eq 'task'", {}
+        if state is not None:
+            query, parameters = query + " and State eq @state", {"state": state.value}
+        with self._errors():
+            rows = list(self._ledger.query_entities(query, parameters=parameters))
+        return sorted((Task.from_json(_body(row)) for row in rows), key=lambda t: t.due_at)[:limit]
+
+    def due_tasks(self, now: datetime, limit: int) -> list[Task]:
+        with self._errors():
+            rows = list(self._ledger.query_entities("Kind eq 'task' and State eq 'pending' and DueAt le @now",
+                                                    parameters={"now": now}))
+        return sorted((Task.from_json(_body(row)) for row in rows), key=lambda t: t.due_at)[:limit]
+
+    def update_task(self, current: Task, updated: Task) -> None:
+        pk = partition_of(current.model)
+        with self._errors():
+            try:
+                row = self._ledger.get_entity(pk, f"task|{current.id}")
+                if row["State"] != current.state.value or row["Attempts"] != current.attempts:
+                    return
+                self._ledger.update_entity(self._task_entity(pk, updated), mode=UpdateMode.REPLACE,
+                                           etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return  # another sweep changed it meanwhile
+
+    def ping(self) -> None:
+        with self._errors():
+            next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
+
+    # -- TelemetryStore -----------------------------------------------------------------------
+    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult:
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            for index, r in enumerate(event.records):
+                pk = partition_of(f"{r.model}|{r.deployment}")
+                by_partition.setdefault(pk, []).append({
+                    "PartitionKey": pk, "RowKey": f"{quote(event.partition, safe='')}|{event.sequence_number:020d}"
+                                                  f"|{index:05d}",
+                    "Model": r.model, "Version": r.version, "Endpoint": r.endpoint, "Deployment": r.deployment,
+                    "RequestId": r.request_id, "Timestamp_": r.timestamp, "Inputs": dumps(r.inputs),
+                    "Outputs": dumps(r.outputs), "EnqueuedAt": event.enqueued_time})
+        stored = duplicates = 0
+        with self._errors():
+            for rows in by_partition.values():
+                for start in range(0, len(rows), TRANSACTION_LIMIT):
+                    chunk = rows[start:start + TRANSACTION_LIMIT]
+                    try:
+                        self._telemetry.submit_transaction([("create", row) for row in chunk])
+                        stored += len(chunk)
+                    except TableTransactionError:  # some rows exist already: a redelivery
+                        for row in chunk:
+                            try:
+                                self._telemetry.create_entity(row)
+                                stored += 1
+                            except ResourceExistsError:
+                                duplicates += 1
+        return AppendResult(stored=stored, duplicates=duplicates)
+
+    def telemetry_count(self, model: str, deployment: str) -> int:
+        with self._errors():
+            rows = self._telemetry.query_entities("PartitionKey eq @pk", parameters={
+                "pk": partition_of(f"{model}|{deployment}")}, select=["RowKey"])
+            return sum(1 for _ in rows)
+
+
+def _chunks(text: str) -> dict[str, str]:
+    return {f"Body{i // CHUNK_CHARS or ''}": text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)}
+
+
+def _body(row: dict[str, Any]) -> dict[str, Any]:
+    parts, index = [row["Body"]], 1
+    while f"Body{index}" in row:
+        parts.append(row[f"Body{index}"])
+        index += 1
+    return json.loads("".join(parts))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from controlplane.ports import Services
+from controlplane.policy import load_policy
+from tests.fakes import FakeClock, FakeStore, RecordingDispatcher
+from tests.support import ROOT, Azurite
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    server = Azurite().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def policy():
+    return load_policy(ROOT / "policy.yaml")
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def make_store(request, tmp_path):
+    """Build a store of one kind: 'fake', 'sqlite' (a file under tmp_path) or 'tables' (Azurite)."""
+
+    def make(kind: str):
+        if kind == "fake":
+            return FakeStore()
+        if kind == "sqlite":
+            from controlplane.adapters.sqlite_store import SqliteStore
+
+            return SqliteStore(str(tmp_path / "controlplane.db"))
+        from azure.data.tables import TableServiceClient
+
+        from controlplane.adapters.table_store import TableStore
+
+        server = request.getfixturevalue("azurite")
+        service = TableServiceClient.from_connection_string(server.connection_string, retry_total=0)
+        return TableStore(service, prefix=f"t{next(_prefixes)}x{uuid.uuid4().hex[:8]}")
+
+    return make
+
+
+@pytest.fixture
+def services(policy, clock):
+    return Services(store=FakeStore(), clock=clock, dispatcher=RecordingDispatcher(), policy=policy,
+                    lease=timedelta(minutes=5))

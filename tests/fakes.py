@@ -1,0 +1,137 @@
+"""Hand-written doubles that record what happened, for handler tests."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from controlplane.errors import EventInProgress, StoreUnavailable
+from controlplane.events import TelemetryEvent
+from controlplane.ledger import Decision, Task, TaskState
+from controlplane.ports import AppendResult, Claim
+
+
+class FakeClock:
+    def __init__(self, start: datetime = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)) -> None:
+        self.moment = start
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment += timedelta(**delta)
+
+
+class FakeStore:
+    """An in-memory store with the same contract as the real ones (see test_store_contract)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.claims: dict[str, dict] = {}
+        self.ledger: list[Decision] = []
+        self.outbox: dict[str, Task] = {}
+        self.telemetry: dict[tuple[str, int, int], tuple[str, str]] = {}
+        self.down = False
+        self._lock = threading.Lock()
+        self._tokens = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("fake store is down")
+
+    def claim(self, key, partition, now, lease):
+        with self._lock:
+            self._check()
+            self._tokens += 1
+            token = str(self._tokens)
+            held = self.claims.get(key)
+            if held and held["state"] == "COMPLETED":
+                return Claim(key, partition, "", original=held["decision"])
+            if held and held["until"] > now:
+                raise EventInProgress(key)
+            self.claims[key] = {"state": "INPROGRESS", "until": now + lease, "token": token, "decision": None}
+            return Claim(key, partition, token, taken_over=held is not None)
+
+    def complete(self, claim, decision):
+        with self._lock:
+            self._check()
+            held = self.claims.get(claim.key)
+            if not held or held["token"] != claim.token or held["state"] != "INPROGRESS":
+                raise EventInProgress(claim.key)
+            held.update(state="COMPLETED", decision=decision.id)
+            self._insert(decision)
+
+    def release(self, claim):
+        with self._lock:
+            self._check()
+            held = self.claims.get(claim.key)
+            if held and held["token"] == claim.token and held["state"] == "INPROGRESS":
+                del self.claims[claim.key]
+
+    def append(self, decision):
+        with self._lock:
+            self._check()
+            self._insert(decision)
+
+    def _insert(self, decision):
+        self.ledger.append(decision)
+        self.outbox.update({task.id: task for task in decision.tasks})
+
+    def decisions(self, model=None, limit=50):
+        self._check()
+        found = [d for d in self.ledger if model is None or d.model == model]
+        return sorted(found, key=lambda d: d.decided_at, reverse=True)[:limit]
+
+    def decision(self, decision_id):
+        return next((d for d in self.ledger if d.id == decision_id), None)
+
+    def tasks(self, state=None, limit=100):
+        found = [t for t in self.outbox.values() if state is None or t.state is state]
+        return sorted(found, key=lambda t: t.due_at)[:limit]
+
+    def due_tasks(self, now, limit):
+        self._check()
+        return [t for t in self.tasks(TaskState.PENDING, 10_000) if t.due_at <= now][:limit]
+
+    def update_task(self, current, updated):
+        with self._lock:
+            self._check()
+            if self.outbox.get(current.id) == current:
+                self.outbox[current.id] = updated
+
+    def ping(self):
+        self._check()
+
+    def append_telemetry(self, events: list[TelemetryEvent]) -> AppendResult:
+        with self._lock:
+            self._check()
+            stored = duplicates = 0
+            for event in events:
+                for index, record in enumerate(event.records):
+                    key = (event.partition, event.sequence_number, index)
+                    if key in self.telemetry:
+                        duplicates += 1
+                    else:
+                        self.telemetry[key] = (record.model, record.deployment)
+                        stored += 1
+            return AppendResult(stored, duplicates)
+
+    def telemetry_count(self, model, deployment):
+        return sum(1 for value in self.telemetry.values() if value == (model, deployment))
+
+
+class RecordingDispatcher:
+    """Records every task it is given; fails as scripted."""
+
+    name = "recording"
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.sent: list[Task] = []
+        self.failures = list(failures or [])
+
+    def dispatch(self, task: Task) -> dict:
+        self.sent.append(task)
+        if self.failures:
+            raise self.failures.pop(0)
+        return {"sent": task.id}
+

@@ -1,0 +1,148 @@
+"""One contract, three stores: the in-memory fake, SQLite and Azure Table Storage (on Azurite)."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from controlplane.errors import EventInProgress
+from controlplane.events import TelemetryEvent, TelemetryRecord
+from controlplane.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture(params=["fake", "sqlite", "tables"])
+def store(request, make_store):
+    return make_store(request.param)
+
+
+def decision_for(key, *, model="churn", at=T0, tasks=0, outcome=Outcome.RETRAIN, attempt=""):
+    drafts = tuple(TaskDraft(TaskKind.RETRAINING, f"azureml:job/{key}-{i}", {"operation": "jobs.create_or_update",
+                                                                            "n": i}) for i in range(tasks))
+    verdict = Verdict(outcome, f"because {key}", model=model, version="3", evidence={"key": key}, tasks=drafts)
+    return record(verdict, key=key, event_id=key, source=Source.EVENTGRID, event_type="test", policy_version="v1",
+                  received_at=at, decided_at=at, attempt=attempt)
+
+
+def test_a_new_key_is_claimed_and_completed_with_its_decision_and_tasks(store):
+    claim = store.claim("ml:1", "churn", T0, LEASE)
+    assert not claim.is_duplicate
+    decision = decision_for("ml:1", tasks=2)
+    store.complete(claim, decision)
+
+    assert [d.id for d in store.decisions()] == [decision.id]
+    stored = store.decision(decision.id)
+    assert stored.evidence == {"key": "ml:1"} and stored.outcome is Outcome.RETRAIN
+    assert [t.request["n"] for t in stored.tasks] == [0, 1]
+    assert sorted(t.id for t in store.tasks()) == sorted(t.id for t in decision.tasks)
+
+
+def test_a_completed_key_is_reported_as_duplicate_with_the_original_decision(store):
+    claim = store.claim("ml:2", "churn", T0, LEASE)
+    decision = decision_for("ml:2")
+    store.complete(claim, decision)
+
+    again = store.claim("ml:2", "churn", T0 + timedelta(hours=1), LEASE)
+    assert again.is_duplicate and again.original == decision.id
+
+
+def test_a_held_key_raises_in_progress_until_its_lease_expires_then_is_taken_over(store):
+    first = store.claim("ml:3", "churn", T0, LEASE)
+    with pytest.raises(EventInProgress):
+        store.claim("ml:3", "churn", T0 + timedelta(minutes=4), LEASE)
+
+    second = store.claim("ml:3", "churn", T0 + timedelta(minutes=6), LEASE)
+    assert second.taken_over and not second.is_duplicate
+    with pytest.raises(EventInProgress):  # the first holder lost its claim and cannot complete
+        store.complete(first, decision_for("ml:3"))
+    store.complete(second, decision_for("ml:3"))
+    assert len(store.decisions()) == 1
+
+
+def test_a_released_key_can_be_claimed_again_at_once(store):
+    claim = store.claim("ml:4", "churn", T0, LEASE)
+    store.release(claim)
+    retry = store.claim("ml:4", "churn", T0 + timedelta(seconds=1), LEASE)
+    assert not retry.is_duplicate
+    store.complete(retry, decision_for("ml:4"))
+    assert store.claim("ml:4", "churn", T0, LEASE).is_duplicate
+
+
+def test_decisions_are_listed_newest_first_and_by_model(store):
+    for minute, (key, model) in enumerate([("a", "churn"), ("b", "defect-detector"), ("c", "churn")]):
+        claim = store.claim(key, model, T0, LEASE)
+        store.complete(claim, decision_for(key, model=model, at=T0 + timedelta(minutes=minute)))
+    store.append(decision_for("c", model="churn", at=T0 + timedelta(minutes=5), outcome=Outcome.DUPLICATE,
+                              attempt="redelivery-1"))
+
+    assert [d.evidence["key"] for d in store.decisions()] == ["c", "c", "b", "a"]
+    assert [d.outcome for d in store.decisions(model="churn")] == [Outcome.DUPLICATE, Outcome.RETRAIN,
+                                                                    Outcome.RETRAIN]
+    assert [d.evidence["key"] for d in store.decisions(model="churn", limit=1)] == ["c"]
+    assert store.decisions(model="nobody") == []
+
+
+def test_due_tasks_are_updated_once_and_stale_updates_are_ignored(store):
+    decision = decision_for("ml:5", tasks=1)
+    store.complete(store.claim("ml:5", "churn", T0, LEASE), decision)
+    [task] = store.due_tasks(T0, 10)
+    assert store.due_tasks(T0 - timedelta(seconds=1), 10) == []
+
+    from dataclasses import replace
+    done = replace(task, state=TaskState.SUCCEEDED, attempts=1, result={"ok": True}, updated_at=T0)
+    store.update_task(task, done)
+    store.update_task(task, replace(task, state=TaskState.DEAD_LETTERED, attempts=1))  # stale: ignored
+
+    [stored] = store.tasks()
+    assert stored.state is TaskState.SUCCEEDED and stored.result == {"ok": True}
+    assert store.due_tasks(T0 + timedelta(days=1), 10) == []
+
+
+def test_telemetry_is_deduplicated_by_partition_and_sequence_number(store):
+    def event(sequence, n=2):
+        records = tuple(TelemetryRecord("churn", "3", "churn-ep", "green", f"r{sequence}-{i}", T0, {"age": i}, {})
+                        for i in range(n))
+        return TelemetryEvent("0", sequence, T0, records)
+
+    first = store.append_telemetry([event(1), event(2)])
+    again = store.append_telemetry([event(2), event(3)])
+
+    assert (first.stored, first.duplicates) == (4, 0)
+    assert (again.stored, again.duplicates) == (2, 2)
+    assert store.telemetry_count("churn", "green") == 6
+
+
+def test_concurrent_claims_of_the_same_keys_complete_each_key_exactly_once(store):
+    keys = [f"ml:c{i}" for i in range(6)]
+    completed, duplicates, errors = [], [], []
+
+    def worker():
+        for key in keys:
+            while True:
+                try:
+                    claim = store.claim(key, "churn", T0, LEASE)
+                except EventInProgress:
+                    continue  # like a redelivery: try again until the holder finishes
+                except Exception as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+                    return
+                if claim.is_duplicate:
+                    duplicates.append(key)
+                else:
+                    store.complete(claim, decision_for(key))
+                    completed.append(key)
+                break
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert sorted(completed) == sorted(keys)
+    assert len(duplicates) == 8 * len(keys) - len(keys)
+    assert len(store.decisions(limit=100)) == len(keys)
