@@ -79,8 +79,8 @@ class FakeStore:
 
     def decisions(self, model=None, limit=50):
         self._check()
-        found = [d for d in self.ledger if model is None or d.model == model]
-        return sorted(found, key=lambda d: d.decided_at, reverse=True)[:limit]
+        found = [(d.decided_at, n, d) for n, d in enumerate(self.ledger) if model is None or d.model == model]
+        return [d for _, _, d in sorted(found, key=lambda item: item[:2], reverse=True)][:limit]
 
     def decision(self, decision_id):
         return next((d for d in self.ledger if d.id == decision_id), None)

@@ -24,10 +24,10 @@ def parse_alert(raw: Any) -> Alert:
 
     severity = essentials.text("severity")
     if severity.lower() not in _SEVERITIES:
-        raise InvalidEvent(essentials.path + ".severity", f"expected Sev0..Sev4, got {severity!r}")
+        raise InvalidEvent(essentials.path_of("severity"), f"expected Sev0..Sev4, got {severity!r}")
     condition = essentials.text("monitorCondition")
     if condition.lower() not in _CONDITIONS:
-        raise InvalidEvent(essentials.path + ".monitorCondition", f"expected Fired or Resolved, got {condition!r}")
+        raise InvalidEvent(essentials.path_of("monitorCondition"), f"expected Fired or Resolved, got {condition!r}")
     signal_type = essentials.text("signalType")
 
     return Alert(

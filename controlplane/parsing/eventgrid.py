@@ -90,7 +90,7 @@ def _model_registered(meta: ev.EventMeta, data: Fields) -> ev.ModelRegistered:
 
 
 def _model_deployed(meta: ev.EventMeta, data: Fields) -> ev.ModelDeployed:
-    ids_path = data.path + ".modelIds"
+    ids_path = data.path_of("modelIds")
     refs = []
     for part in data.text("modelIds").split(","):
         name, sep, version = part.strip().rpartition(":")
@@ -127,7 +127,7 @@ def _run_status_changed(meta: ev.EventMeta, data: Fields) -> ev.RunStatusChanged
     breach = None
     for key, text in run["tags"].items():
         if key.lower() == ev.MONITOR_BREACH_TAG:
-            breach = parse_monitor_breach(text, f"{data.path}.runTags.{key}")
+            breach = parse_monitor_breach(text, f"{data.path_of('runTags')}.{key}")
     return ev.RunStatusChanged(meta=meta, status=data.text("runStatus"), breach=breach, **run)
 
 

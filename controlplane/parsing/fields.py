@@ -21,9 +21,9 @@ def type_name(value: Any) -> str:
 
 
 def parse_json(raw: bytes | str, path: str = "$") -> Any:
-    """Decode JSON bytes or text, naming ``path`` and the position of a syntax error."""
+    """Decode UTF-8 JSON bytes or text, naming ``path`` and the position of a syntax error."""
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
         raise InvalidEvent(path, f"body is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -80,6 +80,10 @@ class Fields:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._raw)
+
+    def path_of(self, *names: str) -> str:
+        """The path of the first of ``names`` present, as spelled in the payload."""
+        return self._find(names)[0]
 
     def has(self, *names: str) -> bool:
         return self._find(names)[1] is not _MISSING

@@ -1,0 +1,218 @@
+"""Use cases with hand-written fakes: what each event decides, exactly once."""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from controlplane.errors import EventInProgress, PermanentError, StoreUnavailable, TransientError
+from controlplane.ledger import Outcome, TaskKind, TaskState
+from handlers.alerts import receive_alert
+from handlers.registry import receive_registry_event
+from handlers.sweep import MAX_ATTEMPTS, sweep
+from handlers.telemetry import RawTelemetry, receive_telemetry
+from tests.fakes import RecordingDispatcher
+from tests.support import event_bytes, load_event
+
+
+def first(name):
+    payload = load_event(name)
+    return payload[0] if isinstance(payload, list) else payload
+
+
+def test_classical_model_breach_opens_one_retraining_task_with_a_deterministic_job_name(services):
+    decision = receive_registry_event(services, first("eg_monitor_breach.json"))
+
+    assert decision.outcome is Outcome.RETRAIN and decision.model == "churn"
+    assert "age, tenure_months, plan" in decision.reason
+    [task] = decision.tasks
+    assert task.kind is TaskKind.RETRAINING and task.state is TaskState.PENDING
+    job = task.request["job"]
+    assert job["name"].startswith("retrain-churn-") and job["source"] == "pipelines/retrain-churn.yml"
+    assert job["inputs"] == {"model_name": "churn", "training_data": "azureml:churn-training@latest"}
+    assert decision.evidence["signal"]["features"][0]["feature"] == "age"
+    assert decision.policy_version == services.policy.version
+    assert services.store.outbox == {task.id: task}
+
+
+def test_the_same_event_twice_gives_one_decision_and_one_duplicate(services):
+    original = receive_registry_event(services, first("eg_monitor_breach.json"))
+    again = receive_registry_event(services, first("eg_monitor_breach.json"))
+
+    assert again.outcome is Outcome.DUPLICATE and again.tasks == ()
+    assert again.evidence == {"duplicate_of": original.id} and again.model == "churn"
+    assert len(services.store.outbox) == 1
+    assert [d.outcome for d in services.store.decisions()] == [Outcome.DUPLICATE, Outcome.RETRAIN]
+
+
+def test_cv_model_breach_goes_to_human_review(services):
+    event = copy.deepcopy(first("eg_monitor_breach.json"))
+    event["data"]["experimentName"] = "defect-detector-drift"
+    decision = receive_registry_event(services, event)
+
+    assert decision.outcome is Outcome.REVIEW and decision.model == "defect-detector"
+    [task] = decision.tasks
+    assert task.kind is TaskKind.REVIEW and task.request["assignees"] == ["vision-reviewers@contoso.com"]
+
+
+def test_shadow_mode_records_the_verdict_and_dispatches_nothing(services):
+    decision = receive_registry_event(services, first("ce_monitor_breach.json"))  # ticket-classifier: shadow
+
+    assert decision.outcome is Outcome.REVIEW and decision.tasks == ()
+    assert "shadow mode" in decision.reason and decision.evidence["shadow_task"]["kind"] == "review"
+    assert services.store.outbox == {}
+
+
+def test_breach_from_an_unmapped_monitor_is_inconclusive_not_silently_dropped(services):
+    event = copy.deepcopy(first("eg_monitor_breach.json"))
+    event["data"]["experimentName"] = "someone-elses-monitor"
+    decision = receive_registry_event(services, event)
+    assert decision.outcome is Outcome.INCONCLUSIVE and "someone-elses-monitor" in decision.reason
+
+
+def test_legacy_dataset_drift_enters_the_same_action_path(services):
+    decision = receive_registry_event(services, first("eg_dataset_drift_detected.json"))
+    assert decision.outcome in (Outcome.RETRAIN, Outcome.REVIEW, Outcome.INCONCLUSIVE)
+    assert decision.evidence["signal"]["kind"] == "dataset_monitor"
+
+
+@pytest.mark.parametrize("name, model, version", [
+    ("eg_model_registered_docs.json", "churn", "3"),
+    ("eg_model_deployed_docs.json", "churn", "3"),
+    ("ce_run_completed_sdk.json", "defect-detector", None),  # from the run's model_name tag
+    ("eg_run_status_changed_docs.json", None, None),
+])
+def test_lifecycle_events_are_recorded_with_their_evidence(services, name, model, version):
+    decision = receive_registry_event(services, first(name))
+    assert decision.outcome is Outcome.NO_ACTION and decision.tasks == ()
+    assert (decision.model, decision.version) == (model, version)
+    assert decision.evidence
+
+
+def test_invalid_event_becomes_an_invalid_decision_naming_the_field(services):
+    decision = receive_registry_event(services, load_event("eg_batch_mixed.json")[2])
+    assert decision.outcome is Outcome.INVALID and decision.evidence["field"] == "data.ModelName"
+    assert '"ModelName": 42' in decision.evidence["payload"]
+    again = receive_registry_event(services, load_event("eg_batch_mixed.json")[2])
+    assert again.outcome is Outcome.DUPLICATE
+
+
+def test_unknown_event_type_is_recorded_invalid(services):
+    decision = receive_registry_event(services, first("eg_unknown_type.json"))
+    assert decision.outcome is Outcome.INVALID and decision.evidence["field"] == "eventType"
+    assert decision.event_type.endswith("SomethingNew")
+
+
+def test_a_failed_decision_releases_its_claim_so_the_retry_decides(services, monkeypatch):
+    import handlers.registry as registry
+
+    def broken(*args, **kwargs):
+        raise StoreUnavailable("workspace lookup timed out")
+
+    monkeypatch.setattr(registry, "decide_registry_event", broken)
+    with pytest.raises(StoreUnavailable):
+        receive_registry_event(services, first("eg_monitor_breach.json"))
+    monkeypatch.undo()
+    assert receive_registry_event(services, first("eg_monitor_breach.json")).outcome is Outcome.RETRAIN
+
+
+def test_an_event_held_by_another_instance_is_retried_not_duplicated(services):
+    key = "ml:" + first("eg_monitor_breach.json")["id"]
+    services.store.claim(key, "churn", services.clock.now(), timedelta(minutes=5))
+    with pytest.raises(EventInProgress):
+        receive_registry_event(services, first("eg_monitor_breach.json"))
+    services.clock.advance(minutes=6)  # the holder crashed: its lease runs out
+    assert receive_registry_event(services, first("eg_monitor_breach.json")).outcome is Outcome.RETRAIN
+
+
+def test_alert_fired_and_resolved_are_two_decisions_each_notifying(services):
+    fired = receive_alert(services, event_bytes("alert_metric_fired.json"))
+    resolved = receive_alert(services, event_bytes("alert_metric_resolved.json"))
+    refired = receive_alert(services, event_bytes("alert_metric_fired.json"))
+
+    assert fired.outcome is Outcome.NOTIFY and fired.idempotency_key.endswith(":Fired")
+    assert resolved.outcome is Outcome.NOTIFY and "resolved" in resolved.reason
+    assert refired.outcome is Outcome.DUPLICATE
+    [task] = fired.tasks
+    assert task.kind is TaskKind.NOTIFY and task.request["channel"] == "infrastructure"
+    assert fired.evidence["conditions"][0]["threshold"] == 500.0
+
+
+def test_bad_alert_body_is_invalid_with_its_field(services):
+    decision = receive_alert(services, b'{"schemaId": "azureMonitorCommonAlertSchema", "data": {}}')
+    assert decision.outcome is Outcome.INVALID and decision.evidence["field"] == "data.essentials"
+
+
+def raw(name_or_body, sequence, partition="0"):
+    body = name_or_body if isinstance(name_or_body, bytes) else event_bytes(name_or_body)
+    return RawTelemetry(partition=partition, sequence_number=sequence, enqueued_time=None, body=body)
+
+
+def test_telemetry_keeps_good_events_and_dead_letters_the_poison_one(services):
+    batch = [raw("telemetry_batch.json", 10), raw("telemetry_bad_records.json", 11), raw("telemetry_record.json", 12)]
+    report = receive_telemetry(services, batch)
+
+    assert (report.events, report.records, report.stored, report.duplicates) == (3, 6, 6, 0)
+    [dead] = report.invalid
+    assert dead.outcome is Outcome.INVALID and dead.event_id == "0:11"
+    assert dead.evidence["field"] == "[1].timestamp" and "yesterday" in dead.evidence["payload"]
+    assert services.store.telemetry_count("churn", "green") == 6
+
+
+def test_a_redelivered_telemetry_batch_changes_nothing(services):
+    batch = [raw("telemetry_batch.json", 20), raw("telemetry_record.json", 21)]
+    receive_telemetry(services, batch)
+    again = receive_telemetry(services, batch)
+    assert (again.stored, again.duplicates) == (0, 6)
+    assert services.store.telemetry_count("churn", "green") == 6
+
+
+def test_telemetry_store_outage_is_raised_for_the_retry_policy(services):
+    services.store.down = True
+    with pytest.raises(TransientError):
+        receive_telemetry(services, [raw("telemetry_record.json", 30)])
+
+
+def test_sweep_dispatches_due_tasks_once_and_records_the_result(services):
+    receive_registry_event(services, first("eg_monitor_breach.json"))
+    report = sweep(services)
+
+    assert (report.due, report.succeeded) == (1, 1)
+    [task] = services.store.tasks()
+    assert task.state is TaskState.SUCCEEDED and task.attempts == 1 and task.result == {"sent": task.id}
+    assert sweep(services).due == 0 and len(services.dispatcher.sent) == 1
+
+
+def test_sweep_backs_off_on_transient_errors_and_dead_letters_permanent_ones(services):
+    services = replace(services, dispatcher=RecordingDispatcher([TransientError("429 throttled"),
+                                                                 PermanentError("model not found")]))
+    receive_registry_event(services, first("eg_monitor_breach.json"))
+
+    assert sweep(services).retrying == 1
+    [task] = services.store.tasks()
+    assert task.state is TaskState.PENDING and task.attempts == 1 and "throttled" in task.last_error
+    assert task.due_at == services.clock.now() + timedelta(seconds=30)
+    assert sweep(services).due == 0  # not due yet
+    services.clock.advance(seconds=30)
+    assert sweep(services).dead_lettered == 1
+    [task] = services.store.tasks()
+    assert task.state is TaskState.DEAD_LETTERED and task.last_error == "model not found"
+
+
+def test_sweep_gives_up_after_the_maximum_attempts(services):
+    services = replace(services, dispatcher=RecordingDispatcher([TransientError("503")] * MAX_ATTEMPTS))
+    receive_registry_event(services, first("eg_monitor_breach.json"))
+    for _ in range(MAX_ATTEMPTS):
+        sweep(services)
+        services.clock.advance(hours=2)
+    [task] = services.store.tasks()
+    assert task.state is TaskState.DEAD_LETTERED and task.attempts == MAX_ATTEMPTS
+
+
+def test_decision_json_round_trips(services):
+    decision = receive_registry_event(services, first("eg_monitor_breach.json"))
+    from controlplane.ledger import Decision
+    assert Decision.from_json(json.loads(json.dumps(decision.to_json()))) == decision
