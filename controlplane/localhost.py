@@ -183,37 +183,17 @@ class LocalHost:
         if function.type == "timerTrigger":
             function.call(TimerRequest(past_due=False))
         elif function.type == "eventHubTrigger":
-            function.call(self.event_hub_batch(
+            sequence = request.get("sequenceNumber")
+            function.call(event_hub_events(
                 [payload if isinstance(payload, str) else json.dumps(payload)],
                 partition=str(request.get("partitionId", "local")),
-                first_sequence=request.get("sequenceNumber")))
+                first_sequence=next(self._sequence) if sequence is None else int(sequence)))
         elif function.type == "eventGridTrigger":
             event = payload if isinstance(payload, str) else json.dumps(payload)
             function.call(EventGridEventInConverter.decode(meta.Datum(event, "json"), trigger_metadata={}))
         else:
             return Reply.json(400, {"error": f"{function.type} functions are not invoked through /admin"})
         return Reply(202)
-
-    def event_hub_batch(self, bodies: list[str | bytes], partition: str = "local",
-                        first_sequence: int | None = None,
-                        properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
-        """Events as the Event Hubs extension hands them to a cardinality-many function."""
-        first = int(first_sequence) if first_sequence is not None else next(self._sequence)
-        if first_sequence is None:  # keep locally assigned sequence numbers unique across calls
-            for _ in range(len(bodies) - 1):
-                next(self._sequence)
-        now = datetime.now(timezone.utc).isoformat()
-        system = [{"SequenceNumber": first + i, "Offset": str(first + i), "EnqueuedTimeUtc": now,
-                   "PartitionKey": None} for i in range(len(bodies))]
-        encoded = [b if isinstance(b, bytes) else b.encode() for b in bodies]
-        metadata = {
-            "SystemPropertiesArray": meta.Datum(json.dumps(system), "json"),
-            "PartitionContext": meta.Datum(json.dumps({"PartitionId": partition, "EventHubName": "local",
-                                                       "ConsumerGroup": "$Default"}), "json"),
-            "PropertiesArray": meta.Datum(json.dumps(properties or [{} for _ in bodies]), "json"),
-        }
-        return EventHubTriggerConverter.decode(
-            meta.Datum(SimpleNamespace(bytes=encoded), "collection_bytes"), trigger_metadata=metadata)
 
     # -- timers -----------------------------------------------------------------------------------
     def timers(self) -> list[tuple[Schedule, Function]]:
@@ -233,6 +213,23 @@ class LocalHost:
                         except Exception:
                             logger.exception("timer %s failed", function.name)
             last = now
+
+
+def event_hub_events(bodies: list[str | bytes], partition: str, first_sequence: int,
+                     properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
+    """Events as the Event Hubs extension hands a batch to a cardinality-many function."""
+    now = datetime.now(timezone.utc).isoformat()
+    system = [{"SequenceNumber": first_sequence + i, "Offset": str(first_sequence + i), "EnqueuedTimeUtc": now,
+               "PartitionKey": None} for i in range(len(bodies))]
+    metadata = {
+        "SystemPropertiesArray": meta.Datum(json.dumps(system), "json"),
+        "PartitionContext": meta.Datum(json.dumps({"PartitionId": partition, "EventHubName": "local",
+                                                   "ConsumerGroup": "$Default"}), "json"),
+        "PropertiesArray": meta.Datum(json.dumps(properties or [{} for _ in bodies]), "json"),
+    }
+    encoded = [body if isinstance(body, bytes) else body.encode() for body in bodies]
+    return EventHubTriggerConverter.decode(meta.Datum(SimpleNamespace(bytes=encoded), "collection_bytes"),
+                                           trigger_metadata=metadata)
 
 
 def _route_pattern(route: str) -> re.Pattern[str]:

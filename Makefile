@@ -1,0 +1,42 @@
+# Two set-up commands: `make run` (local control plane) and `make test` (everything the tests need, then the suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 7071
+
+.PHONY: run test demo schema clean
+
+$(PY):
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+## run: start the control plane locally on http://127.0.0.1:$(PORT) (SQLite store, dry-run dispatch)
+run: $(VENV)/.runtime
+	$(PY) -m controlplane serve --port $(PORT)
+
+## test: install the test dependencies (Python packages, Azurite) and run the whole suite
+test: $(VENV)/.dev node_modules/.package-lock.json
+	$(PY) -m pytest
+
+## demo: replay a realistic scenario against a fresh local host and print the decision timeline
+demo: $(VENV)/.runtime
+	$(PY) -m controlplane demo
+
+## schema: regenerate policy.schema.json from the policy model
+schema: $(VENV)/.runtime
+	$(PY) -m controlplane policy schema > policy.schema.json
+
+clean:
+	rm -rf $(VENV) node_modules .controlplane .pytest_cache .hypothesis
