@@ -5,6 +5,7 @@
     policy schema                                         print the policy's JSON schema
     decisions [--model NAME] [--limit N]                  print recorded decisions, newest first
     tasks [--state STATE] [--limit N]                     print outbox tasks
+    demo                                                  replay a scenario against a fresh local host
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     tasks.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
     tasks.add_argument("--limit", type=int, default=50)
 
+    commands.add_parser("demo", help="replay a realistic scenario against a fresh local host")
+
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.command == "demo" else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except ControlPlaneError as error:
@@ -60,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
 
         serve(port=args.port, bind=args.bind, timers=not args.no_timers, ready=announce)
         return 0
+    if args.command == "demo":
+        from controlplane.demo import run
+
+        return run()
     if args.command == "policy":
         from controlplane.policy import load_policy, schema
         from controlplane.settings import Settings

@@ -129,3 +129,20 @@ def test_every_policy_example_in_the_docs_is_valid():
     assert blocks, "docs/policy.md shows policy examples"
     for block in blocks:
         parse_policy(block.split("```", 1)[0])
+
+
+def bicep_app_settings() -> set[str]:
+    import re
+
+    source = (ROOT / "infra" / "app" / "controlplane.bicep").read_text()
+    block = source.split("appSettings: [", 1)[1].split("]", 1)[0]
+    return set(re.findall(r"name: '([^']+)'", block))
+
+
+def test_bicep_sets_every_setting_the_code_reads_with_identity_based_connections():
+    in_bicep = bicep_app_settings()
+    for setting in set(sample_values()) - {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"}:
+        identity_based = any(name.startswith(setting + "__") for name in in_bicep)
+        assert setting in in_bicep or identity_based, f"{setting} is not set by infra/app/controlplane.bicep"
+    assert not {"AzureWebJobsStorage", "TelemetryEventHub"} & in_bicep, "connections are identity-based in Azure"
+    assert not {name.split("__")[0] for name in in_bicep if name.startswith("CONTROLPLANE_")} - set(sample_values())

@@ -1,0 +1,139 @@
+"""``python -m controlplane demo``: replay a realistic day against a fresh local host and print the
+decision timeline. Every step goes over HTTP to the URLs Core Tools serves, so the demo exercises
+exactly what Azure would call."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+WORKSPACE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-ml-prod/providers/"
+             "Microsoft.MachineLearningServices/workspaces/mlw-prod")
+BREACH = ("The signal 'data-drift-signal' has failed due to one or more features violating metric thresholds.\n"
+          "The feature names and their corresponding computed metric values violating the threshold are \n{}\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def grid(event_type: str, subject: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    return {"id": event_id or str(uuid.uuid4()), "topic": WORKSPACE, "subject": subject,
+            "eventType": f"Microsoft.MachineLearningServices.{event_type}", "eventTime": _now(), "data": data,
+            "dataVersion": "2", "metadataVersion": "1"}
+
+
+def breach(monitor: str, features: list[tuple[str, str, float, float]]) -> dict[str, Any]:
+    items = [json.dumps({"group": f, "metric_value": v, "metric_name": m, "threshold_value": t},
+                        separators=(",", ":")) for f, m, v, t in features]
+    run = str(uuid.uuid4())
+    return grid("RunStatusChanged", f"experiments/{uuid.uuid4()}/runs/{run}", {
+        "runStatus": "Failed", "experimentName": monitor, "runId": run, "runType": "azureml.StepRun",
+        "runTags": {"azureml_modelmonitor_threshold_breached": BREACH.format(str(items))}})
+
+
+def alert(condition: str, alert_id: str) -> dict[str, Any]:
+    return {"schemaId": "azureMonitorCommonAlertSchema", "data": {
+        "essentials": {"alertId": f"/subscriptions/0/providers/Microsoft.AlertsManagement/alerts/{alert_id}",
+                       "alertRule": "churn-ep-latency-p95", "severity": "Sev2", "signalType": "Metric",
+                       "monitorCondition": condition, "monitoringService": "Platform",
+                       "alertTargetIDs": [f"{WORKSPACE.lower()}/onlineendpoints/churn-ep"], "firedDateTime": _now(),
+                       **({"resolvedDateTime": _now()} if condition == "Resolved" else {}),
+                       "description": "p95 latency of churn-ep above 500 ms"},
+        "alertContext": {"conditionType": "SingleResourceMultipleMetricCriteria", "condition": {
+            "windowSize": "PT5M", "allOf": [{"metricName": "RequestLatency_P95", "operator": "GreaterThan",
+                                             "threshold": "500", "timeAggregation": "Average",
+                                             "dimensions": [{"name": "deployment", "value": "green"}],
+                                             "metricValue": 812.4}]}}}}
+
+
+def telemetry(n: int) -> list[dict[str, Any]]:
+    return [{"model": "churn", "version": "3", "endpoint": "churn-ep", "deployment": "green",
+             "request_id": str(uuid.uuid4()), "timestamp": _now(), "inputs": {"age": 30 + i, "plan": "pro"},
+             "outputs": {"score": 0.5 + i / 100}} for i in range(n)]
+
+
+def scenario() -> list[tuple[str, str, str, Any]]:
+    """(description, method, path, body) steps of a day in the life of three models."""
+    registered = grid("ModelRegistered", "models/churn:3", {
+        "ModelName": "churn", "ModelVersion": 3, "ModelTags": {"accuracy": "0.91", "created_by": "alice@contoso.com"}})
+    webhook = "/runtime/webhooks/EventGrid?functionName=on_registry_event"
+    return [
+        ("churn:3 is registered", "POST", webhook, [registered]),
+        ("churn:3 is deployed to churn-ep", "POST", webhook, [grid("ModelDeployed", "endpoints/churn-ep", {
+            "ServiceName": "churn-ep", "ServiceComputeType": "Managed", "ModelIds": "churn:3"})]),
+        ("Event Grid redelivers the registration", "POST", webhook, [registered]),
+        ("scoring telemetry arrives", "POST", "/admin/functions/on_telemetry",
+         {"input": json.dumps(telemetry(5)), "partitionId": "0", "sequenceNumber": 1}),
+        ("a poison telemetry event arrives", "POST", "/admin/functions/on_telemetry",
+         {"input": '{"model": "churn"}', "partitionId": "0", "sequenceNumber": 2}),
+        ("churn's monitor breaches (classical)", "POST", webhook, [breach("churn-monitor", [
+            ("age", "NormalizedWassersteinDistance", 0.23, 0.1),
+            ("plan", "JensenShannonDistance", 0.13, 0.1)])]),
+        ("defect-detector drifts (computer vision)", "POST", webhook, [breach("defect-detector-drift", [
+            ("brightness", "NormalizedWassersteinDistance", 0.31, 0.1)])]),
+        ("ticket-classifier drifts (NLP, shadow mode)", "POST", webhook, [breach("ticket-classifier-monitor", [
+            ("channel", "JensenShannonDistance", 0.18, 0.1)])]),
+        ("p95 latency alert fires on churn-ep", "POST", "/api/alerts", alert("Fired", "a1")),
+        ("the alert resolves", "POST", "/api/alerts", alert("Resolved", "a1")),
+        ("a malformed alert is posted", "POST", "/api/alerts", {"schemaId": "azureMonitorCommonAlertSchema"}),
+        ("the sweep timer drains the outbox (dry run)", "POST", "/admin/functions/sweep", {"input": ""}),
+    ]
+
+
+def call(base: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json", "aeg-event-type": "Notification"}
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    return status, json.loads(raw) if raw else None
+
+
+def run() -> int:
+    from controlplane import bootstrap
+    from controlplane.localhost import serve
+
+    workdir = tempfile.mkdtemp(prefix="controlplane-demo-")
+    os.environ["CONTROLPLANE_STORE"] = f"sqlite:///{workdir}/demo.db"
+    os.environ.setdefault("CONTROLPLANE_POLICY", "policy.yaml")
+    bootstrap.reset()
+    started = threading.Event()
+    servers: list[Any] = []
+
+    def ready(server) -> None:
+        servers.append(server)
+        started.set()
+
+    threading.Thread(target=serve, kwargs=dict(port=0, timers=False, ready=ready), daemon=True).start()
+    started.wait(30)
+    base = f"http://127.0.0.1:{servers[0].server_address[1]}"
+    print(f"local host {base}, store {os.environ['CONTROLPLANE_STORE']}\n")
+    for step, (description, method, path, body) in enumerate(scenario(), 1):
+        status, _ = call(base, method, path, body)
+        print(f"{step:>2}. {description:<46} {method} {path.split('?')[0]:<34} -> {status}")
+
+    _, listing = call(base, "GET", "/api/decisions?limit=100", None)
+    decisions = list(reversed(listing["decisions"]))
+    print(f"\nDecision timeline ({len(decisions)} decisions, policy {decisions[0]['policy_version']}):")
+    for d in decisions:
+        event = d["event_type"].removeprefix("Microsoft.MachineLearningServices.")
+        print(f"  {d['decided_at'][11:23]}  {event:<20} {str(d['model'] or '-'):<18} {d['outcome']:<13} "
+              f"{d['reason'][:90]}")
+    tasks = bootstrap.services().store.tasks(limit=100)
+    print(f"\nOutbox ({len(tasks)} tasks, dispatcher {bootstrap.services().dispatcher.name}):")
+    for task in tasks:
+        sent = task.result.get("would_send", {})
+        print(f"  {task.kind.value:<11} {task.state.value:<10} {task.target:<44} "
+              f"{sent.get('operation', '')} {json.dumps(sent.get('job', {}).get('name', sent.get('channel', '')))}")
+    servers[0].shutdown()
+    return 0

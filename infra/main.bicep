@@ -1,0 +1,42 @@
+// The control plane's Azure resources: one resource group holding the Function App (Flex
+// Consumption, Python 3.11) and what it reads and writes, reached with one user-assigned identity.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; also tags every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource.')
+param location string
+
+@description('Name of the telemetry event hub scoring scripts send to.')
+param telemetryEventHubName string = 'telemetry'
+
+@description('Consumer group the on_telemetry function reads with.')
+param telemetryConsumerGroup string = 'controlplane'
+
+var tags = { 'azd-env-name': environmentName }
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module app 'app/controlplane.bicep' = {
+  name: 'controlplane'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    telemetryEventHubName: telemetryEventHubName
+    telemetryConsumerGroup: telemetryConsumerGroup
+  }
+}
+
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output AZURE_RESOURCE_GROUP string = rg.name
