@@ -57,3 +57,11 @@ def make_store(request, tmp_path):
 def services(policy, clock):
     return Services(store=FakeStore(), clock=clock, dispatcher=RecordingDispatcher(), policy=policy,
                     lease=timedelta(minutes=5))
+
+
+@pytest.fixture(scope="session")
+def app_functions():
+    """The app's functions by name. ``get_functions()`` may run only once per app instance."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

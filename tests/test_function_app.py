@@ -11,10 +11,8 @@ from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
-def functions():
-    import function_app
-
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+def functions(app_functions):
+    return app_functions
 
 
 def bindings(function):

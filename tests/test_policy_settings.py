@@ -73,11 +73,9 @@ def test_the_sample_settings_hold_every_setting_the_code_reads_and_load_cleanly(
     assert settings.store_kind == "sqlite" and settings.policy_path == "policy.yaml"
 
 
-def test_function_bindings_reference_only_settings_in_the_sample():
-    import function_app
-
+def test_function_bindings_reference_only_settings_in_the_sample(app_functions):
     referenced = set()
-    for function in function_app.app.get_functions():
+    for function in app_functions.values():
         for binding in json.loads(function.get_function_json())["bindings"]:
             for key in ("connection",):
                 if key in binding:

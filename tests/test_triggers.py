@@ -24,10 +24,8 @@ def wired(services):
 
 
 @pytest.fixture(scope="module")
-def functions():
-    import function_app
-
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+def functions(app_functions):
+    return {name: f.get_user_function() for name, f in app_functions.items()}
 
 
 def grid_event(payload):
@@ -87,6 +85,13 @@ def test_alert_webhook_answers_200_400_413_and_503(functions, wired):
     wired.store.down = True
     down = on_alert(http("POST", "/api/alerts", event_bytes("alert_cpu_fired.json")))
     assert down.status_code == 503 and down.headers["Retry-After"]
+
+
+def test_a_misconfigured_app_answers_alerts_with_503_so_action_groups_retry(functions, monkeypatch):
+    bootstrap.reset()
+    monkeypatch.setenv("CONTROLPLANE_POLICY", "/nonexistent/policy.yaml")
+    reply = functions["on_alert"](http("POST", "/api/alerts", event_bytes("alert_cpu_fired.json")))
+    assert reply.status_code == 503 and "policy" in json.loads(reply.get_body())["error"]["reason"]
 
 
 def test_decisions_filters_by_model_and_validates_limit(functions, wired):

@@ -1,8 +1,8 @@
 """``on_alert``: POST /api/alerts, the Azure Monitor action-group webhook (common alert schema).
 
 Answers fast: record and decide here, dispatch later from the outbox. Action groups retry 408,
-429, 503 and 504, so only a transient failure answers 503; a bad payload answers 400 naming the
-field, and is kept as an ``invalid`` decision.
+429, 503 and 504, so a failure of ours (store down, bad setting or policy) answers 503 and the alert
+comes again; a bad payload answers 400 naming the field, and is kept as an ``invalid`` decision.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ bp = func.Blueprint()
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import TransientError
+    from controlplane.errors import ControlPlaneError
     from controlplane.ledger import Outcome
     from handlers.alerts import receive_alert
 
@@ -26,8 +26,8 @@ def on_alert(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
     try:
         decision = receive_alert(bootstrap.services(), body)
-    except TransientError as error:
-        return error_response(503, "store", str(error))
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
     if decision.outcome is Outcome.INVALID:
         return error_response(400, decision.evidence["field"], decision.evidence["error"], decision=decision.id)
     return json_response(200, {"decision": decision.to_json()})

@@ -12,7 +12,7 @@ bp = func.Blueprint()
 @bp.route(route="decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def decisions(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import InvalidEvent, TransientError
+    from controlplane.errors import ControlPlaneError, InvalidEvent
     from handlers.queries import list_decisions, parse_limit
 
     try:
@@ -20,6 +20,6 @@ def decisions(req: func.HttpRequest) -> func.HttpResponse:
         found = list_decisions(bootstrap.services(), req.params.get("model"), limit)
     except InvalidEvent as error:
         return error_response(400, error.path, error.reason)
-    except TransientError as error:
-        return error_response(503, "store", str(error))
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
     return json_response(200, {"decisions": [d.to_json() for d in found]})
