@@ -199,19 +199,26 @@ class LocalHost:
     def timers(self) -> list[tuple[Schedule, Function]]:
         return [(Schedule(f.trigger["schedule"]), f) for f in self.functions.values() if f.type == "timerTrigger"]
 
+    def fire_due_timers(self, schedules: list[tuple[Schedule, Function]], after: int, until: int) -> list[str]:
+        """Run the timers scheduled in the whole seconds (after, until]; a late one is marked past due."""
+        fired = []
+        for second in range(after + 1, until + 1):
+            moment = datetime.fromtimestamp(second, timezone.utc)
+            for schedule, function in schedules:
+                if schedule.matches(moment):
+                    fired.append(function.name)
+                    try:
+                        function.call(TimerRequest(past_due=second < until))
+                    except Exception:
+                        logger.exception("timer %s failed", function.name)
+        return fired
+
     def run_timers(self, stop: threading.Event) -> None:
         schedules = self.timers()
         last = int(time.time())
         while not stop.wait(0.2):
             now = int(time.time())
-            for second in range(last + 1, now + 1):
-                moment = datetime.fromtimestamp(second, timezone.utc)
-                for schedule, function in schedules:
-                    if schedule.matches(moment):
-                        try:
-                            function.call(TimerRequest(past_due=second < now))
-                        except Exception:
-                            logger.exception("timer %s failed", function.name)
+            self.fire_due_timers(schedules, last, now)
             last = now
 
 
