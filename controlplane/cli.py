@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="replay a realistic scenario against a fresh local host")
 
     args = parser.parse_args(argv)
+    from controlplane.settings import load_local_settings
+
+    load_local_settings()  # like Core Tools: local.settings.json Values, the environment wins
     logging.basicConfig(level=logging.WARNING if args.command == "demo" else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
@@ -79,10 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     from controlplane import bootstrap
-    from controlplane.localhost import load_local_settings
     from controlplane.ledger import TaskState
 
-    load_local_settings()
     store = bootstrap.services().store
     if args.command == "decisions":
         for decision in store.decisions(model=args.model, limit=args.limit):

@@ -28,7 +28,7 @@ class EventMeta:
     type: str
     source: str
     subject: str
-    time: datetime
+    time: datetime | None  # CloudEvents may omit it
     schema: str
 
 

@@ -39,6 +39,7 @@ from azure.functions.eventhub import EventHubTriggerConverter
 from azure.functions.timer import TimerRequest
 
 from controlplane.ncrontab import Schedule
+from controlplane.settings import load_local_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +67,6 @@ class Function:
     @property
     def type(self) -> str:
         return self.trigger["type"]
-
-
-def load_local_settings(path: str | Path = "local.settings.json") -> None:
-    """Export ``Values`` from local.settings.json as Core Tools does; the process environment wins."""
-    path = Path(path)
-    if path.is_file():
-        values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
-        for key, value in values.items():
-            os.environ.setdefault(key, str(value))
-    for key, value in LOCAL_DEFAULTS.items():
-        os.environ.setdefault(key, value)
 
 
 class LocalHost:
@@ -281,6 +271,8 @@ def serve(port: int = 7071, bind: str = "127.0.0.1", app_module: str = "function
           ready: Callable[[ThreadingHTTPServer], None] | None = None) -> None:
     """Run the host until interrupted."""
     load_local_settings()
+    for key, value in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     app = importlib.import_module(app_module).app
     host = LocalHost(app)
     handler = type("Handler", (_Handler,), {"host": host})

@@ -4,8 +4,10 @@
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Mapping
 
@@ -25,6 +27,14 @@ TELEMETRY_CONSUMER_GROUP = "TELEMETRY_CONSUMER_GROUP"
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
 DISPATCHERS = ("dry-run",)
+
+
+def load_local_settings(path: str | Path = "local.settings.json") -> None:
+    """Export ``Values`` from local.settings.json as Core Tools does; the process environment wins."""
+    path = Path(path)
+    if path.is_file():
+        for key, value in json.loads(path.read_text(encoding="utf-8")).get("Values", {}).items():
+            os.environ.setdefault(key, str(value))
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ from controlplane.policy import Mode, Policy, Profile
 def act_on_drift(policy: Policy, model: str | None, signal: Mapping[str, Any], summary: str, key: str) -> Verdict:
     evidence: dict[str, Any] = {"signal": dict(signal)}
     if model is None:
+        how = "map it under 'monitors' in the policy"
+        if signal.get("kind") == "model_monitor":
+            how = "tag the monitor's runs with model_name or " + how
         return Verdict(Outcome.INCONCLUSIVE,
-                       f"{summary}; no model is known for monitor {signal.get('monitor')!r} "
-                       "(tag the monitor with model_name or map it under 'monitors' in the policy)",
+                       f"{summary}; no model is known for monitor {signal.get('monitor')!r} ({how})",
                        evidence=evidence)
     rule = policy.rule_for(model)
     if rule is None:

@@ -2,6 +2,8 @@
 who own the signal. Infrastructure signals loop back to the infrastructure team (MLOps v2)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from controlplane.errors import InvalidEvent
 from controlplane.events import Alert
 from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict
@@ -12,17 +14,26 @@ from controlplane.ports import Services
 from handlers.record import decide_once, record_invalid
 
 
-def receive_alert(services: Services, body: bytes) -> Decision:
-    """Parse one common-alert-schema body and decide it once; a bad body becomes ``invalid``."""
+@dataclass(frozen=True)
+class AlertReceipt:
+    """The decision, and the contract violation when the body was bad (answered 400 every time)."""
+
+    decision: Decision
+    error: InvalidEvent | None = None
+
+
+def receive_alert(services: Services, body: bytes) -> AlertReceipt:
+    """Parse one common-alert-schema body and decide it once; a bad body is recorded ``invalid``."""
     try:
         alert = parse_alert(parse_json(body))
     except InvalidEvent as error:
-        return record_invalid(services, source=Source.ALERT, payload=body, error=error, event_type="alert")
+        return AlertReceipt(record_invalid(services, source=Source.ALERT, payload=body, error=error,
+                                           event_type="alert"), error)
     key = f"alert:{alert.alert_id}:{alert.monitor_condition}"
-    return decide_once(services, key=key, event_id=alert.alert_id, source=Source.ALERT,
+    return AlertReceipt(decide_once(services, key=key, event_id=alert.alert_id, source=Source.ALERT,
                        event_type=f"alert.{alert.monitor_condition.lower()}", model=None, version=None,
                        received_at=alert.resolved_at or alert.fired_at,
-                       decide=lambda: decide_alert(alert, services.policy))
+                       decide=lambda: decide_alert(alert, services.policy)))
 
 
 def decide_alert(alert: Alert, policy: Policy) -> Verdict:

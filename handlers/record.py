@@ -48,8 +48,12 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
 
 
 def record_invalid(services: Services, *, source: Source, payload: bytes, error: InvalidEvent,
-                   event_id: str = "", event_type: str = "") -> Decision:
-    """Keep a payload that broke its contract, with the field and reason, instead of losing it."""
+                   event_id: str = "", event_type: str = "", key: str = "") -> Decision:
+    """Keep a payload that broke its contract, with the field and reason, instead of losing it.
+
+    ``key`` is the payload's idempotency key when its position is known (telemetry); otherwise the
+    payload's hash stands in, so a redelivered bad payload is a ``duplicate``.
+    """
     now = services.clock.now()
     verdict = Verdict(
         Outcome.INVALID,
@@ -57,7 +61,8 @@ def record_invalid(services: Services, *, source: Source, payload: bytes, error:
         evidence={"field": error.path, "error": error.reason, "payload_bytes": len(payload),
                   "payload": payload[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", "replace")},
     )
-    return decide_once(services, key=f"invalid:{source.value}:{digest(payload.decode('latin-1'))}", event_id=event_id,
+    key = key or f"invalid:{source.value}:{digest(payload.decode('latin-1'))}"
+    return decide_once(services, key=key, event_id=event_id,
                        source=source, event_type=event_type or "invalid", model=None, version=None,
                        received_at=now, decide=lambda: verdict)
 

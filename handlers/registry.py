@@ -21,7 +21,8 @@ from handlers.record import decide_once, record_invalid
 
 def receive_registry_event(services: Services, raw: Any) -> Decision:
     """Parse one Event Grid / CloudEvents envelope and decide it once; a bad one becomes ``invalid``."""
-    source = Source.CLOUDEVENTS if isinstance(raw, dict) and "specversion" in raw else Source.EVENTGRID
+    cloud = isinstance(raw, dict) and any(str(key).lower() == "specversion" for key in raw)
+    source = Source.CLOUDEVENTS if cloud else Source.EVENTGRID
     try:
         event = parse_registry_event(raw)
     except InvalidEvent as error:
@@ -32,7 +33,8 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
                               event_type=event_type)
     model, version = subject_model(event, services.policy)
     return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
-                       event_type=event.meta.type, model=model, version=version, received_at=event.meta.time,
+                       event_type=event.meta.type, model=model, version=version,
+                       received_at=event.meta.time or services.clock.now(),
                        decide=lambda: decide_registry_event(event, services.policy, key=f"ml:{event.meta.id}"))
 
 
@@ -58,8 +60,8 @@ def decide_registry_event(event: ev.RegistryEvent, policy: Policy, *, key: str) 
         rule = policy.rule_for(event.model, event.tags)
         evidence = {"tags": dict(event.tags), "properties": dict(event.properties),
                     "rule": rule.rule if rule else None}
-        reason = (f"registered; rule {rule.rule} sets no promotion gates" if rule
-                  else f"registered; no policy rule matches model {event.model!r}")
+        reason = (f"registered and recorded under rule {rule.rule}" if rule
+                  else f"registered and recorded; no policy rule matches model {event.model!r}")
         return Verdict(Outcome.NO_ACTION, reason, model=model, version=version, evidence=evidence)
     if isinstance(event, ev.ModelDeployed):
         return Verdict(Outcome.NO_ACTION,

@@ -47,7 +47,8 @@ def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> Tele
         except InvalidEvent as error:
             invalid.append(record_invalid(
                 services, source=Source.TELEMETRY, payload=raw.body, error=error,
-                event_id=f"{raw.partition}:{raw.sequence_number}", event_type="telemetry"))
+                event_id=f"{raw.partition}:{raw.sequence_number}", event_type="telemetry",
+                key=f"telemetry:{raw.partition}:{raw.sequence_number}"))
             continue
         good.append(TelemetryEvent(raw.partition, raw.sequence_number, raw.enqueued_time, records))
     result = services.store.append_telemetry(good) if good else None

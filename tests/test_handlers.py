@@ -129,9 +129,9 @@ def test_an_event_held_by_another_instance_is_retried_not_duplicated(services):
 
 
 def test_alert_fired_and_resolved_are_two_decisions_each_notifying(services):
-    fired = receive_alert(services, event_bytes("alert_metric_fired.json"))
-    resolved = receive_alert(services, event_bytes("alert_metric_resolved.json"))
-    refired = receive_alert(services, event_bytes("alert_metric_fired.json"))
+    fired = receive_alert(services, event_bytes("alert_metric_fired.json")).decision
+    resolved = receive_alert(services, event_bytes("alert_metric_resolved.json")).decision
+    refired = receive_alert(services, event_bytes("alert_metric_fired.json")).decision
 
     assert fired.outcome is Outcome.NOTIFY and fired.idempotency_key.endswith(":Fired")
     assert resolved.outcome is Outcome.NOTIFY and "resolved" in resolved.reason
@@ -141,9 +141,12 @@ def test_alert_fired_and_resolved_are_two_decisions_each_notifying(services):
     assert fired.evidence["conditions"][0]["threshold"] == 500.0
 
 
-def test_bad_alert_body_is_invalid_with_its_field(services):
-    decision = receive_alert(services, b'{"schemaId": "azureMonitorCommonAlertSchema", "data": {}}')
-    assert decision.outcome is Outcome.INVALID and decision.evidence["field"] == "data.essentials"
+def test_bad_alert_body_is_invalid_with_its_field_every_time_it_comes(services):
+    body = b'{"schemaId": "azureMonitorCommonAlertSchema", "data": {}}'
+    first_receipt, second_receipt = receive_alert(services, body), receive_alert(services, body)
+    assert first_receipt.decision.outcome is Outcome.INVALID
+    assert first_receipt.decision.evidence["field"] == first_receipt.error.path == "data.essentials"
+    assert second_receipt.decision.outcome is Outcome.DUPLICATE and second_receipt.error.path == "data.essentials"
 
 
 def raw(name_or_body, sequence, partition="0"):
@@ -160,6 +163,14 @@ def test_telemetry_keeps_good_events_and_dead_letters_the_poison_one(services):
     assert dead.outcome is Outcome.INVALID and dead.event_id == "0:11"
     assert dead.evidence["field"] == "[1].timestamp" and "yesterday" in dead.evidence["payload"]
     assert services.store.telemetry_count("churn", "green") == 6
+
+
+def test_bad_telemetry_is_deduplicated_by_its_position_not_its_content(services):
+    receive_telemetry(services, [raw(b"garbage", 40), raw(b"garbage", 41)])
+    again = receive_telemetry(services, [raw(b"garbage", 41)])
+    outcomes = sorted((d.event_id, d.outcome.value) for d in services.store.decisions())
+    assert outcomes == [("0:40", "invalid"), ("0:41", "duplicate"), ("0:41", "invalid")]
+    assert again.invalid[0].outcome is Outcome.DUPLICATE
 
 
 def test_a_redelivered_telemetry_batch_changes_nothing(services):

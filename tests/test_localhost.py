@@ -75,8 +75,9 @@ def test_malformed_deliveries_get_a_clear_4xx(host, body, headers, status):
 def test_alerts_over_http(host):
     fired = request("POST", f"{host.url}/api/alerts", event_bytes("alert_log_v2.json"))
     assert fired.status == 200 and fired.json()["decision"]["outcome"] == "notify"
-    bad = request("POST", f"{host.url}/api/alerts", b'{"schemaId": "azureMonitorCommonAlertSchema"}')
-    assert bad.status == 400 and bad.json()["error"] == {"field": "data", "reason": "required field is missing"}
+    for _ in range(2):  # a resent bad body is answered the same way
+        bad = request("POST", f"{host.url}/api/alerts", b'{"schemaId": "azureMonitorCommonAlertSchema"}')
+        assert bad.status == 400 and bad.json()["error"] == {"field": "data", "reason": "required field is missing"}
     huge = request("POST", f"{host.url}/api/alerts", b"x" * (1024 * 1024))
     assert huge.status == 413
     assert request("GET", f"{host.url}/api/alerts").status == 405

@@ -18,16 +18,15 @@ bp = func.Blueprint()
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.errors import ControlPlaneError
-    from controlplane.ledger import Outcome
     from handlers.alerts import receive_alert
 
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
     try:
-        decision = receive_alert(bootstrap.services(), body)
+        receipt = receive_alert(bootstrap.services(), body)
     except ControlPlaneError as error:
         return error_response(503, "service", str(error))
-    if decision.outcome is Outcome.INVALID:
-        return error_response(400, decision.evidence["field"], decision.evidence["error"], decision=decision.id)
-    return json_response(200, {"decision": decision.to_json()})
+    if receipt.error is not None:
+        return error_response(400, receipt.error.path, receipt.error.reason, decision=receipt.decision.id)
+    return json_response(200, {"decision": receipt.decision.to_json()})

@@ -1,45 +1,17 @@
 """Event Grid and CloudEvents 1.0 envelopes carrying Azure Machine Learning events.
 
-``parse_delivery`` splits a webhook body (one object or an array, either schema) into per-event
-results so one bad event never loses the others; ``parse_registry_event`` turns one envelope into a
-typed event.
+``parse_registry_event`` turns one envelope, in either schema, into a typed event. The Functions
+host (or the local host) splits a delivery into single events and answers the validation handshake.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from controlplane import events as ev
 from controlplane.errors import InvalidEvent, UnsupportedEvent
 from controlplane.parsing.fields import Fields
-
-
-@dataclass(frozen=True)
-class DeliveryItem:
-    """One element of a delivery: its raw JSON and, when it is a validation handshake, the code."""
-
-    index: int
-    raw: Any
-    validation_code: str | None = None
-
-
-def parse_delivery(body: Any) -> list[DeliveryItem]:
-    """Split a decoded webhook body into its events without parsing them yet."""
-    items = body if isinstance(body, list) else [body]
-    if not items:
-        raise InvalidEvent("$", "the delivery holds no events")
-    result = []
-    for index, raw in enumerate(items):
-        code = None
-        if isinstance(raw, Mapping):
-            fields = Fields(raw)
-            event_type = fields.raw("eventType", "type", default="")
-            if event_type == ev.SUBSCRIPTION_VALIDATION:
-                code = fields.obj("data").text("validationCode")
-        result.append(DeliveryItem(index=index, raw=raw, validation_code=code))
-    return result
 
 
 def read_envelope(raw: Any) -> tuple[ev.EventMeta, Fields]:
@@ -54,7 +26,7 @@ def read_envelope(raw: Any) -> tuple[ev.EventMeta, Fields]:
             type=envelope.text("type"),
             source=envelope.text("source"),
             subject=envelope.text("subject", default=""),
-            time=envelope.time("time"),
+            time=envelope.time("time", default=None),  # optional in CloudEvents 1.0
             schema="cloudevents",
         )
     else:
@@ -197,4 +169,4 @@ def _json_objects(text: str) -> list[Any]:
     return found
 
 
-__all__ = ["DeliveryItem", "parse_delivery", "parse_registry_event", "parse_monitor_breach", "read_envelope"]
+__all__ = ["parse_registry_event", "parse_monitor_breach", "read_envelope"]
