@@ -26,8 +26,9 @@ node_modules/.package-lock.json: package.json package-lock.json
 run: $(VENV)/.runtime
 	$(PY) -m controlplane serve --port $(PORT)
 
-## test: install the test dependencies (Python packages, Azurite) and run the whole suite
+## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
 test: $(VENV)/.dev node_modules/.package-lock.json
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 ## demo: replay a realistic scenario against a fresh local host and print the decision timeline

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from controlplane.settings import load_local_settings
 
     load_local_settings()  # like Core Tools: local.settings.json Values, the environment wins
-    logging.basicConfig(level=logging.WARNING if args.command == "demo" else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.command == "demo" else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except ControlPlaneError as error:

@@ -10,7 +10,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 WORKSPACE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-ml-prod/providers/"
@@ -20,7 +20,7 @@ BREACH = ("The signal 'data-drift-signal' has failed due to one or more features
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def grid(event_type: str, subject: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:

@@ -5,9 +5,10 @@ and every event carries the envelope it came in (``meta``) so decisions can cite
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 ML_PREFIX = "Microsoft.MachineLearningServices."
 MODEL_REGISTERED = ML_PREFIX + "ModelRegistered"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import Enum
-from typing import Any, Mapping
+from enum import Enum, StrEnum
+from typing import Any
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     PROMOTE = "promote"
     REQUEST_APPROVAL = "request_approval"
     REJECT = "reject"
@@ -29,7 +30,7 @@ class Outcome(str, Enum):
     INVALID = "invalid"
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     PROMOTION = "promotion"
     RETRAINING = "retraining"
     REVIEW = "review"
@@ -38,14 +39,14 @@ class TaskKind(str, Enum):
     NOTIFY = "notify"
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     EVENTGRID = "eventgrid"
     CLOUDEVENTS = "cloudevents"
     ALERT = "alert"
@@ -132,8 +133,8 @@ class Decision:
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Decision:
         return Decision(**{**data, "source": Source(data["source"]), "outcome": Outcome(data["outcome"]),
-                           "tasks": tuple(Task.from_json(t) for t in data.get("tasks", ())), "received_at": _time(data["received_at"]),
-                           "decided_at": _time(data["decided_at"])})
+                           "tasks": tuple(Task.from_json(t) for t in data.get("tasks", ())),
+                           "received_at": _time(data["received_at"]), "decided_at": _time(data["decided_at"])})
 
 
 def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_type: str, policy_version: str,

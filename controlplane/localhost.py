@@ -24,12 +24,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
@@ -117,7 +117,8 @@ class LocalHost:
             response = function.call(request)
             response_headers = tuple((k, v) for k, v in response.headers.items() if k.lower() != "content-type")
             content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
-            return Reply(response.status_code, response.get_body(), (("Content-Type", content_type),) + response_headers)
+            headers_out = (("Content-Type", content_type),) + response_headers
+            return Reply(response.status_code, response.get_body(), headers_out)
         return Reply.json(404, {"error": "no function serves this route", "route": route})
 
     def _event_grid(self, method: str, name: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -193,7 +194,7 @@ class LocalHost:
         """Run the timers scheduled in the whole seconds (after, until]; a late one is marked past due."""
         fired = []
         for second in range(after + 1, until + 1):
-            moment = datetime.fromtimestamp(second, timezone.utc)
+            moment = datetime.fromtimestamp(second, UTC)
             for schedule, function in schedules:
                 if schedule.matches(moment):
                     fired.append(function.name)
@@ -215,7 +216,7 @@ class LocalHost:
 def event_hub_events(bodies: list[str | bytes], partition: str, first_sequence: int,
                      properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
     """Events as the Event Hubs extension hands a batch to a cardinality-many function."""
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     system = [{"SequenceNumber": first_sequence + i, "Offset": str(first_sequence + i), "EnqueuedTimeUtc": now,
                "PartitionKey": None} for i in range(len(bodies))]
     metadata = {

@@ -14,11 +14,11 @@ class Schedule:
         if len(parts) != 6:
             raise ValueError(f"NCRONTAB needs 6 fields (sec min hour day month dow), got {expression!r}")
         self.expression = expression
-        self._allowed = [_parse(part, name, low, high) for part, (name, low, high) in zip(parts, _FIELDS)]
+        self._allowed = [_parse(part, name, low, high) for part, (name, low, high) in zip(parts, _FIELDS, strict=True)]
 
     def matches(self, moment: datetime) -> bool:
         values = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.isoweekday() % 7)
-        return all(value in allowed for value, allowed in zip(values, self._allowed))
+        return all(value in allowed for value, allowed in zip(values, self._allowed, strict=True))
 
 
 def _parse(part: str, name: str, low: int, high: int) -> frozenset[int]:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane.errors import PolicyError
 
 
-class Profile(str, Enum):
+class Profile(StrEnum):
     """The MLOps v2 architecture a model follows: what drift leads to."""
 
     CLASSICAL = "classical"  # retrain automatically
@@ -26,7 +27,7 @@ class Profile(str, Enum):
     NLP = "nlp"  # likewise
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     ENFORCE = "enforce"  # decide and dispatch
     SHADOW = "shadow"  # decide and record, dispatch nothing
 

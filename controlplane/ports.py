@@ -5,9 +5,10 @@ dispatcher, the system clock); tests use hand-written fakes or the real adapters
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import timedelta
-from typing import Mapping
+from pathlib import Path
 
 from controlplane.errors import ConfigurationError
 

@@ -6,7 +6,8 @@ data to human review and labelling instead. Shadow mode records the verdict and 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controlplane.ledger import Outcome, TaskDraft, TaskKind, Verdict, digest
 from controlplane.policy import Mode, Policy, Profile

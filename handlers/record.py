@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
-from typing import Callable
 
 from controlplane.errors import ControlPlaneError, InvalidEvent
 from controlplane.ledger import Decision, Outcome, Source, Verdict, digest, record

@@ -4,9 +4,9 @@ decisions with their position and raw body, so one poison event never blocks the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
 
 from controlplane.errors import InvalidEvent
 from controlplane.events import TelemetryEvent

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from controlplane.ports import Services
 from controlplane.policy import load_policy
+from controlplane.ports import Services
 from tests.fakes import FakeClock, FakeStore, RecordingDispatcher
 from tests.support import ROOT, Azurite
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
@@ -11,7 +11,7 @@ from controlplane.ports import AppendResult, Claim
 
 
 class FakeClock:
-    def __init__(self, start: datetime = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)) -> None:
+    def __init__(self, start: datetime = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)) -> None:
         self.moment = start
 
     def now(self) -> datetime:

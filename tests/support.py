@@ -15,9 +15,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = Path(__file__).resolve().parent / "events"
@@ -51,14 +52,32 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
     raise TimeoutError(f"nothing listened on {port} within {timeout}s")
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+class ServerProcess:
+    """A server in a child process on a free loopback port; ``stop`` is graceful, ``kill`` is not."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def launch(self, args: list[str], **popen) -> None:
+        self.process = subprocess.Popen(args, **popen)
+        wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
 
 def azurite_connection(port: int) -> str:
@@ -66,7 +85,7 @@ def azurite_connection(port: int) -> str:
             f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
 
-class Azurite:
+class Azurite(ServerProcess):
     """Azurite's Table service from the project's npm install, on a free port.
 
     In memory by default; ``persistent=True`` keeps data in a temporary workspace so a restart (an
@@ -74,9 +93,8 @@ class Azurite:
     """
 
     def __init__(self, persistent: bool = False) -> None:
+        super().__init__()
         self.persistent = persistent
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
         self.workspace = tempfile.mkdtemp(prefix="azurite-")
 
     @property
@@ -88,17 +106,10 @@ class Azurite:
         if not binary.exists():
             raise RuntimeError("Azurite is not installed: run `make test` (it runs `npm ci`) first")
         storage = ["--location", self.workspace] if self.persistent else ["--inMemoryPersistence"]
-        self.process = subprocess.Popen(
-            [str(binary), "--tableHost", "127.0.0.1", "--tablePort", str(self.port), *storage,
-             "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent"],
-            cwd=self.workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
+        self.launch([str(binary), "--tableHost", "127.0.0.1", "--tablePort", str(self.port), *storage,
+                     "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent"],
+                    cwd=self.workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
     def close(self) -> None:
         self.stop()
@@ -124,14 +135,13 @@ def request(method: str, url: str, body: bytes | str | None = None, headers: dic
         return Response(error.code, error.read(), dict(error.headers))
 
 
-class LocalHostProcess:
+class LocalHostProcess(ServerProcess):
     """``python -m controlplane serve`` in its own process, as a user starts it."""
 
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.port = free_port()
+        super().__init__()
         self.env = env
         self.workdir = workdir
-        self.process: subprocess.Popen | None = None
         self.log = workdir / f"host-{self.port}.log"
 
     @property
@@ -141,22 +151,9 @@ class LocalHostProcess:
     def start(self) -> LocalHostProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "controlplane", "serve", "--port", str(self.port), "--no-timers"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, self.process)
+            self.launch([sys.executable, "-m", "controlplane", "serve", "--port", str(self.port), "--no-timers"],
+                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
     def post_events(self, payload: Any, function: str = "on_registry_event") -> Response:
         return request("POST", f"{self.url}/runtime/webhooks/EventGrid?functionName={function}",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -32,7 +32,7 @@ def small_app(calls):
 
 
 def epoch(*parts):
-    return int(datetime(*parts, tzinfo=timezone.utc).timestamp())
+    return int(datetime(*parts, tzinfo=UTC).timestamp())
 
 
 def test_timers_fire_on_their_schedule_and_late_ones_are_past_due():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -26,7 +26,7 @@ def test_model_registered_reads_the_same_in_documentation_and_sdk_casing():
     assert (docs.model, docs.version) == ("churn", "3")  # numeric version becomes a string
     assert sdk.version == "4" and sdk.model == "churn"
     assert docs.tags["created_by"] == "alice@contoso.com"
-    assert docs.meta.schema == "eventgrid" and docs.meta.time.tzinfo is timezone.utc
+    assert docs.meta.schema == "eventgrid" and docs.meta.time.tzinfo is UTC
     assert not hasattr(sdk, "modelFramework")  # unknown fields are ignored
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from controlplane.errors import EventInProgress
 from controlplane.events import TelemetryEvent, TelemetryRecord
 from controlplane.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
 
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
 
 

@@ -5,7 +5,8 @@ store is down) is raised, so the retry policy below runs and no checkpoint is ta
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import azure.functions as func
 
@@ -31,7 +32,7 @@ def on_telemetry(events: list[func.EventHubEvent]) -> None:
     batch = [
         RawTelemetry(partition=partition, sequence_number=event.sequence_number, enqueued_time=event.enqueued_time,
                      body=event.get_body(), content_encoding=_content_encoding(props))
-        for event, props in zip(events, properties)
+        for event, props in zip(events, properties, strict=True)
     ]
     receive_telemetry(bootstrap.services(), batch)
 

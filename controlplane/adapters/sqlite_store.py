@@ -9,10 +9,10 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent

@@ -15,14 +15,20 @@ and deployment, keyed by Event Hubs partition and sequence number so redelivery 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
 from urllib.parse import quote
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, HttpResponseError, ResourceExistsError, ResourceModifiedError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from controlplane.errors import EventInProgress, StoreUnavailable
@@ -155,7 +161,7 @@ class TableStore:
                 rows = self._ledger.query_entities(
                     "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'",
                     parameters={"pk": partition_of(model)}, results_per_page=limit)
-                found = [row for _, row in zip(range(limit), rows)]
+                found = list(islice(rows, limit))
             else:  # across partitions: Table Storage cannot order, so read and sort
                 found = sorted(self._ledger.query_entities("Kind eq 'decision'"),
                                key=lambda row: row["RowKey"].split("|")[1])[:limit]
@@ -246,7 +252,7 @@ def _body(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _status(exc: Exception) -> int | None:

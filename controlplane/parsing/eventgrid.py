@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from typing import Any
 
 from controlplane import events as ev
 from controlplane.errors import InvalidEvent, UnsupportedEvent

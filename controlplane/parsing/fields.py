@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from controlplane.errors import InvalidEvent
 
@@ -52,8 +53,8 @@ def parse_time(value: Any, path: str) -> datetime:
     else:
         raise InvalidEvent(path, f"expected an ISO 8601 timestamp, got {type_name(value)}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # Azure omits the offset only for UTC
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)  # Azure omits the offset only for UTC
+    return moment.astimezone(UTC)
 
 
 class Fields:
