@@ -1,0 +1,117 @@
+"""The Azure ML gateway port: everything the control plane asks of a workspace.
+
+Adapters: ``controlplane.adapters.azureml.AzureMLGateway`` (azure-ai-ml ``MLClient``) and, in tests,
+hand-written fakes. Errors cross this port only as ``TransientError`` (throttling, 5xx, timeouts)
+or ``GatewayError`` (a ``PermanentError``: not found, validation, authorisation).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controlplane.errors import PermanentError
+
+
+class GatewayError(PermanentError):
+    """The workspace refused the request for good (not found, invalid, forbidden)."""
+
+    def __init__(self, operation: str, reason: str, status: int | None = None) -> None:
+        self.operation = operation
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{operation}: {reason}" + (f" (HTTP {status})" if status else ""))
+
+
+class NotFound(GatewayError):
+    """The model, job, endpoint or deployment does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    stage: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    """A pipeline job: from a YAML file, or from a registered component (``azureml:name:version``)."""
+
+    name: str  # deterministic: a resubmission finds the same job
+    experiment: str
+    source: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    compute: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    status: str
+    experiment: str = ""
+    studio_url: str = ""
+    created: bool = False  # False when the job existed already (a repeated submission)
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    endpoint: str
+    name: str
+    model: str  # azureml:<name>:<version>
+    instance_type: str
+    instance_count: int = 1
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    endpoint: str
+    name: str
+    model: str
+    instance_type: str = ""
+    instance_count: int = 0
+    provisioning_state: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    name: str
+    traffic: Mapping[str, int]
+    mirror_traffic: Mapping[str, int]
+    deployments: tuple[DeploymentInfo, ...] = ()
+
+    def serving(self) -> str | None:
+        """The deployment with the most live traffic, if any."""
+        live = {name: share for name, share in self.traffic.items() if share > 0}
+        return max(live, key=live.__getitem__) if live else None
+
+
+class Gateway(Protocol):
+    def get_model(self, name: str, version: str) -> ModelInfo: ...
+
+    def tag_model(self, name: str, version: str, tags: Mapping[str, str], stage: str | None = None) -> ModelInfo:
+        """Merge ``tags`` into the model's tags (and set its stage); returns the updated model."""
+
+    def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
+        """Submit once: when a job of that name exists, return it instead of starting another."""
+
+    def get_job(self, name: str) -> JobInfo: ...
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        """Create or update a managed online deployment and wait for it to be provisioned."""
+
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo: ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        """Traffic, mirror traffic and deployments of an online endpoint."""
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
+                    mirror: Mapping[str, int] | None = None) -> EndpointState:
+        """Set live traffic (shares summing to 100 or 0) and, when given, mirror traffic (<= 50)."""
