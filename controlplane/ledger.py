@@ -10,9 +10,11 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
+
+from controlplane.reviews import Review, ReviewKind, ReviewState
 
 
 class Outcome(StrEnum):
@@ -37,6 +39,7 @@ class TaskKind(StrEnum):
     ROLLBACK = "rollback"
     SCALE = "scale"
     NOTIFY = "notify"
+    PUBLISH = "publish"
 
 
 class TaskState(StrEnum):
@@ -51,6 +54,7 @@ class Source(StrEnum):
     CLOUDEVENTS = "cloudevents"
     ALERT = "alert"
     TELEMETRY = "telemetry"
+    CONTROLPLANE = "controlplane"  # the control plane's own events: votes, expiries, dispatch results
 
 
 def digest(*parts: str, length: int = 32) -> str:
@@ -97,6 +101,20 @@ class TaskDraft:
 
 
 @dataclass(frozen=True)
+class ReviewDraft:
+    """A review as a handler decides it; the ledger gives it its id, times and decision."""
+
+    kind: ReviewKind
+    approvers: tuple[str, ...]
+    quorum: int
+    ttl: timedelta
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    registrant: str = ""
+    separation_of_duties: bool = True
+    on_approval: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What a use case decided about one event, before it is recorded."""
 
@@ -106,6 +124,7 @@ class Verdict:
     version: str | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     tasks: tuple[TaskDraft, ...] = ()
+    reviews: tuple[ReviewDraft, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,37 +143,66 @@ class Decision:
     tasks: tuple[Task, ...]
     received_at: datetime
     decided_at: datetime
+    reviews: tuple[Review, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = _jsonable(asdict(self))
         data["tasks"] = [task.to_json() for task in self.tasks]
+        data["reviews"] = [review.to_json() for review in self.reviews]
         return data
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Decision:
         return Decision(**{**data, "source": Source(data["source"]), "outcome": Outcome(data["outcome"]),
                            "tasks": tuple(Task.from_json(t) for t in data.get("tasks", ())),
+                           "reviews": tuple(Review.from_json(r) for r in data.get("reviews", ())),
                            "received_at": _time(data["received_at"]), "decided_at": _time(data["decided_at"])})
 
 
 def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_type: str, policy_version: str,
-           received_at: datetime, decided_at: datetime, attempt: str = "") -> Decision:
+           received_at: datetime, decided_at: datetime, attempt: str = "", publish: bool = False) -> Decision:
     """Turn a verdict into a decision with ids derived from the idempotency key.
 
     ``attempt`` distinguishes records that share a key (a ``duplicate`` per redelivery); the first,
-    authoritative decision of a key has none, so a retried write lands on the same ids.
+    authoritative decision of a key has none, so a retried write lands on the same ids. Every review
+    it opens is announced to its approvers (a notify task), and with ``publish`` the decision itself
+    is published as a CloudEvent (a publish task).
     """
     decision_id = digest(key, attempt, length=24)
+    reviews = tuple(
+        Review(id=digest(decision_id, "review", str(index), length=24), kind=draft.kind, state=ReviewState.OPEN,
+               model=verdict.model, version=verdict.version, approvers=draft.approvers, quorum=draft.quorum,
+               created_at=decided_at, expires_at=decided_at + draft.ttl, decision_id=decision_id,
+               evidence=draft.evidence, registrant=draft.registrant,
+               separation_of_duties=draft.separation_of_duties, on_approval=draft.on_approval)
+        for index, draft in enumerate(verdict.reviews)
+    )
+    drafts = list(verdict.tasks) + [review_notice(review, "opened", verdict.reason) for review in reviews]
+    if publish:
+        drafts.append(TaskDraft(TaskKind.PUBLISH, "eventgrid/decisions", {
+            "operation": "eventgrid.publish", "type": "MLOps.ControlPlane.DecisionRecorded",
+            "source": "/mlops-control-plane", "subject": f"models/{verdict.model or '-'}",
+            "data": {"decision_id": decision_id, "event_id": event_id, "event_type": event_type,
+                     "outcome": verdict.outcome.value, "reason": verdict.reason, "model": verdict.model,
+                     "version": verdict.version, "policy_version": policy_version}}))
     tasks = tuple(
         Task(id=digest(decision_id, str(index), draft.kind.value, length=24), kind=draft.kind, target=draft.target,
              request=draft.request, decision_id=decision_id, idempotency_key=key, created_at=decided_at,
              due_at=decided_at, model=verdict.model)
-        for index, draft in enumerate(verdict.tasks)
+        for index, draft in enumerate(drafts)
     )
     return Decision(id=decision_id, idempotency_key=key, event_id=event_id, source=source, event_type=event_type,
                     model=verdict.model, version=verdict.version, outcome=verdict.outcome, reason=verdict.reason,
                     policy_version=policy_version, evidence=verdict.evidence, tasks=tasks, received_at=received_at,
-                    decided_at=decided_at)
+                    decided_at=decided_at, reviews=reviews)
+
+
+def review_notice(review: Review, change: str, text: str) -> TaskDraft:
+    """Tell a review's approvers that it was opened, approved, rejected or expired."""
+    subject = f"Review {change}: {review.kind.value} of {review.model or '-'}:{review.version or '-'}"
+    return TaskDraft(TaskKind.NOTIFY, "channel/reviewers", {
+        "operation": "notify", "channel": "reviewers", "event": f"review.{change}", "subject": subject,
+        "text": text, "review_id": review.id, "approvers": list(review.approvers) if change == "opened" else []})
 
 
 def _time(value: Any) -> datetime | None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import operator
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.errors import PolicyError
 
@@ -52,6 +54,88 @@ class Review(_Strict):
     labelling_project: str | None = Field(default=None, description="Azure ML labelling project to feed.")
 
 
+_GATE = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A metric threshold such as ``accuracy >= 0.85``; the operator gives the better direction."""
+
+    metric: str
+    op: str
+    threshold: float
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.op in (">=", ">")
+
+    def passes(self, value: float) -> bool:
+        return _OPERATORS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.threshold:g}"
+
+
+class Staging(_Strict):
+    """The automatic first stage: a deployment on the target endpoint with 0% traffic."""
+
+    instance_type: str = Field("Standard_DS3_v2", description="VM size of the staging deployment.")
+    instance_count: int = Field(1, ge=1, description="Instances of the staging deployment.")
+
+
+class Production(_Strict):
+    """The gated stage: people approve before the model takes live traffic."""
+
+    approvers: list[str] = Field(min_length=1, description="Principals (or group names) who may approve.")
+    quorum: int = Field(1, ge=1, description="Distinct approvals needed; one rejection closes the review.")
+    approval_ttl_hours: float = Field(72, gt=0, description="How long the review and its links stay valid.")
+    separation_of_duties: bool = Field(True, description="The model's registrant may not approve it.")
+
+    @model_validator(mode="after")
+    def _reachable_quorum(self) -> Production:
+        if self.quorum > len(self.approvers):
+            raise ValueError(f"quorum {self.quorum} is more than the {len(self.approvers)} approvers listed")
+        return self
+
+
+class Promotion(_Strict):
+    """How a registered model goes forward: gates, champion comparison, stages."""
+
+    endpoint: str = Field(description="Online endpoint the model is promoted on; its serving model is the champion.")
+    gates: dict[str, str] = Field(min_length=1, description="Metric -> condition, e.g. accuracy: '>= 0.85'.")
+    primary_metric: str | None = Field(None, description="Metric compared with the champion (default: first gate).")
+    min_improvement: float = Field(0.0, ge=0, description="Least gain over the champion on the primary metric.")
+    staging: Staging = Staging()
+    production: Production | None = Field(None, description="Approval gate; without it promotion stops at staging.")
+
+    @field_validator("gates")
+    @classmethod
+    def _gate_syntax(cls, gates: dict[str, str]) -> dict[str, str]:
+        for metric, condition in gates.items():
+            if not _GATE.match(str(condition)):
+                raise ValueError(f"gate {metric!r}: expected '<op> <number>' with op one of >=, <=, >, <, "
+                                 f"got {condition!r}")
+        return gates
+
+    @model_validator(mode="after")
+    def _known_primary(self) -> Promotion:
+        if self.primary_metric is not None and self.primary_metric not in self.gates:
+            raise ValueError(f"primary_metric {self.primary_metric!r} is not one of the gates")
+        return self
+
+    def parsed_gates(self) -> list[Gate]:
+        gates = []
+        for metric, condition in self.gates.items():
+            op, threshold = _GATE.match(str(condition)).groups()
+            gates.append(Gate(metric, op, float(threshold)))
+        return gates
+
+    def primary_gate(self) -> Gate:
+        gates = self.parsed_gates()
+        return next((g for g in gates if g.metric == self.primary_metric), gates[0])
+
+
 class ModelRule(_Strict):
     """What applies to the models whose name matches ``name`` (a glob) and whose tags include ``tags``."""
 
@@ -61,6 +145,7 @@ class ModelRule(_Strict):
     mode: Mode | None = Field(default=None, description="enforce | shadow (default: defaults.mode).")
     retraining: Retraining | None = None
     review: Review | None = None
+    promotion: Promotion | None = None
 
     def matches(self, model: str, tags: Mapping[str, str]) -> bool:
         return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
@@ -107,6 +192,7 @@ class ResolvedRule:
     mode: Mode
     retraining: Retraining | None
     review: Review | None
+    promotion: Promotion | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +206,8 @@ class Policy:
             if rule.matches(model, tags or {}):
                 defaults = self.document.defaults
                 return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
-                                    mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review)
+                                    mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
+                                    promotion=rule.promotion)
         return None
 
     def model_for_monitor(self, monitor: str) -> str | None:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState
+from controlplane.reviews import Review, ReviewState
 
 if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
+    from controlplane.gateway import Gateway
     from controlplane.policy import Policy
 
 
@@ -59,7 +61,7 @@ class DecisionStore(Protocol):
         """
 
     def complete(self, claim: Claim, decision: Decision) -> None:
-        """Atomically mark the claim COMPLETED and write the decision and its tasks."""
+        """Atomically mark the claim COMPLETED and write the decision, its tasks and its reviews."""
 
     def release(self, claim: Claim) -> None:
         """Give the key back after a failed attempt so the retry can take it at once."""
@@ -79,6 +81,15 @@ class DecisionStore(Protocol):
 
     def update_task(self, current: Task, updated: Task) -> None:
         """Replace ``current`` with ``updated``; a no-op when another sweep changed it meanwhile."""
+
+    def review(self, review_id: str) -> Review | None: ...
+
+    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
+        """Newest first."""
+
+    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
+        """Replace ``current`` and write ``decision`` (with its tasks) atomically, only if nobody changed
+        the review since ``current`` was read; False when somebody did (the caller lost the race)."""
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
@@ -114,3 +125,7 @@ class Services:
     dispatcher: Dispatcher
     policy: Policy
     lease: timedelta = timedelta(minutes=5)
+    gateway: Gateway | None = None  # Azure ML, when a workspace is configured
+    approval_key: bytes = b""  # signs approval links
+    public_url: str = "http://127.0.0.1:7071"  # where approval links point
+    publish_decisions: bool = False  # an Event Grid topic receives every decision

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from controlplane.ledger import Outcome, TaskDraft, TaskKind, Verdict, digest
+from controlplane.ledger import Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
 from controlplane.policy import Mode, Policy, Profile
+from controlplane.reviews import ReviewKind
+
+DRIFT_REVIEW_TTL = timedelta(days=7)
 
 
 def act_on_drift(policy: Policy, model: str | None, signal: Mapping[str, Any], summary: str, key: str) -> Verdict:
@@ -40,19 +44,21 @@ def act_on_drift(policy: Policy, model: str | None, signal: Mapping[str, Any], s
                                     "controlplane.idempotency_key": key}}}
         outcome, task = Outcome.RETRAIN, TaskDraft(TaskKind.RETRAINING, f"azureml:job/{job_name}", request)
         reason = f"{summary}; retraining {model} with {retraining.pipeline}"
-    else:
-        if rule.review is None:
-            return Verdict(Outcome.INCONCLUSIVE, f"{summary}; rule {rule.rule} names no reviewers", model=model,
-                           evidence=evidence)
-        request = {"operation": "reviews.open", "kind": "drift", "model": model,
-                   "assignees": list(rule.review.assignees), "labelling_project": rule.review.labelling_project,
-                   "signal": dict(signal)}
-        outcome, task = Outcome.REVIEW, TaskDraft(TaskKind.REVIEW, f"review/{digest(key, length=12)}", request)
-        reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
+        if rule.mode is Mode.SHADOW:
+            evidence["shadow_task"] = {"kind": task.kind.value, "target": task.target, "request": task.request}
+            return Verdict(outcome, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
+        return Verdict(outcome, reason, model=model, evidence=evidence, tasks=(task,))
+    if rule.review is None:
+        return Verdict(Outcome.INCONCLUSIVE, f"{summary}; rule {rule.rule} names no reviewers", model=model,
+                       evidence=evidence)
+    review = ReviewDraft(kind=ReviewKind.DRIFT, approvers=tuple(rule.review.assignees), quorum=1, ttl=DRIFT_REVIEW_TTL,
+                         evidence={**evidence, "labelling_project": rule.review.labelling_project},
+                         separation_of_duties=False)
+    reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
     if rule.mode is Mode.SHADOW:
-        evidence["shadow_task"] = {"kind": task.kind.value, "target": task.target, "request": task.request}
-        return Verdict(outcome, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
-    return Verdict(outcome, reason, model=model, evidence=evidence, tasks=(task,))
+        evidence["shadow_review"] = {"kind": review.kind.value, "approvers": list(review.approvers)}
+        return Verdict(Outcome.REVIEW, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
+    return Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, reviews=(review,))
 
 
 def deterministic_name(prefix: str, model: str, key: str) -> str:

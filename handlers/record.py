@@ -38,7 +38,7 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
         return _logged(decision)
     try:
         verdict = decide()
-        decision = record(verdict, **stamp, decided_at=services.clock.now())
+        decision = record(verdict, **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
         store.complete(claim, decision)
     except BaseException:
         with suppress(ControlPlaneError):

@@ -16,6 +16,7 @@ from controlplane.parsing import parse_registry_event
 from controlplane.policy import Policy
 from controlplane.ports import Services
 from handlers.actions import act_on_drift
+from handlers.promotion import decide_promotion
 from handlers.record import decide_once, record_invalid
 
 
@@ -35,7 +36,7 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
     return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
                        event_type=event.meta.type, model=model, version=version,
                        received_at=event.meta.time or services.clock.now(),
-                       decide=lambda: decide_registry_event(event, services.policy, key=f"ml:{event.meta.id}"))
+                       decide=lambda: decide_registry_event(event, services, key=f"ml:{event.meta.id}"))
 
 
 def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, str | None]:
@@ -54,10 +55,13 @@ def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, 
     return None, None
 
 
-def decide_registry_event(event: ev.RegistryEvent, policy: Policy, *, key: str) -> Verdict:
+def decide_registry_event(event: ev.RegistryEvent, services: Services, *, key: str) -> Verdict:
+    policy = services.policy
     model, version = subject_model(event, policy)
     if isinstance(event, ev.ModelRegistered):
         rule = policy.rule_for(event.model, event.tags)
+        if rule is not None and rule.promotion is not None:
+            return decide_promotion(event, rule, services, key)
         evidence = {"tags": dict(event.tags), "properties": dict(event.properties),
                     "rule": rule.rule if rule else None}
         reason = (f"registered and recorded under rule {rule.rule}" if rule

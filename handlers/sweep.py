@@ -1,10 +1,11 @@
-"""The minute timer: hand due outbox tasks to the dispatcher.
+"""The minute timer: expire reviews whose time is up, then hand due outbox tasks to the dispatcher.
 
 A success marks the task ``succeeded`` with what the dispatcher returned (the dry-run dispatcher
 returns the request it would have sent). A transient failure keeps it ``pending`` and pushes it back
 exponentially; after ``MAX_ATTEMPTS``, or on a permanent failure, it is ``dead_lettered`` with the
 last error. Nothing is deleted. A crash between dispatch and update dispatches the task again,
-which is why every request carries a name derived from its idempotency key.
+which is why every request carries a name derived from its idempotency key. A promotion that was
+dispatched is itself recorded as a decision, and announced.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Task, TaskState
+from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
 from controlplane.ports import Services
+from handlers.promotion import SETS_CHAMPION
+from handlers.record import decide_once
+from handlers.reviews import expire_reviews
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +34,46 @@ class SweepReport:
     succeeded: int
     retrying: int
     dead_lettered: int
+    expired_reviews: int = 0
 
 
 def sweep(services: Services) -> SweepReport:
+    expired = expire_reviews(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
     for task in due:
         updated = _dispatch(services, task)
         services.store.update_task(task, updated)
         counts[updated.state] += 1
+        if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
+            _record_promotion(services, updated)
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
-                         dead_lettered=counts[TaskState.DEAD_LETTERED])
-    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d", report.due, report.succeeded,
-                report.retrying, report.dead_lettered)
+                         dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired))
+    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d", report.due,
+                report.succeeded, report.retrying, report.dead_lettered, report.expired_reviews)
     return report
+
+
+def _record_promotion(services: Services, task: Task) -> None:
+    """A dispatched promotion is a fact worth a decision of its own, and a notification."""
+    request, model = task.request, task.model
+    _, _, version = str(request.get("model", "")).rpartition(":")
+    stage, endpoint = request.get("stage", ""), request.get("endpoint", "")
+    dry_run = bool(task.result.get("dry_run"))
+    reason = (f"{stage} promotion of {model}:{version} on {endpoint} dispatched"
+              + (" (dry run: nothing was sent)" if dry_run else ""))
+    evidence = {"task_id": task.id, "stage": stage, "endpoint": endpoint, "dry_run": dry_run,
+                "result": dict(task.result)}
+    if stage == "production" and not dry_run:
+        evidence[SETS_CHAMPION] = endpoint
+    notice = TaskDraft(TaskKind.NOTIFY, "channel/reviewers", {
+        "operation": "notify", "channel": "reviewers", "event": "promotion.dispatched",
+        "subject": f"Promotion dispatched: {model}:{version} to {stage}", "text": reason})
+    verdict = Verdict(Outcome.PROMOTE, reason, model=model, version=version or None, evidence=evidence,
+                      tasks=(notice,))
+    decide_once(services, key=f"task:{task.id}:succeeded", event_id=task.id, source=Source.CONTROLPLANE,
+                event_type="promotion.dispatched", model=model, version=version or None,
+                received_at=services.clock.now(), decide=lambda: verdict)
 
 
 def _dispatch(services: Services, task: Task) -> Task:

@@ -30,6 +30,7 @@ class FakeStore:
         self.claims: dict[str, dict] = {}
         self.ledger: list[Decision] = []
         self.outbox: dict[str, Task] = {}
+        self.review_book: dict[str, object] = {}
         self.telemetry: dict[tuple[str, int, int], tuple[str, str]] = {}
         self.down = False
         self._lock = threading.Lock()
@@ -76,6 +77,25 @@ class FakeStore:
     def _insert(self, decision):
         self.ledger.append(decision)
         self.outbox.update({task.id: task for task in decision.tasks})
+        self.review_book.update({review.id: review for review in decision.reviews})
+
+    def review(self, review_id):
+        self._check()
+        return self.review_book.get(review_id)
+
+    def reviews(self, state=None, limit=100):
+        self._check()
+        found = [r for r in self.review_book.values() if state is None or r.state is state]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def update_review(self, current, updated, decision):
+        with self._lock:
+            self._check()
+            if self.review_book.get(current.id) != current:
+                return False
+            self.review_book[current.id] = updated
+            self._insert(decision)
+            return True
 
     def decisions(self, model=None, limit=50):
         self._check()

@@ -54,16 +54,19 @@ def test_cv_model_breach_goes_to_human_review(services):
     decision = receive_registry_event(services, event)
 
     assert decision.outcome is Outcome.REVIEW and decision.model == "defect-detector"
-    [task] = decision.tasks
-    assert task.kind is TaskKind.REVIEW and task.request["assignees"] == ["vision-reviewers@contoso.com"]
+    [review] = decision.reviews
+    assert review.kind.value == "drift" and review.approvers == ("vision-reviewers@contoso.com",)
+    assert review.evidence["signal"]["features"][0]["feature"] == "age"
+    [notice] = decision.tasks  # the reviewers are told
+    assert notice.kind is TaskKind.NOTIFY and notice.request["review_id"] == review.id
 
 
 def test_shadow_mode_records_the_verdict_and_dispatches_nothing(services):
     decision = receive_registry_event(services, first("ce_monitor_breach.json"))  # ticket-classifier: shadow
 
-    assert decision.outcome is Outcome.REVIEW and decision.tasks == ()
-    assert "shadow mode" in decision.reason and decision.evidence["shadow_task"]["kind"] == "review"
-    assert services.store.outbox == {}
+    assert decision.outcome is Outcome.REVIEW and decision.tasks == () and decision.reviews == ()
+    assert "shadow mode" in decision.reason and decision.evidence["shadow_review"]["kind"] == "drift"
+    assert services.store.outbox == {} and services.store.review_book == {}
 
 
 def test_breach_from_an_unmapped_monitor_is_inconclusive_not_silently_dropped(services):

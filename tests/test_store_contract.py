@@ -146,3 +146,69 @@ def test_concurrent_claims_of_the_same_keys_complete_each_key_exactly_once(store
     assert sorted(completed) == sorted(keys)
     assert len(duplicates) == 8 * len(keys) - len(keys)
     assert len(store.decisions(limit=100)) == len(keys)
+
+
+def decision_with_review(key, at=T0):
+    from controlplane.ledger import ReviewDraft
+    from controlplane.reviews import ReviewKind
+
+    draft = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=("ana@contoso.com", "bo@contoso.com"), quorum=2,
+                        ttl=timedelta(hours=72), evidence={"accuracy": 0.91}, registrant="alice@contoso.com",
+                        on_approval={"operation": "promote", "stage": "production"})
+    verdict = Verdict(Outcome.REQUEST_APPROVAL, "gates passed", model="churn", version="4", reviews=(draft,))
+    return record(verdict, key=key, event_id=key, source=Source.EVENTGRID, event_type="test", policy_version="v1",
+                  received_at=at, decided_at=at)
+
+
+def test_reviews_are_written_with_their_decision_and_listed_by_state(store):
+    decision = decision_with_review("ml:r1")
+    store.complete(store.claim("ml:r1", "churn", T0, LEASE), decision)
+    [review] = decision.reviews
+
+    stored = store.review(review.id)
+    assert stored == review and stored.expires_at == T0 + timedelta(hours=72)
+    from controlplane.reviews import ReviewState
+    assert [r.id for r in store.reviews(ReviewState.OPEN)] == [review.id]
+    assert store.reviews(ReviewState.APPROVED) == [] and store.review("nope") is None
+
+
+def test_a_review_changes_only_from_the_revision_it_was_read_at(store):
+    from dataclasses import replace
+
+    from controlplane.reviews import ReviewState, cast_vote
+
+    decision = decision_with_review("ml:r2")
+    store.complete(store.claim("ml:r2", "churn", T0, LEASE), decision)
+    review = store.review(decision.reviews[0].id)
+    approve = cast_vote(review, approver="ana@contoso.com", decision="approve", comment="", nonce="n1", now=T0)
+    reject = cast_vote(review, approver="bo@contoso.com", decision="reject", comment="", nonce="n2", now=T0)
+    vote_decision = replace(decision_for("review:r2:vote", model="churn"), reviews=())
+
+    assert store.update_review(review, approve, vote_decision) is True
+    assert store.update_review(review, reject, replace(vote_decision, id="other")) is False  # lost the race
+    stored = store.review(review.id)
+    assert stored.state is ReviewState.OPEN and [v.approver for v in stored.votes] == ["ana@contoso.com"]
+    assert store.decision(vote_decision.id) is not None and store.decision("other") is None
+
+
+def test_concurrent_votes_on_one_review_have_exactly_one_winner(store):
+    from controlplane.reviews import cast_vote
+
+    decision = decision_with_review("ml:r3")
+    store.complete(store.claim("ml:r3", "churn", T0, LEASE), decision)
+    review = store.review(decision.reviews[0].id)
+    results = []
+
+    def vote(approver, choice, n):
+        updated = cast_vote(review, approver=approver, decision=choice, comment="", nonce=f"n{n}", now=T0)
+        from dataclasses import replace
+        results.append(store.update_review(review, updated, replace(decision_for(f"vote-{n}"), reviews=())))
+
+    threads = [threading.Thread(target=vote, args=(a, c, n)) for n, (a, c) in
+               enumerate([("ana@contoso.com", "approve"), ("bo@contoso.com", "reject")] * 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == [False] * 7 + [True]
+    assert store.review(review.id).revision == 1

@@ -18,6 +18,7 @@ from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
+from controlplane.reviews import Review, ReviewState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -31,6 +32,10 @@ CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq 
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due_at);
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS reviews_by_state ON reviews (state, created_at DESC);
 CREATE TABLE IF NOT EXISTS telemetry (
     partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, model TEXT NOT NULL,
     version TEXT NOT NULL, endpoint TEXT NOT NULL, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
@@ -125,6 +130,9 @@ class SqliteStore:
         db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
             (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task.to_json()))
             for task in decision.tasks])
+        db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?)", [
+            (review.id, review.state.value, review.created_at.isoformat(), review.revision, dumps(review.to_json()))
+            for review in decision.reviews])
 
     def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
         with self._errors():
@@ -164,6 +172,30 @@ class SqliteStore:
                        "json_extract(body, '$.attempts') = ?",
                        (updated.state.value, updated.due_at.isoformat(), dumps(updated.to_json()), current.id,
                         current.state.value, current.attempts))
+
+    def review(self, review_id: str) -> Review | None:
+        with self._errors():
+            row = self._connection().execute("SELECT body FROM reviews WHERE id = ?", (review_id,)).fetchone()
+        return Review.from_json(json.loads(row[0])) if row else None
+
+    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
+        query, parameters = "SELECT body FROM reviews", ()
+        if state is not None:
+            query, parameters = query + " WHERE state = ?", (state.value,)
+        with self._errors():
+            rows = self._connection().execute(query + " ORDER BY created_at DESC LIMIT ?",
+                                              (*parameters, limit)).fetchall()
+        return [Review.from_json(json.loads(body)) for (body,) in rows]
+
+    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
+        with self._transaction() as db:
+            changed = db.execute("UPDATE reviews SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
+                                 (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
+                                  current.revision)).rowcount
+            if changed != 1:
+                return False
+            self._insert(db, decision)
+        return True
 
     def ping(self) -> None:
         with self._errors():

@@ -5,7 +5,8 @@ Layout of the ledger table, one partition per model (``_`` when an event names n
 
 - ``claim|<key digest>``: the idempotency record (INPROGRESS with a lease, then COMPLETED);
 - ``decision|<inverted time>|<id>``: a decision, newest first within the partition;
-- ``task|<id>``: an outbox task.
+- ``task|<id>``: an outbox task;
+- ``review|<id>``: a human review, changed only under its ETag.
 
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
 (same table, same partition), so they land together or not at all. Claims and task updates use
@@ -35,6 +36,7 @@ from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState, digest, dumps
 from controlplane.ports import AppendResult, Claim
+from controlplane.reviews import Review, ReviewState
 from controlplane.settings import Settings
 
 AZURITE_CONNECTION = (
@@ -148,7 +150,14 @@ class TableStore:
         entities = [{"PartitionKey": pk, "RowKey": f"decision|{inverted:013d}|{decision.id}", "Kind": "decision",
                      "DecisionId": decision.id, "DecidedAt": decision.decided_at, **_chunks(dumps(body))}]
         entities += [self._task_entity(pk, task) for task in decision.tasks]
+        entities += [self._review_entity(pk, review) for review in decision.reviews]
         return entities
+
+    @staticmethod
+    def _review_entity(pk: str, review: Review) -> dict[str, Any]:
+        return {"PartitionKey": pk, "RowKey": f"review|{review.id}", "Kind": "review", "ReviewId": review.id,
+                "State": review.state.value, "CreatedAt": review.created_at, "Revision": review.revision,
+                **_chunks(dumps(review.to_json()))}
 
     @staticmethod
     def _task_entity(pk: str, task: Task) -> dict[str, Any]:
@@ -198,6 +207,42 @@ class TableStore:
                                            etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 return  # another sweep changed it meanwhile
+
+    def review(self, review_id: str) -> Review | None:
+        with self._errors():
+            rows = list(self._ledger.query_entities("Kind eq 'review' and ReviewId eq @id",
+                                                    parameters={"id": review_id}))
+        return Review.from_json(_body(rows[0])) if rows else None
+
+    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
+        query, parameters = "Kind eq 'review'", {}
+        if state is not None:
+            query, parameters = query + " and State eq @state", {"state": state.value}
+        with self._errors():
+            rows = list(self._ledger.query_entities(query, parameters=parameters))
+        found = sorted((Review.from_json(_body(row)) for row in rows), key=lambda r: r.created_at, reverse=True)
+        return found[:limit]
+
+    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
+        pk = partition_of(current.model)
+        with self._errors():
+            try:
+                row = self._ledger.get_entity(pk, f"review|{current.id}")
+            except ResourceNotFoundError:
+                return False
+            if row["Revision"] != current.revision:
+                return False
+            operations = [("update", self._review_entity(pk, updated),
+                           {"mode": UpdateMode.REPLACE, "etag": row.metadata["etag"],
+                            "match_condition": MatchConditions.IfNotModified})]
+            operations += [("create", e) for e in self._decision_entities(pk, decision)]  # same partition: atomic
+            try:
+                self._ledger.submit_transaction(operations)
+            except (TableTransactionError, ResourceModifiedError) as exc:
+                if _status(exc) in (409, 412):
+                    return False
+                raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+        return True
 
     def ping(self) -> None:
         with self._errors():

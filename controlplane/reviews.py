@@ -1,0 +1,167 @@
+"""Human reviews: the gate a person passes (production promotion) or the look a person takes
+(drifted computer-vision or NLP data, infrastructure alerts), with the votes that decide it.
+
+A review is written with the decision that opens it and changes state only through a conditional
+update (its ``revision``), so concurrent votes cannot both win.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from controlplane.errors import PermanentError
+
+
+class ReviewKind(StrEnum):
+    PROMOTION = "promotion"
+    DRIFT = "drift"
+    ALERT = "alert"
+
+
+class ReviewState(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class VoteError(PermanentError):
+    """A vote that must not count; ``status`` is the HTTP answer (401, 403, 404, 409)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Vote:
+    approver: str
+    decision: str  # approve | reject
+    comment: str
+    at: datetime
+    token: str  # the token's nonce: each token counts once
+
+
+@dataclass(frozen=True)
+class Review:
+    id: str
+    kind: ReviewKind
+    state: ReviewState
+    model: str | None
+    version: str | None
+    approvers: tuple[str, ...]
+    quorum: int
+    created_at: datetime
+    expires_at: datetime
+    decision_id: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    registrant: str = ""
+    separation_of_duties: bool = True
+    on_approval: Mapping[str, Any] = field(default_factory=dict)  # the task request approval opens
+    votes: tuple[Vote, ...] = ()
+    revision: int = 0
+
+    @property
+    def approvals(self) -> set[str]:
+        return {vote.approver.lower() for vote in self.votes if vote.decision == "approve"}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("created_at", "expires_at"):
+            data[key] = data[key].isoformat()
+        data["votes"] = [{**v, "at": v["at"].isoformat()} for v in data["votes"]]
+        return data
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Review:
+        return Review(**{**data, "kind": ReviewKind(data["kind"]), "state": ReviewState(data["state"]),
+                         "approvers": tuple(data["approvers"]),
+                         "created_at": datetime.fromisoformat(data["created_at"]),
+                         "expires_at": datetime.fromisoformat(data["expires_at"]),
+                         "votes": tuple(Vote(**{**v, "at": datetime.fromisoformat(v["at"])}) for v in data["votes"])})
+
+
+def cast_vote(review: Review, *, approver: str, decision: str, comment: str, nonce: str, now: datetime) -> Review:
+    """The review after one vote, or ``VoteError`` saying why the vote does not count."""
+    if review.state is not ReviewState.OPEN:
+        raise VoteError(409, f"review is {review.state.value}")
+    if now >= review.expires_at:
+        raise VoteError(409, "review has expired")
+    if decision not in ("approve", "reject"):
+        raise VoteError(400, f"decision must be 'approve' or 'reject', got {decision!r}")
+    if approver.lower() not in {a.lower() for a in review.approvers}:
+        raise VoteError(403, f"{approver} is not an approver of this review")
+    if review.separation_of_duties and review.registrant and approver.lower() == review.registrant.lower():
+        raise VoteError(403, f"{approver} registered this model and may not approve it (separation of duties)")
+    if any(vote.token == nonce for vote in review.votes):
+        raise VoteError(409, "this approval link was used already")
+    if any(vote.approver.lower() == approver.lower() for vote in review.votes):
+        raise VoteError(409, f"{approver} has voted already")
+    votes = review.votes + (Vote(approver=approver, decision=decision, comment=comment, at=now, token=nonce),)
+    state = ReviewState.OPEN
+    if decision == "reject":
+        state = ReviewState.REJECTED  # one reject closes the review
+    elif len({v.approver.lower() for v in votes if v.decision == "approve"}) >= review.quorum:
+        state = ReviewState.APPROVED
+    return replace(review, votes=votes, state=state, revision=review.revision + 1)
+
+
+# -- approval links -------------------------------------------------------------------------------
+SCOPE = "review:vote"
+
+
+@dataclass(frozen=True)
+class ApprovalToken:
+    review_id: str
+    approver: str
+    scope: str
+    expires: int  # epoch seconds
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_token(key: bytes, review: Review, approver: str) -> str:
+    """An approver's single-use link token: HMAC-SHA256 over review, approver, scope and expiry."""
+    claims = {"r": review.id, "a": approver, "s": SCOPE, "e": int(review.expires_at.timestamp()),
+              "n": secrets.token_hex(8)}
+    payload = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    signature = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    return f"{payload}.{signature}"
+
+
+def verify_token(key: bytes, token: str, review_id: str, now: datetime) -> ApprovalToken:
+    """The token's claims, or ``VoteError(403)`` for a forged, foreign, malformed or expired one."""
+    try:
+        payload, signature = token.split(".")
+        expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    except (ValueError, AttributeError):
+        raise VoteError(403, "malformed approval token") from None
+    if not hmac.compare_digest(expected, signature):
+        raise VoteError(403, "approval token signature is not valid")
+    try:
+        claims = json.loads(_unb64(payload))
+        parsed = ApprovalToken(review_id=str(claims["r"]), approver=str(claims["a"]), scope=str(claims["s"]),
+                               expires=int(claims["e"]), nonce=str(claims["n"]))
+    except (ValueError, KeyError, TypeError):
+        raise VoteError(403, "malformed approval token") from None
+    if parsed.review_id != review_id or parsed.scope != SCOPE:
+        raise VoteError(403, "approval token is for another review")
+    if now >= datetime.fromtimestamp(parsed.expires, UTC):
+        raise VoteError(403, "approval token has expired")
+    return parsed

@@ -1,0 +1,207 @@
+"""Promotion on ModelRegistered: gates, champion comparison, staging, and the production approval.
+
+Candidate metrics come from the event's tags and properties, or from Azure ML through the gateway
+when the event lacks them. The champion is the model serving the target endpoint (the gateway's
+view of live traffic, else the ledger's last deployment or production promotion). Missing metrics
+never promote silently: they are ``inconclusive`` and open a review.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from controlplane.errors import PermanentError
+from controlplane.events import ModelRegistered
+from controlplane.ledger import Decision, Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
+from controlplane.policy import Mode, Production, Promotion, ResolvedRule
+from controlplane.ports import Services
+from controlplane.reviews import ReviewKind
+
+SETS_CHAMPION = "controlplane.champion"  # evidence key naming the endpoint a decision made this model serve on
+
+
+def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Services, key: str) -> Verdict:
+    promotion: Promotion = rule.promotion
+    model, version = event.model, event.version
+    history = services.store.decisions(model=model, limit=500)
+    evidence: dict[str, Any] = {"rule": rule.rule, "endpoint": promotion.endpoint, "tags": dict(event.tags)}
+
+    earlier = next((d for d in history if d.version == version and d.outcome in _PROMOTION_OUTCOMES), None)
+    if earlier is not None:
+        return Verdict(Outcome.NO_ACTION, f"{model}:{version} was decided already ({earlier.outcome.value}, "
+                       f"decision {earlier.id}); not promoted again", model=model, version=version,
+                       evidence={**evidence, "earlier_decision": earlier.id})
+
+    champion = find_champion(services, promotion.endpoint, model, history)
+    evidence["champion"] = f"{champion[0]}:{champion[1]}" if champion else None
+    if champion and champion[0] == model and _version_key(version) <= _version_key(champion[1]):
+        return Verdict(Outcome.NO_ACTION, f"{model}:{version} is not newer than the champion {model}:{champion[1]} "
+                       f"on {promotion.endpoint}", model=model, version=version, evidence=evidence)
+
+    metrics, registrant, looked_up = candidate_facts(event, promotion, services)
+    evidence.update(metrics=metrics, registrant=registrant, metrics_from_gateway=looked_up)
+    missing = [gate.metric for gate in promotion.parsed_gates() if gate.metric not in metrics]
+    if missing:
+        reason = f"metrics missing for {model}:{version}: {', '.join(missing)}; a person must look"
+        approvers = promotion.production.approvers if promotion.production else ()
+        review = _review(promotion.production, evidence, registrant, _staging_request(promotion, model, version, key),
+                         approvers=approvers or ("ml-leads",))
+        return _enforce(rule, Verdict(Outcome.INCONCLUSIVE, reason, model=model, version=version,
+                                      evidence=evidence, reviews=(review,)))
+
+    results = [{"gate": str(gate), "metric": gate.metric, "value": metrics[gate.metric], "passed":
+                gate.passes(metrics[gate.metric])} for gate in promotion.parsed_gates()]
+    evidence["gates"] = results
+    failed = [r for r in results if not r["passed"]]
+    if failed:
+        reason = "; ".join(f"{r['metric']} {r['value']:g} fails {r['gate']}" for r in failed)
+        return Verdict(Outcome.REJECT, reason, model=model, version=version, evidence=evidence)
+
+    if champion is not None:
+        champion_metrics = champion_facts(services, champion, history)
+        evidence["champion_metrics"] = champion_metrics
+        gate = promotion.primary_gate()
+        if gate.metric in champion_metrics:
+            gain = metrics[gate.metric] - champion_metrics[gate.metric]
+            gain = gain if gate.higher_is_better else -gain
+            evidence["improvement"] = {"metric": gate.metric, "gain": gain, "required": promotion.min_improvement}
+            if gain < promotion.min_improvement:
+                return Verdict(Outcome.REJECT, f"{gate.metric} {metrics[gate.metric]:g} vs champion "
+                               f"{champion[0]}:{champion[1]} {champion_metrics[gate.metric]:g}: gain {gain:g} is "
+                               f"less than {promotion.min_improvement:g}", model=model, version=version,
+                               evidence=evidence)
+
+    staging = TaskDraft(TaskKind.PROMOTION, f"azureml:endpoint/{promotion.endpoint}",
+                        _staging_request(promotion, model, version, key))
+    passed = ", ".join(r["gate"] for r in results)
+    if promotion.production is None:
+        verdict = Verdict(Outcome.PROMOTE, f"gates passed ({passed}); deploying to staging on {promotion.endpoint} "
+                          "at 0% traffic", model=model, version=version, evidence=evidence, tasks=(staging,))
+    else:
+        review = _review(promotion.production, evidence, registrant,
+                         production_request(promotion, model, version, key))
+        verdict = Verdict(Outcome.REQUEST_APPROVAL, f"gates passed ({passed}); staging at 0% on "
+                          f"{promotion.endpoint}; production needs {promotion.production.quorum} approval(s)",
+                          model=model, version=version, evidence=evidence, tasks=(staging,), reviews=(review,))
+    return _enforce(rule, verdict)
+
+
+_PROMOTION_OUTCOMES = {Outcome.PROMOTE, Outcome.REQUEST_APPROVAL, Outcome.REJECT, Outcome.INCONCLUSIVE}
+
+
+def _enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:
+    """Shadow mode keeps the verdict and what it would have opened, and opens nothing."""
+    if rule.mode is not Mode.SHADOW:
+        return verdict
+    shadow = {"tasks": [{"kind": t.kind.value, "request": dict(t.request)} for t in verdict.tasks],
+              "reviews": [{"kind": r.kind.value, "approvers": list(r.approvers)} for r in verdict.reviews]}
+    return Verdict(verdict.outcome, f"{verdict.reason} (shadow mode: nothing dispatched)", model=verdict.model,
+                   version=verdict.version, evidence={**verdict.evidence, "shadow": shadow})
+
+
+def _review(production: Production | None, evidence: Mapping[str, Any], registrant: str,
+            on_approval: Mapping[str, Any], approvers: tuple[str, ...] | list[str] = ()) -> ReviewDraft:
+    return ReviewDraft(kind=ReviewKind.PROMOTION, approvers=tuple(approvers or production.approvers),
+                       quorum=production.quorum if production else 1,
+                       ttl=timedelta(hours=production.approval_ttl_hours if production else 72),
+                       evidence=dict(evidence), registrant=registrant,
+                       separation_of_duties=production.separation_of_duties if production else True,
+                       on_approval=dict(on_approval))
+
+
+def _staging_request(promotion: Promotion, model: str, version: str, key: str) -> dict[str, Any]:
+    return {"operation": "online_deployments.begin_create_or_update", "stage": "staging",
+            "endpoint": promotion.endpoint, "deployment": deployment_name(model, version, key),
+            "model": f"azureml:{model}:{version}", "instance_type": promotion.staging.instance_type,
+            "instance_count": promotion.staging.instance_count, "traffic": 0}
+
+
+def production_request(promotion: Promotion, model: str, version: str, key: str) -> dict[str, Any]:
+    return {"operation": "rollout.start", "stage": "production", "endpoint": promotion.endpoint,
+            "deployment": deployment_name(model, version, key), "model": f"azureml:{model}:{version}"}
+
+
+def deployment_name(model: str, version: str, key: str) -> str:
+    """A deployment name derived from the idempotency key (online deployments allow 3-32 characters,
+    starting with a letter): a short slug of model and version, then a digest of the key."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{model}-v{version}".lower()).strip("-")[:18].strip("-")
+    if not slug[:1].isalpha():
+        slug = ("m" + slug)[:18]
+    return f"{slug}-{digest(key, length=12)}"
+
+
+def candidate_facts(event: ModelRegistered, promotion: Promotion,
+                    services: Services) -> tuple[dict[str, float], str, bool]:
+    """Gate metrics and registrant from the event, completed from the workspace when needed."""
+    facts = {**event.properties, **event.tags}
+    metrics = _metrics(facts, promotion)
+    registrant = facts.get("created_by", "")
+    looked_up = False
+    if services.gateway is not None and (len(metrics) < len(promotion.gates) or not registrant):
+        try:
+            info = services.gateway.get_model(event.model, event.version)
+        except PermanentError:
+            info = None
+        if info is not None:
+            looked_up = True
+            metrics = {**_metrics({**info.properties, **info.tags}, promotion), **metrics}
+            registrant = registrant or info.created_by
+    return metrics, registrant, looked_up
+
+
+def champion_facts(services: Services, champion: tuple[str, str], history: list[Decision]) -> dict[str, float]:
+    """The champion's metrics as recorded when it was registered, else from the workspace."""
+    name, version = champion
+    for decision in history:
+        if decision.version == version and "metrics" in decision.evidence:
+            return dict(decision.evidence["metrics"])
+    if services.gateway is not None:
+        try:
+            info = services.gateway.get_model(name, version)
+        except PermanentError:
+            return {}
+        return {k: _number(v) for k, v in {**info.properties, **info.tags}.items() if _number(v) is not None}
+    return {}
+
+
+def find_champion(services: Services, endpoint: str, model: str, history: list[Decision]) -> tuple[str, str] | None:
+    """The model serving ``endpoint`` now: live traffic from the workspace, else the ledger."""
+    if services.gateway is not None:
+        try:
+            state = services.gateway.get_endpoint(endpoint)
+        except PermanentError:
+            state = None
+        serving = state.serving() if state else None
+        for deployment in state.deployments if state else ():
+            if deployment.name == serving and deployment.model.count(":") >= 2:
+                _, name, version = deployment.model.rsplit(":", 2)
+                return name, version
+    for decision in history:  # newest first
+        if decision.evidence.get(SETS_CHAMPION) == endpoint:
+            return decision.model, decision.version
+        if decision.evidence.get("endpoint") == endpoint and decision.event_type.endswith("ModelDeployed"):
+            return decision.model, decision.version
+    return None
+
+
+def _metrics(facts: Mapping[str, str], promotion: Promotion) -> dict[str, float]:
+    found = {}
+    for gate in promotion.parsed_gates():
+        value = _number(facts.get(gate.metric))
+        if value is not None:
+            found[gate.metric] = value
+    return found
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _version_key(version: str) -> tuple[int, Any]:
+    return (0, int(version)) if version.isdigit() else (1, version)

@@ -1,0 +1,101 @@
+"""The human gate: votes through signed single-use links, expiry, and what an approval opens.
+
+Every state change of a review is written together with the decision recording it (and the tasks it
+opens) in one conditional store update, so of two concurrent votes exactly one counts; the other
+answers 409.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
+from controlplane.ports import Services
+from controlplane.reviews import Review, ReviewState, VoteError, cast_vote, sign_token, verify_token
+
+logger = logging.getLogger(__name__)
+
+MAX_COMMENT = 2000
+
+
+def get_review(services: Services, review_id: str) -> Review:
+    review = services.store.review(review_id)
+    if review is None:
+        raise VoteError(404, f"no review {review_id!r}")
+    return review
+
+
+def approval_link(services: Services, review: Review, approver: str) -> str:
+    """The approver's own link to the review page, carrying a signed single-use token."""
+    if approver.lower() not in {a.lower() for a in review.approvers}:
+        raise VoteError(403, f"{approver} is not an approver of review {review.id}")
+    token = sign_token(services.approval_key, review, approver)
+    return f"{services.public_url.rstrip('/')}/api/reviews/{review.id}?token={token}"
+
+
+def vote(services: Services, review_id: str, *, token: str, decision: str, comment: str = "",
+         principal: str | None = None) -> tuple[Review, Decision]:
+    """Count one vote; raises ``VoteError`` (with its HTTP status) when it must not count."""
+    if not token:
+        raise VoteError(401, "an approval token is required")
+    if len(comment) > MAX_COMMENT:
+        raise VoteError(400, f"comment is longer than {MAX_COMMENT} characters")
+    now = services.clock.now()
+    claims = verify_token(services.approval_key, token, review_id, now)
+    if principal is not None and principal.lower() != claims.approver.lower():
+        raise VoteError(403, f"signed-in user {principal} is not the approver this link was issued to")
+    current = get_review(services, review_id)
+    updated = cast_vote(current, approver=claims.approver, decision=decision, comment=comment, nonce=claims.nonce,
+                        now=now)
+    recorded = _record_change(services, current, updated, voter=claims.approver, comment=comment)
+    if not services.store.update_review(current, updated, recorded):
+        raise VoteError(409, "the review changed while this vote was cast; reload and try again")
+    logger.info("review %s vote by %s: %s -> %s", review_id, claims.approver, decision, updated.state.value)
+    return updated, recorded
+
+
+def expire_reviews(services: Services) -> list[Review]:
+    """Close open reviews whose time is up; each becomes ``expired`` and its approvers are told."""
+    now = services.clock.now()
+    expired = []
+    for review in services.store.reviews(ReviewState.OPEN, limit=500):
+        if review.expires_at > now:
+            continue
+        updated = replace(review, state=ReviewState.EXPIRED, revision=review.revision + 1)
+        if services.store.update_review(review, updated, _record_change(services, review, updated)):
+            expired.append(updated)
+    return expired
+
+
+def _record_change(services: Services, before: Review, after: Review, voter: str = "",
+                   comment: str = "") -> Decision:
+    """The decision a review's change makes: a vote, an approval (opening what it gates), a
+    rejection or an expiry."""
+    label = f"{before.kind.value} review of {after.model or '-'}:{after.version or '-'}"
+    evidence: dict[str, Any] = {"review_id": after.id, "state": after.state.value, "voter": voter,
+                                "comment": comment, "votes": len(after.votes), "quorum": after.quorum}
+    tasks: list[TaskDraft] = []
+    if after.state is ReviewState.APPROVED:
+        approvers = sorted(after.approvals)
+        outcome, reason = Outcome.PROMOTE, f"{label} approved by {', '.join(approvers)}"
+        if after.on_approval:
+            tasks.append(TaskDraft(TaskKind.PROMOTION, f"azureml:endpoint/{after.on_approval.get('endpoint')}",
+                                   dict(after.on_approval)))
+            reason += f"; {after.on_approval.get('stage', 'next')} promotion opened"
+    elif after.state is ReviewState.REJECTED:
+        outcome, reason = Outcome.REJECT, f"{label} rejected by {voter}" + (f": {comment}" if comment else "")
+    elif after.state is ReviewState.EXPIRED:
+        outcome, reason = Outcome.NOTIFY, f"{label} expired with {len(after.approvals)} of {after.quorum} approvals"
+    else:
+        outcome = Outcome.NO_ACTION
+        reason = f"{label}: {voter} approved ({len(after.approvals)} of {after.quorum})"
+    if after.state is not ReviewState.OPEN:
+        tasks.append(review_notice(after, after.state.value, reason))
+    verdict = Verdict(outcome, reason, model=after.model, version=after.version, evidence=evidence,
+                      tasks=tuple(tasks))
+    now = services.clock.now()
+    return record(verdict, key=f"review:{after.id}:{after.revision}", event_id=after.id, source=Source.CONTROLPLANE,
+                  event_type=f"review.{after.state.value if after.state is not ReviewState.OPEN else 'vote'}",
+                  policy_version=services.policy.version, received_at=now, decided_at=now,
+                  publish=services.publish_decisions)
