@@ -6,6 +6,8 @@ by every invocation after it.
 """
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -29,11 +31,32 @@ def services() -> Services:
 def build(settings: Settings) -> Services:
     from controlplane.adapters.clock import SystemClock
     from controlplane.adapters.dry_run import DryRunDispatcher
+    from controlplane.adapters.routing import RoutingDispatcher
+    from controlplane.ledger import TaskKind
     from controlplane.policy import load_policy
+    from controlplane.reviews import approval_url
 
     policy = load_policy(Path(settings.policy_path))
-    return Services(store=build_store(settings), clock=SystemClock(), dispatcher=DryRunDispatcher(), policy=policy,
-                    lease=settings.lease)
+    store = build_store(settings)
+    clock = SystemClock()
+    key = approval_key(settings)
+    routes = {}
+    if settings.teams_webhook_url or settings.slack_webhook_url or settings.webhook_url:
+        from controlplane.adapters.notify import WebhookNotifier
+
+        def link_for(review_id: str, approver: str) -> str:
+            return approval_url(key, settings.public_url, store.review(review_id), approver)
+
+        routes[TaskKind.NOTIFY] = WebhookNotifier(
+            clock, teams_url=settings.teams_webhook_url, slack_url=settings.slack_webhook_url,
+            webhook_url=settings.webhook_url, webhook_secret=settings.webhook_secret, link_for=link_for)
+    if settings.eventgrid_topic_endpoint:
+        from controlplane.adapters.eventgrid_publisher import EventGridPublisher
+
+        routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
+    return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
+                    policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
+                    publish_decisions=bool(settings.eventgrid_topic_endpoint))
 
 
 def build_store(settings: Settings):
@@ -44,6 +67,22 @@ def build_store(settings: Settings):
     from controlplane.adapters.sqlite_store import SqliteStore
 
     return SqliteStore(settings.sqlite_path)
+
+
+def approval_key(settings: Settings) -> bytes:
+    """The key signing approval links: the setting (a Key Vault reference in Azure) or, with the
+    embedded SQLite store, a random key kept beside the database so links survive restarts."""
+    if settings.approval_signing_key:
+        return settings.approval_signing_key.encode()
+    if settings.store_kind != "sqlite":
+        return b""  # links fail with a ConfigurationError naming APPROVAL_SIGNING_KEY
+    path = Path(settings.sqlite_path).parent / "approval.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def reset(replacement: Services | None = None) -> None:

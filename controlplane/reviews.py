@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from controlplane.errors import PermanentError
+from controlplane.errors import ConfigurationError, PermanentError
 
 
 class ReviewKind(StrEnum):
@@ -136,8 +136,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _require(key: bytes) -> None:
+    if not key:
+        raise ConfigurationError("APPROVAL_SIGNING_KEY", "not set: approval links can be neither issued nor checked")
+
+
+def approval_url(key: bytes, public_url: str, review: Review, approver: str) -> str:
+    """The approver's own link to the review page, carrying a signed single-use token."""
+    if approver.lower() not in {a.lower() for a in review.approvers}:
+        raise VoteError(403, f"{approver} is not an approver of review {review.id}")
+    return f"{public_url.rstrip('/')}/api/reviews/{review.id}?token={sign_token(key, review, approver)}"
+
+
 def sign_token(key: bytes, review: Review, approver: str) -> str:
     """An approver's single-use link token: HMAC-SHA256 over review, approver, scope and expiry."""
+    _require(key)
     claims = {"r": review.id, "a": approver, "s": SCOPE, "e": int(review.expires_at.timestamp()),
               "n": secrets.token_hex(8)}
     payload = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
@@ -147,6 +160,7 @@ def sign_token(key: bytes, review: Review, approver: str) -> str:
 
 def verify_token(key: bytes, token: str, review_id: str, now: datetime) -> ApprovalToken:
     """The token's claims, or ``VoteError(403)`` for a forged, foreign, malformed or expired one."""
+    _require(key)
     try:
         payload, signature = token.split(".")
         expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())

@@ -23,6 +23,14 @@ STORAGE = "AzureWebJobsStorage"
 TELEMETRY_CONNECTION = "TelemetryEventHub"
 TELEMETRY_EVENTHUB_NAME = "TELEMETRY_EVENTHUB_NAME"
 TELEMETRY_CONSUMER_GROUP = "TELEMETRY_CONSUMER_GROUP"
+APPROVAL_SIGNING_KEY = "APPROVAL_SIGNING_KEY"
+PUBLIC_URL = "CONTROLPLANE_PUBLIC_URL"
+NOTIFY_TEAMS_WEBHOOK_URL = "NOTIFY_TEAMS_WEBHOOK_URL"
+NOTIFY_SLACK_WEBHOOK_URL = "NOTIFY_SLACK_WEBHOOK_URL"
+NOTIFY_WEBHOOK_URL = "NOTIFY_WEBHOOK_URL"
+NOTIFY_WEBHOOK_SECRET = "NOTIFY_WEBHOOK_SECRET"
+EVENTGRID_TOPIC_ENDPOINT = "EVENTGRID_TOPIC_ENDPOINT"
+EVENTGRID_TOPIC_KEY = "EVENTGRID_TOPIC_KEY"
 
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
@@ -46,6 +54,14 @@ class Settings:
     table_prefix: str = "controlplane"
     storage_connection: str = ""
     storage_account_url: str = ""  # identity-based form: AzureWebJobsStorage__tableServiceUri / __accountName
+    approval_signing_key: str = ""
+    public_url: str = "http://127.0.0.1:7071"
+    teams_webhook_url: str = ""
+    slack_webhook_url: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    eventgrid_topic_endpoint: str = ""
+    eventgrid_topic_key: str = ""
 
     @property
     def store_kind(self) -> str:
@@ -77,9 +93,25 @@ class Settings:
         account_url = env.get(f"{STORAGE}__tableServiceUri", "")
         if not account_url and env.get(f"{STORAGE}__accountName"):
             account_url = f"https://{env[f'{STORAGE}__accountName']}.table.core.windows.net"
+        urls = {name: env.get(name, "") for name in (PUBLIC_URL, NOTIFY_TEAMS_WEBHOOK_URL, NOTIFY_SLACK_WEBHOOK_URL,
+                                                     NOTIFY_WEBHOOK_URL, EVENTGRID_TOPIC_ENDPOINT)}
+        for name, url in urls.items():
+            if url and not url.startswith(("https://", "http://")):
+                raise ConfigurationError(name, f"expected an http(s) URL, got {url!r}")
+        if urls[NOTIFY_WEBHOOK_URL] and not env.get(NOTIFY_WEBHOOK_SECRET):
+            raise ConfigurationError(NOTIFY_WEBHOOK_SECRET, "required when NOTIFY_WEBHOOK_URL is set (it signs bodies)")
+        signing_key = env.get(APPROVAL_SIGNING_KEY, "")
+        if signing_key and len(signing_key) < 32:
+            raise ConfigurationError(APPROVAL_SIGNING_KEY, "use at least 32 characters of random text")
         settings = cls(store=store, policy_path=env.get(POLICY) or DEFAULT_POLICY, dispatch=dispatch,
                        lease=timedelta(seconds=lease), table_prefix=prefix,
-                       storage_connection=env.get(STORAGE, ""), storage_account_url=account_url)
+                       storage_connection=env.get(STORAGE, ""), storage_account_url=account_url,
+                       approval_signing_key=signing_key, public_url=urls[PUBLIC_URL] or cls.public_url,
+                       teams_webhook_url=urls[NOTIFY_TEAMS_WEBHOOK_URL],
+                       slack_webhook_url=urls[NOTIFY_SLACK_WEBHOOK_URL],
+                       webhook_url=urls[NOTIFY_WEBHOOK_URL], webhook_secret=env.get(NOTIFY_WEBHOOK_SECRET, ""),
+                       eventgrid_topic_endpoint=urls[EVENTGRID_TOPIC_ENDPOINT],
+                       eventgrid_topic_key=env.get(EVENTGRID_TOPIC_KEY, ""))
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

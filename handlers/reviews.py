@@ -12,7 +12,7 @@ from typing import Any
 
 from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
 from controlplane.ports import Services
-from controlplane.reviews import Review, ReviewState, VoteError, cast_vote, sign_token, verify_token
+from controlplane.reviews import Review, ReviewState, VoteError, approval_url, cast_vote, verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,9 @@ def get_review(services: Services, review_id: str) -> Review:
     return review
 
 
-def approval_link(services: Services, review: Review, approver: str) -> str:
+def approval_link(services: Services, review_id: str, approver: str) -> str:
     """The approver's own link to the review page, carrying a signed single-use token."""
-    if approver.lower() not in {a.lower() for a in review.approvers}:
-        raise VoteError(403, f"{approver} is not an approver of review {review.id}")
-    token = sign_token(services.approval_key, review, approver)
-    return f"{services.public_url.rstrip('/')}/api/reviews/{review.id}?token={token}"
+    return approval_url(services.approval_key, services.public_url, get_review(services, review_id), approver)
 
 
 def vote(services: Services, review_id: str, *, token: str, decision: str, comment: str = "",

@@ -17,6 +17,26 @@ param telemetryEventHubName string = 'telemetry'
 @description('Consumer group the on_telemetry function reads with.')
 param telemetryConsumerGroup string = 'controlplane'
 
+@secure()
+@description('HMAC key for approval links, kept in Key Vault. Pass your own to keep links valid across provisions.')
+param approvalSigningKey string = '${newGuid()}${newGuid()}'
+
+@description('Microsoft Teams workflow webhook URL for review and promotion notifications (optional).')
+param teamsWebhookUrl string = ''
+
+@description('Slack incoming webhook URL (optional).')
+param slackWebhookUrl string = ''
+
+@description('Generic webhook URL receiving signed notifications (optional).')
+param webhookUrl string = ''
+
+@secure()
+@description('Secret signing the generic webhook bodies (required with webhookUrl).')
+param webhookSecret string = ''
+
+@description('Create an Event Grid topic that receives every decision as a CloudEvent.')
+param publishDecisions bool = false
+
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 
@@ -35,6 +55,12 @@ module app 'app/controlplane.bicep' = {
     resourceToken: resourceToken
     telemetryEventHubName: telemetryEventHubName
     telemetryConsumerGroup: telemetryConsumerGroup
+    approvalSigningKey: approvalSigningKey
+    teamsWebhookUrl: teamsWebhookUrl
+    slackWebhookUrl: slackWebhookUrl
+    webhookUrl: webhookUrl
+    webhookSecret: webhookSecret
+    publishDecisions: publishDecisions
   }
 }
 

@@ -140,6 +140,47 @@ class FakeStore:
         return sum(1 for value in self.telemetry.values() if value == (model, deployment))
 
 
+class FakeGateway:
+    """An Azure ML workspace in memory: models, jobs, endpoints. Records every call."""
+
+    name = "fake-gateway"
+
+    def __init__(self) -> None:
+        from controlplane.gateway import EndpointState
+
+        self.models: dict[tuple[str, str], object] = {}
+        self.jobs: dict[str, object] = {}
+        self.endpoints: dict[str, EndpointState] = {}
+        self.calls: list[tuple] = []
+
+    def add_model(self, name, version, tags=None, properties=None, created_by=""):
+        from controlplane.gateway import ModelInfo
+
+        self.models[(name, version)] = ModelInfo(name, version, dict(tags or {}), dict(properties or {}), created_by)
+
+    def serve(self, endpoint, deployment, model_ref):
+        from controlplane.gateway import DeploymentInfo, EndpointState
+
+        self.endpoints[endpoint] = EndpointState(endpoint, {deployment: 100}, {},
+                                                 (DeploymentInfo(endpoint, deployment, model_ref),))
+
+    def get_model(self, name, version):
+        from controlplane.gateway import NotFound
+
+        self.calls.append(("get_model", name, version))
+        if (name, version) not in self.models:
+            raise NotFound("models.get", f"{name}:{version} not found", 404)
+        return self.models[(name, version)]
+
+    def get_endpoint(self, name):
+        from controlplane.gateway import NotFound
+
+        self.calls.append(("get_endpoint", name))
+        if name not in self.endpoints:
+            raise NotFound("online_endpoints.get", f"{name} not found", 404)
+        return self.endpoints[name]
+
+
 class RecordingDispatcher:
     """Records every task it is given; fails as scripted."""
 

@@ -19,8 +19,9 @@ def bindings(function):
     return json.loads(function.get_function_json())["bindings"]
 
 
-def test_the_six_functions_are_registered(functions):
-    assert sorted(functions) == ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "sweep"]
+def test_the_functions_are_registered(functions):
+    assert sorted(functions) == ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "review",
+                                 "review_decision", "reviews", "sweep", "ui"]
 
 
 def test_registry_events_come_from_event_grid(functions):
@@ -43,6 +44,10 @@ def test_telemetry_is_an_event_hubs_batch_with_exponential_retry(functions):
     ("on_alert", "alerts", ["POST"], "FUNCTION"),
     ("decisions", "decisions", ["GET"], "FUNCTION"),
     ("health", "health", ["GET"], "ANONYMOUS"),
+    ("reviews", "reviews", ["GET"], "FUNCTION"),
+    ("review", "reviews/{id}", ["GET"], "ANONYMOUS"),  # the signed token in the link authorises
+    ("review_decision", "reviews/{id}/decision", ["POST"], "ANONYMOUS"),
+    ("ui", "ui", ["GET"], "FUNCTION"),
 ])
 def test_http_routes(functions, name, route, methods, auth):
     trigger = bindings(functions[name])[0]

@@ -83,7 +83,6 @@ def test_legacy_dataset_drift_enters_the_same_action_path(services):
 
 
 @pytest.mark.parametrize("name, model, version", [
-    ("eg_model_registered_docs.json", "churn", "3"),
     ("eg_model_deployed_docs.json", "churn", "3"),
     ("ce_run_completed_sdk.json", "defect-detector", None),  # from the run's model_name tag
     ("eg_run_status_changed_docs.json", None, None),

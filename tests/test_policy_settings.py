@@ -133,8 +133,8 @@ def bicep_app_settings() -> set[str]:
     import re
 
     source = (ROOT / "infra" / "app" / "controlplane.bicep").read_text()
-    block = source.split("appSettings: [", 1)[1].split("]", 1)[0]
-    return set(re.findall(r"name: '([^']+)'", block))
+    block = source.split("name: 'appsettings'", 1)[1].split("properties: {", 1)[1].split("\n  }", 1)[0]
+    return set(re.findall(r"^\s+(\w+):", block, re.MULTILINE))
 
 
 def test_bicep_sets_every_setting_the_code_reads_with_identity_based_connections():

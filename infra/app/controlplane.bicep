@@ -4,6 +4,14 @@ param tags object
 param resourceToken string
 param telemetryEventHubName string
 param telemetryConsumerGroup string
+@secure()
+param approvalSigningKey string
+param teamsWebhookUrl string
+param slackWebhookUrl string
+param webhookUrl string
+@secure()
+param webhookSecret string
+param publishDecisions bool
 
 var deploymentContainer = 'app-package-${resourceToken}'
 
@@ -88,29 +96,67 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: 2048 }
       runtime: { name: 'python', version: '3.11' }
     }
-    siteConfig: {
-      minTlsVersion: '1.2'
-      // Names match local.settings.sample.json and controlplane/settings.py.
-      appSettings: [
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
-        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
-        { name: 'CONTROLPLANE_STORE', value: 'tables' }
-        { name: 'CONTROLPLANE_POLICY', value: 'policy.yaml' }
-        { name: 'CONTROLPLANE_DISPATCH', value: 'dry-run' }
-        { name: 'CONTROLPLANE_LEASE_SECONDS', value: '300' }
-        { name: 'CONTROLPLANE_TABLE_PREFIX', value: 'controlplane' }
-        { name: 'TelemetryEventHub__fullyQualifiedNamespace', value: '${eventHubs.name}.servicebus.windows.net' }
-        { name: 'TelemetryEventHub__credential', value: 'managedidentity' }
-        { name: 'TelemetryEventHub__clientId', value: identity.properties.clientId }
-        { name: 'TELEMETRY_EVENTHUB_NAME', value: telemetryEventHubName }
-        { name: 'TELEMETRY_CONSUMER_GROUP', value: telemetryConsumerGroup }
-      ]
-    }
+    siteConfig: { minTlsVersion: '1.2' }
+    keyVaultReferenceIdentity: identity.id
   }
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-cp-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+  }
+  resource signingKey 'secrets' = {
+    name: 'approval-signing-key'
+    properties: { value: approvalSigningKey, contentType: 'HMAC-SHA256 key for approval links' }
+  }
+}
+
+resource decisionsTopic 'Microsoft.EventGrid/topics@2024-06-01-preview' = if (publishDecisions) {
+  name: 'evgt-cp-${resourceToken}'
+  location: location
+  tags: tags
+  properties: { inputSchema: 'CloudEventSchemaV1_0', disableLocalAuth: true, publicNetworkAccess: 'Enabled' }
+}
+
+// Names match local.settings.sample.json and controlplane/settings.py; connections are identity-based.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    AzureWebJobsStorage__accountName: storage.name
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identity.properties.clientId
+    APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    AZURE_CLIENT_ID: identity.properties.clientId
+    CONTROLPLANE_STORE: 'tables'
+    CONTROLPLANE_POLICY: 'policy.yaml'
+    CONTROLPLANE_DISPATCH: 'dry-run'
+    CONTROLPLANE_LEASE_SECONDS: '300'
+    CONTROLPLANE_TABLE_PREFIX: 'controlplane'
+    CONTROLPLANE_PUBLIC_URL: 'https://${functionApp.properties.defaultHostName}'
+    APPROVAL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${vault::signingKey.properties.secretUri})'
+    NOTIFY_TEAMS_WEBHOOK_URL: teamsWebhookUrl
+    NOTIFY_SLACK_WEBHOOK_URL: slackWebhookUrl
+    NOTIFY_WEBHOOK_URL: webhookUrl
+    NOTIFY_WEBHOOK_SECRET: webhookSecret
+    EVENTGRID_TOPIC_ENDPOINT: publishDecisions ? decisionsTopic!.properties.endpoint : ''
+    EVENTGRID_TOPIC_KEY: ''
+    TelemetryEventHub__fullyQualifiedNamespace: '${eventHubs.name}.servicebus.windows.net'
+    TelemetryEventHub__credential: 'managedidentity'
+    TelemetryEventHub__clientId: identity.properties.clientId
+    TELEMETRY_EVENTHUB_NAME: telemetryEventHubName
+    TELEMETRY_CONSUMER_GROUP: telemetryConsumerGroup
+  }
+  dependsOn: [vaultRole]
 }
 
 // Data-plane roles for the identity (built-in role definition ids).
@@ -120,6 +166,28 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor (host)
   eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde' // Azure Event Hubs Data Receiver (telemetry)
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher (App Insights)
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User (signing key reference)
+  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender (decisions topic)
+}
+
+resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+  }
+}
+
+resource senderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (publishDecisions) {
+  name: guid(resourceGroup().id, identity.id, roles.eventGridDataSender, 'decisions')
+  scope: decisionsTopic
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
+  }
 }
 
 resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in [roles.storageBlobDataOwner, roles.storageTableDataContributor, roles.storageQueueDataContributor]: {

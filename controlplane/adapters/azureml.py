@@ -1,0 +1,366 @@
+"""Azure ML gateway: the ``Gateway`` port on azure-ai-ml's ``MLClient`` (models, pipeline jobs, online endpoints).
+
+Azure errors are translated here and nowhere else: not found -> ``NotFound``; throttling, timeouts, 5xx and
+connection failures -> ``TransientError``; authentication, authorisation, validation and conflicts ->
+``GatewayError``. ``azure.ai.ml`` is imported on first use only, never at module import (it costs ~1.5 s of
+cold start).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from controlplane.errors import ControlPlaneError, TransientError
+from controlplane.gateway import (
+    DeploymentInfo,
+    DeploymentRequest,
+    EndpointState,
+    GatewayError,
+    JobInfo,
+    ModelInfo,
+    NotFound,
+    PipelineRequest,
+)
+
+_TRANSIENT_STATUS = frozenset({408, 429})
+# Input types that name an asset; anything else a pipeline declares (string, integer, ...) is a literal.
+_ASSET_TYPES = frozenset({"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"})
+_WORKSPACE_MODEL_ID = re.compile(r"^/subscriptions/.+/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
+
+
+def _reason(exc: BaseException) -> str:
+    error = getattr(exc, "error", None)
+    if error is not None and getattr(error, "code", None):
+        text = f"{error.code}: {error.message}"
+    else:
+        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:500]
+
+
+def _azure_cause(exc: BaseException) -> BaseException | None:
+    """The HTTP or connection error behind ``exc``: azure-ai-ml wraps some of them in its own exceptions."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HttpResponseError | ServiceRequestError | ServiceResponseError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def translate(operation: str, exc: BaseException) -> ControlPlaneError | None:
+    """The control-plane error for an Azure SDK exception, or None when it is not one this boundary owns."""
+    from azure.core.exceptions import HttpResponseError
+
+    sdk_errors = sys.modules.get("azure.ai.ml.exceptions")
+    is_sdk_error = sdk_errors is not None and isinstance(exc, sdk_errors.MlException)
+    cause = _azure_cause(exc)
+    if cause is None:
+        return GatewayError(operation, _reason(exc)) if is_sdk_error else None
+    if not isinstance(cause, HttpResponseError):  # no response at all: connection refused, reset, timed out
+        return TransientError(f"{operation}: {type(cause).__name__}: {_reason(cause)}")
+    status = cause.status_code
+    if status == 404:
+        return NotFound(operation, _reason(cause), status)
+    if status in _TRANSIENT_STATUS or (status is not None and status >= 500):
+        return TransientError(f"{operation}: HTTP {status}: {_reason(cause)}")
+    # 400, 401, 403, 409, 412 ... and credential failures (ClientAuthenticationError without a response)
+    return GatewayError(operation, _reason(cause), status)
+
+
+@contextmanager
+def azure_errors(operation: str) -> Iterator[None]:
+    """Translate Azure SDK exceptions raised inside the block into the control plane's errors."""
+    try:
+        yield
+    except ControlPlaneError:
+        raise
+    except Exception as exc:
+        mapped = translate(operation, exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value)) if value is not None else ""
+
+
+def _strings(mapping: Mapping | None) -> dict[str, str]:
+    return {str(key): _text(value) for key, value in (mapping or {}).items()}
+
+
+def _model_reference(model: Any) -> str:
+    """``azureml:<name>:<version>`` for a model of this workspace; other references unchanged."""
+    reference = getattr(model, "id", None) or model
+    if not isinstance(reference, str):
+        return ""
+    match = _WORKSPACE_MODEL_ID.match(reference)
+    return f"azureml:{match['name']}:{match['version']}" if match else reference
+
+
+def _model_info(model: Any) -> ModelInfo:
+    tags, properties = _strings(model.tags), _strings(model.properties)
+    context = getattr(model, "creation_context", None)
+    created_by = tags.get("created_by") or properties.get("created_by") or _text(getattr(context, "created_by", ""))
+    return ModelInfo(name=model.name, version=_text(model.version), tags=tags, properties=properties,
+                     created_by=created_by, stage=_text(getattr(model, "stage", None)))
+
+
+def _job_info(job: Any, *, created: bool) -> JobInfo:
+    return JobInfo(name=job.name, status=_text(job.status), experiment=_text(job.experiment_name),
+                   studio_url=_text(job.studio_url), created=created)
+
+
+def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
+    return DeploymentInfo(endpoint=deployment.endpoint_name or endpoint, name=deployment.name,
+                          model=_model_reference(deployment.model), instance_type=_text(deployment.instance_type),
+                          instance_count=int(deployment.instance_count or 0),
+                          provisioning_state=_text(deployment.provisioning_state))
+
+
+def _shares(mapping: Mapping | None) -> dict[str, int]:
+    return {str(name): int(share) for name, share in (mapping or {}).items()}
+
+
+def validate_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int] | None) -> None:
+    """Refuse a traffic split Azure ML would refuse, before anything is sent."""
+
+    def refuse(reason: str) -> GatewayError:
+        return GatewayError("set_traffic", reason)
+
+    for name, share in {**traffic, **(mirror or {})}.items():
+        if isinstance(share, bool) or not isinstance(share, int):
+            raise refuse(f"share of {name!r} must be an integer, got {share!r}")
+    if any(not 0 <= share <= 100 for share in traffic.values()):
+        raise refuse(f"live traffic shares must be between 0 and 100: {dict(traffic)}")
+    total = sum(traffic.values())
+    if total not in (0, 100):
+        raise refuse(f"live traffic shares must sum to 100 (or all be 0), got {total}: {dict(traffic)}")
+    mirrored = {name: share for name, share in (mirror or {}).items() if share != 0}
+    if any(not 0 < share <= 50 for share in mirrored.values()):
+        raise refuse(f"mirror traffic shares must be between 0 and 50: {dict(mirror or {})}")
+    if len(mirrored) > 1:
+        raise refuse(f"mirror traffic can go to one deployment only: {mirrored}")
+    for name in mirrored:
+        if traffic.get(name, 0):
+            raise refuse(f"deployment {name!r} cannot receive mirror traffic while it serves live traffic")
+
+
+def _declared_type(declared: Any) -> str | None:
+    """The type a pipeline or component declares for an input, when it declares one."""
+    if declared is None:
+        return None
+    if hasattr(declared, "result"):  # a pipeline's own input: look at the value the YAML gave it
+        declared = declared.result()
+    if isinstance(declared, Mapping):
+        return declared.get("type")
+    return getattr(declared, "type", None)
+
+
+def _job_input(value: str, declared: str | None) -> Any:
+    """A job input value: ``azureml:`` references become data (or model) inputs, anything else a literal."""
+    from azure.ai.ml import Input
+    from azure.ai.ml.constants import AssetTypes
+
+    if not isinstance(value, str) or not value.startswith("azureml:"):
+        return value
+    if declared is not None and declared not in _ASSET_TYPES:
+        return value  # the pipeline declares a literal (e.g. a string that happens to name an asset)
+    path = value
+    if "@" in value and not value.startswith("azureml://"):
+        # The SDK resolves ``name@label`` only without the prefix (as its YAML loader strips it); with it, it
+        # looks up an asset literally named "azureml:name".
+        path = value.removeprefix("azureml:")
+    return Input(type=declared or AssetTypes.URI_FOLDER, path=path)
+
+
+def _component_reference(source: str) -> tuple[str, str | None, str | None]:
+    """(name, version, label) of ``azureml:<name>:<version>`` or ``azureml:<name>@<label>``."""
+    reference = source.removeprefix("azureml:")
+    if "@" in reference:
+        name, label = reference.rsplit("@", 1)
+        version = None
+    else:
+        name, _, version = reference.partition(":")
+        label = None
+    if not name or not (version or label):
+        raise GatewayError("submit_pipeline", f"component reference must be azureml:<name>:<version>: {source!r}")
+    return name, version, label
+
+
+class AzureMLGateway:
+    """The ``Gateway`` port on one Azure ML workspace."""
+
+    def __init__(self, subscription_id: str, resource_group: str, workspace: str, credential: Any = None,
+                 **client_kwargs: Any) -> None:
+        self.subscription_id = subscription_id
+        self.resource_group = resource_group
+        self.workspace = workspace
+        self._credential = credential
+        # The SDK's progress bars and "Check: ..." lines are console output nobody reads in a function host.
+        self._client_kwargs = {"show_progress": False, **client_kwargs}
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _ml(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from azure.ai.ml import MLClient
+
+                credential = self._credential
+                if credential is None:
+                    from azure.identity import DefaultAzureCredential
+
+                    credential = DefaultAzureCredential()
+                self._client = MLClient(credential, self.subscription_id, self.resource_group, self.workspace,
+                                        **self._client_kwargs)
+            return self._client
+
+    # -- models -----------------------------------------------------------------------------------------------
+
+    def get_model(self, name: str, version: str) -> ModelInfo:
+        with azure_errors("get_model"):
+            return _model_info(self._ml().models.get(name, version=version))
+
+    def tag_model(self, name: str, version: str, tags: Mapping[str, str], stage: str | None = None) -> ModelInfo:
+        with azure_errors("tag_model"):
+            client = self._ml()
+            model = client.models.get(name, version=version)
+            model.tags = {**(model.tags or {}), **{str(k): str(v) for k, v in tags.items()}}
+            if stage is not None:
+                model.stage = stage
+            return _model_info(client.models.create_or_update(model))
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    def get_job(self, name: str) -> JobInfo:
+        with azure_errors("get_job"):
+            return _job_info(self._ml().jobs.get(name), created=False)
+
+    def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        with azure_errors("submit_pipeline"):
+            client = self._ml()
+            try:
+                return _job_info(client.jobs.get(request.name), created=False)
+            except ResourceNotFoundError:
+                pass
+            job = self._pipeline(client, request)
+            try:
+                # The service validates the job again; the SDK's own validation would also turn a throttled or
+                # failed compute lookup into a validation error, that is, a permanent failure.
+                created = client.jobs.create_or_update(job, experiment_name=request.experiment,
+                                                       skip_validation=True)
+            except HttpResponseError as exc:
+                if exc.status_code != 409:
+                    raise
+                # Another attempt created the job between our lookup and our submission.
+                return _job_info(client.jobs.get(request.name), created=False)
+            return _job_info(created, created=True)
+
+    def _pipeline(self, client: Any, request: PipelineRequest) -> Any:
+        if request.source.startswith("azureml:"):
+            job = self._pipeline_from_component(client, request)
+        else:
+            job = self._pipeline_from_yaml(request)
+        job.name = request.name
+        job.experiment_name = request.experiment
+        job.tags = {**(job.tags or {}), **{str(k): str(v) for k, v in request.tags.items()}}
+        if request.compute:
+            job.compute = request.compute
+            job.settings.default_compute = request.compute
+        return job
+
+    @staticmethod
+    def _pipeline_from_yaml(request: PipelineRequest) -> Any:
+        from azure.ai.ml import load_job
+        from azure.ai.ml.entities import PipelineJob
+
+        try:
+            job = load_job(source=request.source)
+        except Exception as exc:
+            # Loading only reads and parses a local file: whatever fails there fails again on retry.
+            raise GatewayError("submit_pipeline", f"cannot load pipeline {request.source}: {_reason(exc)}") from exc
+        if not isinstance(job, PipelineJob):
+            raise GatewayError("submit_pipeline", f"{request.source} is a {job.type} job, not a pipeline")
+        for name, value in request.inputs.items():
+            if name not in job.inputs:
+                raise GatewayError("submit_pipeline", f"pipeline {request.source} declares no input {name!r}")
+            setattr(job.inputs, name, _job_input(value, _declared_type(job.inputs[name])))
+        return job
+
+    @staticmethod
+    def _pipeline_from_component(client: Any, request: PipelineRequest) -> Any:
+        from azure.ai.ml.dsl import pipeline
+
+        name, version, label = _component_reference(request.source)
+        component = client.components.get(name, version=version) if version else client.components.get(
+            name, label=label)
+        declared = component.inputs or {}
+        inputs = {key: _job_input(value, _declared_type(declared.get(key))) for key, value in request.inputs.items()}
+
+        @pipeline(display_name=request.name, experiment_name=request.experiment)
+        def pipeline_from_component():
+            component(**inputs)
+
+        return pipeline_from_component()
+
+    # -- online endpoints -------------------------------------------------------------------------------------
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        with azure_errors("deploy"):
+            deployment = ManagedOnlineDeployment(
+                name=request.name, endpoint_name=request.endpoint, model=request.model,
+                instance_type=request.instance_type, instance_count=request.instance_count,
+                tags={str(k): str(v) for k, v in request.tags.items()})
+            created = self._ml().online_deployments.begin_create_or_update(deployment).result()
+            return _deployment_info(created, request.endpoint)
+
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
+        with azure_errors("scale"):
+            client = self._ml()
+            current = client.online_deployments.get(deployment, endpoint)
+            current.instance_count = instance_count
+            return _deployment_info(client.online_deployments.begin_create_or_update(current).result(), endpoint)
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        try:
+            with azure_errors("delete_deployment"):
+                self._ml().online_deployments.begin_delete(deployment, endpoint).result()
+        except NotFound:
+            pass  # already gone: the state the caller asked for
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        with azure_errors("get_endpoint"):
+            client = self._ml()
+            return self._endpoint_state(client, client.online_endpoints.get(name))
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
+                    mirror: Mapping[str, int] | None = None) -> EndpointState:
+        validate_traffic(traffic, mirror)
+        with azure_errors("set_traffic"):
+            client = self._ml()
+            current = client.online_endpoints.get(endpoint)
+            current.traffic = dict(traffic)
+            if mirror is not None:
+                current.mirror_traffic = dict(mirror)
+            updated = client.online_endpoints.begin_create_or_update(current).result()
+            return self._endpoint_state(client, updated)
+
+    @staticmethod
+    def _endpoint_state(client: Any, endpoint: Any) -> EndpointState:
+        deployments = tuple(_deployment_info(d, endpoint.name)
+                            for d in client.online_deployments.list(endpoint_name=endpoint.name))
+        return EndpointState(name=endpoint.name, traffic=_shares(endpoint.traffic),
+                             mirror_traffic=_shares(endpoint.mirror_traffic), deployments=deployments)

@@ -1,0 +1,50 @@
+"""Publishes decisions as CloudEvents to an Event Grid topic (azure-eventgrid), so Logic Apps and
+pipelines can subscribe to what the control plane decides."""
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.errors import PermanentError, TransientError
+from controlplane.ledger import Task
+
+
+class EventGridPublisher:
+    name = "eventgrid"
+
+    def __init__(self, endpoint: str, key: str = "", credential: Any = None, **client_kwargs: Any) -> None:
+        self._endpoint, self._key, self._credential = endpoint, key, credential
+        self._client_kwargs = client_kwargs
+        self._client = None
+
+    def _publisher(self):
+        if self._client is None:
+            from azure.eventgrid import EventGridPublisherClient
+
+            credential = self._credential
+            if credential is None and self._key:
+                from azure.core.credentials import AzureKeyCredential
+
+                credential = AzureKeyCredential(self._key)
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            self._client = EventGridPublisherClient(self._endpoint, credential, **self._client_kwargs)
+        return self._client
+
+    def dispatch(self, task: Task) -> dict:
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+        from azure.core.messaging import CloudEvent
+
+        request = task.request
+        event = CloudEvent(source=request["source"], type=request["type"], subject=request.get("subject"),
+                           data=request["data"], id=task.id)  # the task id: a resend is the same event
+        try:
+            self._publisher().send(event)
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise TransientError(f"event grid unreachable: {error}") from error
+        except HttpResponseError as error:
+            if error.status_code in (408, 429) or (error.status_code or 500) >= 500:
+                raise TransientError(f"event grid answered {error.status_code}") from error
+            raise PermanentError(f"event grid refused the event: {error.status_code} {error.reason}") from error
+        return {"published": task.id, "type": request["type"]}

@@ -1,0 +1,246 @@
+"""The human gate over HTTP: approval links, votes, quorum, expiry, and every way a vote must fail."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import azure.functions as func
+import pytest
+
+from controlplane import bootstrap
+from controlplane.ledger import Outcome, TaskKind, TaskState
+from controlplane.reviews import ReviewState, sign_token
+from handlers.registry import receive_registry_event
+from handlers.reviews import approval_link
+from handlers.sweep import sweep
+from tests.support import load_event
+
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def wired(services):
+    services = replace(services, approval_key=KEY, public_url="https://cp.example")
+    bootstrap.reset(services)
+    yield services
+    bootstrap.reset()
+
+
+@pytest.fixture(scope="module")
+def fn(app_functions):
+    return {name: f.get_user_function() for name, f in app_functions.items()}
+
+
+def open_review(services, version="4", **tags):
+    event = json.loads(json.dumps(load_event("eg_model_registered_sdk.json")))
+    event["id"] = f"reg-{version}"
+    event["data"].update(modelVersion=version, modelTags={"accuracy": "0.93", "auc": "0.88",
+                                                          "created_by": "alice@contoso.com", **tags})
+    decision = receive_registry_event(services, event)
+    assert decision.outcome is Outcome.REQUEST_APPROVAL, decision.reason
+    return decision.reviews[0]
+
+
+def token_of(link):
+    return parse_qs(urlsplit(link).query)["token"][0]
+
+
+def post_vote(fn, review_id, body, content_type="application/json", headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = func.HttpRequest("POST", f"/api/reviews/{review_id}/decision", body=data,
+                           headers={"Content-Type": content_type, **(headers or {})},
+                           route_params={"id": review_id})
+    return fn["review_decision"](req)
+
+
+def status_and_review(fn, wired, review_id, body, **kwargs):
+    before = wired.store.review(review_id)
+    reply = post_vote(fn, review_id, body, **kwargs)
+    return reply.status_code, before, wired.store.review(review_id)
+
+
+def test_quorum_of_distinct_approvers_approves_and_opens_the_production_promotion(fn, wired):
+    review = open_review(wired)
+    first = post_vote(fn, review.id, {"decision": "approve", "comment": "metrics ok",
+                                      "token": token_of(approval_link(wired, review.id, "ana@contoso.com"))})
+    assert first.status_code == 200 and json.loads(first.get_body())["review"]["state"] == "open"
+    second = post_vote(fn, review.id, {"decision": "approve", "comment": "ship it",
+                                       "token": token_of(approval_link(wired, review.id, "bo@contoso.com"))})
+    body = json.loads(second.get_body())
+    assert second.status_code == 200 and body["review"]["state"] == "approved"
+
+    decision = body["decision"]
+    assert decision["outcome"] == "promote" and "ana@contoso.com, bo@contoso.com" in decision["reason"]
+    assert decision["evidence"]["voter"] == "bo@contoso.com" and decision["evidence"]["comment"] == "ship it"
+    production = [t for t in decision["tasks"] if t["kind"] == "promotion"]
+    assert production[0]["request"]["stage"] == "production"
+    assert any(t["request"].get("event") == "review.approved" for t in decision["tasks"])
+    votes = wired.store.review(review.id).votes
+    assert [(v.approver, v.comment) for v in votes] == [("ana@contoso.com", "metrics ok"),
+                                                         ("bo@contoso.com", "ship it")]
+
+
+def test_one_reject_closes_the_review(fn, wired):
+    review = open_review(wired)
+    reply = post_vote(fn, review.id, {"decision": "reject", "comment": "drift on age",
+                                      "token": token_of(approval_link(wired, review.id, "carla@contoso.com"))})
+    body = json.loads(reply.get_body())
+    assert body["review"]["state"] == "rejected" and body["decision"]["outcome"] == "reject"
+    assert "drift on age" in body["decision"]["reason"]
+    assert not any(t["kind"] == "promotion" for t in body["decision"]["tasks"])
+
+
+def forged(token):
+    payload, signature = token.split(".")
+    return payload + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
+
+
+@pytest.mark.parametrize("case", ["forged", "foreign_key", "expired", "other_review", "garbage", "missing"])
+def test_bad_tokens_are_refused_and_change_nothing(fn, wired, case):
+    review = open_review(wired)
+    other = open_review(wired, version="5")
+    good = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    token = {
+        "forged": forged(good),
+        "foreign_key": sign_token(b"x" * 32, review, "ana@contoso.com"),
+        "expired": sign_token(KEY, replace(review, expires_at=review.created_at - timedelta(seconds=1)),
+                              "ana@contoso.com"),
+        "other_review": token_of(approval_link(wired, other.id, "ana@contoso.com")),
+        "garbage": "not-a-token",
+        "missing": "",
+    }[case]
+    status, before, after = status_and_review(fn, wired, review.id, {"decision": "approve", "token": token})
+    assert status in (401, 403) and after == before
+
+
+def test_a_replayed_link_counts_once(fn, wired):
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    assert post_vote(fn, review.id, {"decision": "approve", "token": token}).status_code == 200
+    status, before, after = status_and_review(fn, wired, review.id, {"decision": "approve", "token": token})
+    assert status == 409 and after == before and len(after.votes) == 1
+
+
+def test_approvers_must_be_listed(wired):
+    review = open_review(wired)
+    from controlplane.reviews import VoteError
+    with pytest.raises(VoteError) as error:
+        approval_link(wired, review.id, "mallory@contoso.com")
+    assert error.value.status == 403
+
+
+def test_a_token_for_an_unlisted_approver_is_refused(fn, wired):
+    review = open_review(wired)
+    token = sign_token(KEY, review, "mallory@contoso.com")
+    status, before, after = status_and_review(fn, wired, review.id, {"decision": "approve", "token": token})
+    assert status == 403 and after == before
+
+
+def test_the_registrant_may_not_approve_their_own_model(fn, wired):
+    review = open_review(wired, created_by="ana@contoso.com")
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    reply = post_vote(fn, review.id, {"decision": "approve", "token": token})
+    assert reply.status_code == 403 and "separation of duties" in json.loads(reply.get_body())["error"]["reason"]
+    assert wired.store.review(review.id).votes == ()
+
+
+def test_the_signed_in_principal_must_be_the_links_approver(fn, wired):
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    status, before, after = status_and_review(fn, wired, review.id, {"decision": "approve", "token": token},
+                                              headers={"X-MS-CLIENT-PRINCIPAL-NAME": "bo@contoso.com"})
+    assert status == 403 and after == before
+    ok = post_vote(fn, review.id, {"decision": "approve", "token": token},
+                   headers={"X-MS-CLIENT-PRINCIPAL-NAME": "Ana@Contoso.com"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b"x" * (17 * 1024), "application/x-www-form-urlencoded", 413),
+    (b"decision=approve&&&token", "application/x-www-form-urlencoded", 400),
+    (b"{not json", "application/json", 400),
+    (b"[1, 2]", "application/json", 400),
+    (json.dumps({"decision": "maybe"}).encode(), "application/json", 401),
+    (b"\xff\xfe", "application/json", 400),
+])
+def test_malformed_or_oversized_votes_are_refused(fn, wired, body, content_type, status):
+    review = open_review(wired)
+    code, before, after = status_and_review(fn, wired, review.id, body, content_type=content_type)
+    assert code == status and after == before
+
+
+def test_an_unknown_decision_word_is_refused(fn, wired):
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    status, before, after = status_and_review(fn, wired, review.id, {"decision": "maybe", "token": token})
+    assert status == 400 and after == before
+
+
+def test_concurrent_approve_and_reject_have_one_winner_and_the_loser_gets_409(fn, wired):
+    review = open_review(wired)
+    tokens = [(who, token_of(approval_link(wired, review.id, who)))
+              for who in ("ana@contoso.com", "bo@contoso.com", "carla@contoso.com")]
+    statuses = []
+    barrier = threading.Barrier(len(tokens))
+
+    def cast(choice, token):
+        barrier.wait()
+        statuses.append(post_vote(fn, review.id, {"decision": choice, "token": token}).status_code)
+
+    threads = [threading.Thread(target=cast, args=("approve" if n % 2 == 0 else "reject", token))
+               for n, (_, token) in enumerate(tokens)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    final = wired.store.review(review.id)
+    assert statuses.count(200) + statuses.count(409) == 3 and statuses.count(200) >= 1
+    assert final.revision == statuses.count(200) and len(final.votes) == statuses.count(200)
+
+
+def test_a_review_left_alone_expires_in_the_sweep_and_notifies(wired):
+    review = open_review(wired)
+    wired.clock.advance(hours=73)
+    assert sweep(wired).expired_reviews == 1
+    expired = wired.store.review(review.id)
+    assert expired.state is ReviewState.EXPIRED
+    [decision] = [d for d in wired.store.decisions() if d.event_type == "review.expired"]
+    assert decision.outcome is Outcome.NOTIFY and "0 of 2 approvals" in decision.reason
+    assert any(t.request.get("event") == "review.expired" for t in decision.tasks)
+    assert sweep(wired).expired_reviews == 0
+
+
+def test_the_production_promotion_is_recorded_when_dispatched(fn, wired):
+    review = open_review(wired)
+    for who in ("ana@contoso.com", "bo@contoso.com"):
+        post_vote(fn, review.id, {"decision": "approve", "token": token_of(approval_link(wired, review.id, who))})
+    sweep(wired)
+    dispatched = [d for d in wired.store.decisions() if d.event_type == "promotion.dispatched"]
+    assert {d.evidence["stage"] for d in dispatched} == {"staging", "production"}
+    assert all(t.state is TaskState.SUCCEEDED for t in wired.store.tasks() if t.kind is TaskKind.PROMOTION)
+
+
+def test_review_pages_escape_everything_from_events(fn, wired):
+    review = open_review(wired, note="<script>alert(1)</script>")
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    req = func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"token": token},
+                           route_params={"id": review.id}, headers={"Accept": "text/html"})
+    page = fn["review"](req).get_body().decode()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "id='approve'" in page and "ana@contoso.com" in page
+
+
+def test_review_json_carries_the_contract_fields(fn, wired):
+    review = open_review(wired)
+    req = func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", route_params={"id": review.id},
+                           headers={"Accept": "application/json"})
+    data = json.loads(fn["review"](req).get_body())["review"]
+    assert {"id", "kind", "state", "model", "version", "approvers", "quorum", "votes", "created_at", "expires_at",
+            "evidence"} <= set(data)
+    listing = fn["reviews"](func.HttpRequest("GET", "/api/reviews", body=b"", params={"state": "open"}))
+    assert [r["id"] for r in json.loads(listing.get_body())["reviews"]] == [review.id]
+    missing = fn["review"](func.HttpRequest("GET", "/api/reviews/nope", body=b"", route_params={"id": "nope"}))
+    assert missing.status_code == 404

@@ -1,0 +1,146 @@
+"""The human gate over HTTP: review pages, the vote webhook and the dashboard.
+
+- ``reviews``: GET /api/reviews - open and recent reviews (JSON, or HTML for browsers)
+- ``review``: GET /api/reviews/{id} - the review page (JSON with ``Accept: application/json``)
+- ``review_decision``: POST /api/reviews/{id}/decision - a vote (form or JSON: decision, comment, token)
+- ``ui``: GET /api/ui - pending reviews and recent decisions
+
+The review page and the vote are anonymous at the function level: the signed single-use token in
+the approver's link is what authorises a vote, and with App Service authentication on, the signed-in
+principal (``X-MS-CLIENT-PRINCIPAL-NAME``) must be the token's approver.
+"""
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+import azure.functions as func
+
+from triggers.http import error_response, json_response
+
+bp = func.Blueprint()
+
+MAX_FORM_BYTES = 16 * 1024
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL-NAME"
+
+
+def _wants_html(req: func.HttpRequest) -> bool:
+    accept = req.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _html(body: str, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(body, status_code=status, mimetype="text/html", charset="utf-8",
+                             headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                                "form-action 'self'", "X-Frame-Options": "DENY"})
+
+
+@bp.function_name("reviews")
+@bp.route(route="reviews", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def reviews(req: func.HttpRequest) -> func.HttpResponse:
+    from controlplane import bootstrap
+    from controlplane.errors import ControlPlaneError
+    from controlplane.pages import reviews_page
+    from controlplane.reviews import ReviewState
+
+    state = req.params.get("state") or None
+    if state is not None and state not in {s.value for s in ReviewState}:
+        return error_response(400, "state", f"expected one of {', '.join(s.value for s in ReviewState)}")
+    try:
+        found = bootstrap.services().store.reviews(ReviewState(state) if state else None, limit=200)
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
+    if _wants_html(req):
+        return _html(reviews_page(found))
+    return json_response(200, {"reviews": [review.to_json() for review in found]})
+
+
+@bp.function_name("review")
+@bp.route(route="reviews/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def review(req: func.HttpRequest) -> func.HttpResponse:
+    from controlplane import bootstrap
+    from controlplane.errors import ControlPlaneError
+    from controlplane.pages import review_page
+    from controlplane.reviews import VoteError, verify_token
+    from handlers.reviews import get_review
+
+    try:
+        services = bootstrap.services()
+        found = get_review(services, req.route_params["id"])
+    except VoteError as error:
+        return error_response(error.status, "id", error.reason)
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
+    if "application/json" in req.headers.get("Accept", ""):
+        return json_response(200, {"review": found.to_json()})
+    token, approver = req.params.get("token", ""), ""
+    if token:
+        try:
+            approver = verify_token(services.approval_key, token, found.id, services.clock.now()).approver
+        except VoteError as error:
+            return _html(review_page(found, message=f"This link cannot be used: {error.reason}"), error.status)
+    return _html(review_page(found, token=token, approver=approver))
+
+
+@bp.function_name("review_decision")
+@bp.route(route="reviews/{id}/decision", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def review_decision(req: func.HttpRequest) -> func.HttpResponse:
+    from controlplane import bootstrap
+    from controlplane.errors import ControlPlaneError
+    from controlplane.pages import review_page
+    from controlplane.reviews import VoteError
+    from handlers.reviews import vote
+
+    body = req.get_body()
+    if len(body) > MAX_FORM_BYTES:
+        return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_FORM_BYTES}-byte limit")
+    form = _form(req, body)
+    if isinstance(form, func.HttpResponse):
+        return form
+    token = form.get("token") or req.params.get("token", "")
+    try:
+        updated, decision = vote(bootstrap.services(), req.route_params["id"], token=token,
+                                 decision=form.get("decision", ""), comment=form.get("comment", ""),
+                                 principal=req.headers.get(PRINCIPAL_HEADER))
+    except VoteError as error:
+        return error_response(error.status, "token" if error.status in (401, 403) else "decision", error.reason)
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
+    if _is_form(req):
+        return _html(review_page(updated, message=f"Recorded: {decision.reason}"))
+    return json_response(200, {"review": updated.to_json(), "decision": decision.to_json()})
+
+
+@bp.function_name("ui")
+@bp.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def ui(req: func.HttpRequest) -> func.HttpResponse:
+    from controlplane import bootstrap
+    from controlplane.errors import ControlPlaneError
+    from controlplane.pages import reviews_page
+    from controlplane.reviews import ReviewState
+
+    try:
+        store = bootstrap.services().store
+        pending, recent = store.reviews(ReviewState.OPEN, limit=100), store.decisions(limit=50)
+    except ControlPlaneError as error:
+        return error_response(503, "service", str(error))
+    return _html(reviews_page(pending, recent, title="MLOps control plane"))
+
+
+def _is_form(req: func.HttpRequest) -> bool:
+    return req.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+
+
+def _form(req: func.HttpRequest, body: bytes) -> dict[str, str] | func.HttpResponse:
+    """The vote's fields from a form or a JSON object; a malformed body is a 400 naming it."""
+    try:
+        text = body.decode("utf-8")
+        if _is_form(req):
+            fields = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=10)
+            return {key: values[-1] for key, values in fields.items()}
+        data = json.loads(text or "{}")
+    except (UnicodeDecodeError, ValueError) as error:
+        return error_response(400, "body", f"malformed form or JSON: {error}")
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return error_response(400, "body", "expected a JSON object of strings: decision, comment, token")
+    return data
