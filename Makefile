@@ -22,12 +22,16 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(PY)
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
+# Debian's Chromium for the browser tests (Playwright drives the system browser; it downloads none).
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 ## run: start the control plane locally on http://127.0.0.1:$(PORT) (SQLite store, dry-run dispatch)
 run: $(VENV)/.runtime
 	$(PY) -m controlplane serve --port $(PORT)
 
 ## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
-test: $(VENV)/.dev node_modules/.package-lock.json
+test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

@@ -5,6 +5,7 @@
     policy schema                                         print the policy's JSON schema
     decisions [--model NAME] [--limit N]                  print recorded decisions, newest first
     tasks [--state STATE] [--limit N]                     print outbox tasks
+    reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
     demo                                                  replay a scenario against a fresh local host
 """
 from __future__ import annotations
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = commands.add_parser("tasks", help="print outbox tasks")
     tasks.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
     tasks.add_argument("--limit", type=int, default=50)
+
+    reviews = commands.add_parser("reviews", help="approval links for local use")
+    review_commands = reviews.add_subparsers(dest="reviews_command", required=True)
+    link = review_commands.add_parser("link", help="print an approver's signed, single-use approval link")
+    link.add_argument("review_id")
+    link.add_argument("--approver", required=True)
 
     commands.add_parser("demo", help="replay a realistic scenario against a fresh local host")
 
@@ -85,6 +92,16 @@ def _run(args: argparse.Namespace) -> int:
     from controlplane import bootstrap
     from controlplane.ledger import TaskState
 
+    if args.command == "reviews":
+        from controlplane.reviews import VoteError
+        from handlers.reviews import approval_link
+
+        try:
+            print(approval_link(bootstrap.services(), args.review_id, args.approver))
+        except VoteError as error:
+            print(f"error: {error.reason}", file=sys.stderr)
+            return 2
+        return 0
     store = bootstrap.services().store
     if args.command == "decisions":
         for decision in store.decisions(model=args.model, limit=args.limit):

@@ -38,7 +38,7 @@ def _state(state: ReviewState) -> str:
 def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
 
 
 def _number(value: Any) -> str:
@@ -65,7 +65,7 @@ def metrics_table(evidence: Mapping[str, Any]) -> str:
 def review_page(review: Review, *, token: str = "", approver: str = "", message: str = "") -> str:
     evidence = review.evidence
     title = f"{review.kind.value.title()} review: {review.model or '-'}:{review.version or '-'}"
-    facts = _table(["", ""], [
+    facts = _table([], [
         ["model", escape(f"{review.model or '-'}:{review.version or '-'}")],
         ["state", _state(review.state)],
         ["registrant", escape(review.registrant or "-")],

@@ -148,8 +148,11 @@ class LocalHostProcess(ServerProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def full_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+
     def start(self) -> LocalHostProcess:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        env = self.full_env()
         with open(self.log, "ab") as log:
             self.launch([sys.executable, "-m", "controlplane", "serve", "--port", str(self.port), "--no-timers"],
                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

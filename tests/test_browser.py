@@ -1,0 +1,72 @@
+"""The review page in a real browser (Debian's headless Chromium, driven by Playwright): open an
+approval link, click Approve, see the state change. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, load_event, local_host, request
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+KEY = "b" * 64
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield instance
+        instance.close()
+
+
+def link(host, review_id, approver):
+    done = subprocess.run([sys.executable, "-m", "controlplane", "reviews", "link", review_id, "--approver", approver],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env={**host.full_env()})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(browser, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, tmp_path) as host:
+        host.env["CONTROLPLANE_PUBLIC_URL"] = host.url
+        event = load_event("ce_model_registered.json")  # defect-detector, a tag holding <script>
+        event.update(type="Microsoft.MachineLearningServices.ModelRegistered")
+        event["data"].update(modelName="churn", modelVersion="12",
+                             modelTags={**event["data"]["modelTags"], "accuracy": "0.93", "auc": "0.9"})
+        assert host.post_events([event]).status == 202
+        [review] = request("GET", f"{host.url}/api/reviews?state=open").json()["reviews"]
+
+        page = browser.new_page()
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        for approver, expected in (("ana@contoso.com", "open"), ("bo@contoso.com", "approved")):
+            page.goto(link(host, review["id"], approver))
+            assert page.locator("[data-state]").first.get_attribute("data-state") == "open"
+            page.fill("#comment", f"looks good to {approver}")
+            page.click("#approve")
+            page.wait_for_selector("[role=status]")
+            assert page.locator("[data-state]").first.get_attribute("data-state") == expected
+        page.screenshot(path=str(ARTIFACTS / "review-approved.png"), full_page=True)
+
+        body = page.content()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and dialogs == []  # the tag showed as text
+        assert "looks good to ana@contoso.com" in body and "looks good to bo@contoso.com" in body
+        assert request("GET", f"{host.url}/api/reviews/{review['id']}",
+                       headers={"Accept": "application/json"}).json()["review"]["state"] == "approved"
+
+        page.goto(link(host, review["id"], "carla@contoso.com"))  # a late link no longer offers a vote
+        assert page.locator("#approve").count() == 0
+        page.goto(f"{host.url}/api/ui")
+        assert page.locator("h1").inner_text() == "MLOps control plane"
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        page.close()

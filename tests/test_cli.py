@@ -1,0 +1,51 @@
+"""The command line, run as users run it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+from tests.support import ROOT, load_event
+
+
+def cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "controlplane", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)
+
+
+def test_reviews_link_prints_one_url_that_opens_the_review(tmp_path):
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "CONTROLPLANE_PUBLIC_URL": "http://127.0.0.1:7071"}
+    from controlplane import bootstrap
+    from controlplane.settings import Settings
+    from handlers.registry import receive_registry_event
+
+    services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
+    event = load_event("eg_model_registered_sdk.json")
+    event["data"]["modelTags"].update(auc="0.9")
+    review = receive_registry_event(services, event).reviews[0]
+
+    done = cli("reviews", "link", review.id, "--approver", "bo@contoso.com", env=env)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    url = urlsplit(line)
+    assert url.path == f"/api/reviews/{review.id}" and url.query.startswith("token=")
+
+    from controlplane.reviews import verify_token
+    token = url.query.removeprefix("token=")
+    assert verify_token(services.approval_key, token, review.id, services.clock.now()).approver == "bo@contoso.com"
+
+    refused = cli("reviews", "link", review.id, "--approver", "mallory@contoso.com", env=env)
+    assert refused.returncode == 2 and "not an approver" in refused.stderr and refused.stdout == ""
+
+
+def test_policy_check_and_schema(tmp_path):
+    ok = cli("policy", "check", str(ROOT / "policy.yaml"), env={})
+    assert ok.returncode == 0 and "valid, version sha256:" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - name: x\n    profile: tabular\n")
+    refused = cli("policy", "check", str(bad), env={})
+    assert refused.returncode == 2 and "models[0].profile" in refused.stderr
+    schema = json.loads(cli("policy", "schema", env={}).stdout)
+    assert schema["title"] == "MLOps control plane policy"
