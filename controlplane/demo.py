@@ -62,10 +62,14 @@ def telemetry(n: int) -> list[dict[str, Any]]:
 def scenario() -> list[tuple[str, str, str, Any]]:
     """(description, method, path, body) steps of a day in the life of three models."""
     registered = grid("ModelRegistered", "models/churn:3", {
-        "ModelName": "churn", "ModelVersion": 3, "ModelTags": {"accuracy": "0.91", "created_by": "alice@contoso.com"}})
+        "ModelName": "churn", "ModelVersion": 3,
+        "ModelTags": {"accuracy": "0.91", "auc": "0.87", "created_by": "alice@contoso.com"}})
     webhook = "/runtime/webhooks/EventGrid?functionName=on_registry_event"
     return [
-        ("churn:3 is registered", "POST", webhook, [registered]),
+        ("churn:3 is registered (accuracy 0.91, auc 0.87)", "POST", webhook, [registered]),
+        ("churn:2 is registered below the accuracy gate", "POST", webhook, [grid(
+            "ModelRegistered", "models/churn:2", {"ModelName": "churn", "ModelVersion": 2,
+                                                  "ModelTags": {"accuracy": "0.80", "auc": "0.86"}})]),
         ("churn:3 is deployed to churn-ep", "POST", webhook, [grid("ModelDeployed", "endpoints/churn-ep", {
             "ServiceName": "churn-ep", "ServiceComputeType": "Managed", "ModelIds": "churn:3"})]),
         ("Event Grid redelivers the registration", "POST", webhook, [registered]),
@@ -83,8 +87,26 @@ def scenario() -> list[tuple[str, str, str, Any]]:
         ("p95 latency alert fires on churn-ep", "POST", "/api/alerts", alert("Fired", "a1")),
         ("the alert resolves", "POST", "/api/alerts", alert("Resolved", "a1")),
         ("a malformed alert is posted", "POST", "/api/alerts", {"schemaId": "azureMonitorCommonAlertSchema"}),
-        ("the sweep timer drains the outbox (dry run)", "POST", "/admin/functions/sweep", {"input": ""}),
     ]
+
+
+def approvals(base: str) -> list[tuple[str, str, str, Any]]:
+    """The production gate of churn:3: each approver follows their own signed link."""
+    from controlplane import bootstrap
+    from handlers.reviews import approval_link
+
+    _, listing = call(base, "GET", "/api/reviews?state=open", None)
+    review = next(r for r in listing["reviews"] if r["kind"] == "promotion" and r["version"] == "3")
+    steps = []
+    for approver in ("ana@contoso.com", "bo@contoso.com"):
+        url = approval_link(bootstrap.services(), review["id"], approver)
+        print(f"    approval link for {approver}: {url[:90]}...")
+        token = url.split("token=", 1)[1]
+        steps.append((f"{approver} approves churn:3 for production", "POST",
+                      f"/api/reviews/{review['id']}/decision",
+                      {"decision": "approve", "comment": "gates and champion check look right", "token": token}))
+    return steps + [("the sweep timer drains the outbox (dry run)", "POST", "/admin/functions/sweep",
+                     {"input": ""})]
 
 
 def call(base: str, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -117,10 +139,15 @@ def run() -> int:
     threading.Thread(target=serve, kwargs=dict(port=0, timers=False, ready=ready), daemon=True).start()
     started.wait(30)
     base = f"http://127.0.0.1:{servers[0].server_address[1]}"
+    os.environ["CONTROLPLANE_PUBLIC_URL"] = base  # approval links point at this host (services build lazily)
     print(f"local host {base}, store {os.environ['CONTROLPLANE_STORE']}\n")
-    for step, (description, method, path, body) in enumerate(scenario(), 1):
+    steps = scenario()
+    for step, (description, method, path, body) in enumerate(steps, 1):
         status, _ = call(base, method, path, body)
-        print(f"{step:>2}. {description:<46} {method} {path.split('?')[0]:<34} -> {status}")
+        print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+    for step, (description, method, path, body) in enumerate(approvals(base), len(steps) + 1):
+        status, _ = call(base, method, path, body)
+        print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
     decisions = list(reversed(listing["decisions"]))
@@ -133,7 +160,8 @@ def run() -> int:
     print(f"\nOutbox ({len(tasks)} tasks, dispatcher {bootstrap.services().dispatcher.name}):")
     for task in tasks:
         sent = task.result.get("would_send", {})
-        print(f"  {task.kind.value:<11} {task.state.value:<10} {task.target:<44} "
-              f"{sent.get('operation', '')} {json.dumps(sent.get('job', {}).get('name', sent.get('channel', '')))}")
+        detail = sent.get("job", {}).get("name") or sent.get("deployment") or sent.get("event") or ""
+        print(f"  {task.kind.value:<11} {task.state.value:<10} {task.target:<40} {sent.get('operation', '')} "
+              f"{sent.get('stage', '')} {detail}")
     servers[0].shutdown()
     return 0
