@@ -1,20 +1,19 @@
 """Azure ML gateway: the ``Gateway`` port on azure-ai-ml's ``MLClient`` (models, pipeline jobs, online endpoints).
 
-Azure errors are translated here and nowhere else: not found -> ``NotFound``; throttling, timeouts, 5xx and
-connection failures -> ``TransientError``; authentication, authorisation, validation and conflicts ->
-``GatewayError``. ``azure.ai.ml`` is imported on first use only, never at module import (it costs ~1.5 s of
-cold start).
+Azure errors are translated at this boundary by ``azure_errors``: not found -> ``NotFound``; throttling,
+timeouts, 5xx and connection failures -> ``TransientError``; authentication, authorisation and validation ->
+``GatewayError``; a conflict is transient on endpoints and deployments (another operation is running on them)
+and a ``GatewayError`` elsewhere. ``azure.ai.ml`` is imported on first use only, never at module import (it
+costs ~1.5 s of cold start).
 """
 from __future__ import annotations
 
 import re
-import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
-from controlplane.errors import ControlPlaneError, TransientError
+from controlplane.adapters.azure_errors import azure_errors, reason_of
 from controlplane.gateway import (
     DeploymentInfo,
     DeploymentRequest,
@@ -26,67 +25,9 @@ from controlplane.gateway import (
     PipelineRequest,
 )
 
-_TRANSIENT_STATUS = frozenset({408, 429})
 # Input types that name an asset; anything else a pipeline declares (string, integer, ...) is a literal.
 _ASSET_TYPES = frozenset({"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"})
 _WORKSPACE_MODEL_ID = re.compile(r"^/subscriptions/.+/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
-
-
-def _reason(exc: BaseException) -> str:
-    error = getattr(exc, "error", None)
-    if error is not None and getattr(error, "code", None):
-        text = f"{error.code}: {error.message}"
-    else:
-        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())[:500]
-
-
-def _azure_cause(exc: BaseException) -> BaseException | None:
-    """The HTTP or connection error behind ``exc``: azure-ai-ml wraps some of them in its own exceptions."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, HttpResponseError | ServiceRequestError | ServiceResponseError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def translate(operation: str, exc: BaseException) -> ControlPlaneError | None:
-    """The control-plane error for an Azure SDK exception, or None when it is not one this boundary owns."""
-    from azure.core.exceptions import HttpResponseError
-
-    sdk_errors = sys.modules.get("azure.ai.ml.exceptions")
-    is_sdk_error = sdk_errors is not None and isinstance(exc, sdk_errors.MlException)
-    cause = _azure_cause(exc)
-    if cause is None:
-        return GatewayError(operation, _reason(exc)) if is_sdk_error else None
-    if not isinstance(cause, HttpResponseError):  # no response at all: connection refused, reset, timed out
-        return TransientError(f"{operation}: {type(cause).__name__}: {_reason(cause)}")
-    status = cause.status_code
-    if status == 404:
-        return NotFound(operation, _reason(cause), status)
-    if status in _TRANSIENT_STATUS or (status is not None and status >= 500):
-        return TransientError(f"{operation}: HTTP {status}: {_reason(cause)}")
-    # 400, 401, 403, 409, 412 ... and credential failures (ClientAuthenticationError without a response)
-    return GatewayError(operation, _reason(cause), status)
-
-
-@contextmanager
-def azure_errors(operation: str) -> Iterator[None]:
-    """Translate Azure SDK exceptions raised inside the block into the control plane's errors."""
-    try:
-        yield
-    except ControlPlaneError:
-        raise
-    except Exception as exc:
-        mapped = translate(operation, exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
 
 
 def _text(value: Any) -> str:
@@ -205,7 +146,7 @@ class AzureMLGateway:
         self.resource_group = resource_group
         self.workspace = workspace
         self._credential = credential
-        # The SDK's progress bars and "Check: ..." lines are console output nobody reads in a function host.
+        # The SDK draws progress bars on the console for uploads and long operations: noise in a function host.
         self._client_kwargs = {"show_progress": False, **client_kwargs}
         self._client: Any = None
         self._lock = threading.Lock()
@@ -256,15 +197,18 @@ class AzureMLGateway:
                 pass
             job = self._pipeline(client, request)
             try:
-                # The service validates the job again; the SDK's own validation would also turn a throttled or
-                # failed compute lookup into a validation error, that is, a permanent failure.
+                # No client-side validation: the service validates the job anyway, and the SDK's validation
+                # reports a throttled or failed compute lookup as an invalid job, that is, as permanent.
                 created = client.jobs.create_or_update(job, experiment_name=request.experiment,
                                                        skip_validation=True)
             except HttpResponseError as exc:
                 if exc.status_code != 409:
                     raise
                 # Another attempt created the job between our lookup and our submission.
-                return _job_info(client.jobs.get(request.name), created=False)
+                try:
+                    return _job_info(client.jobs.get(request.name), created=False)
+                except ResourceNotFoundError:
+                    raise exc from None  # a conflict about something else: report the conflict
             return _job_info(created, created=True)
 
     def _pipeline(self, client: Any, request: PipelineRequest) -> Any:
@@ -289,7 +233,7 @@ class AzureMLGateway:
             job = load_job(source=request.source)
         except Exception as exc:
             # Loading only reads and parses a local file: whatever fails there fails again on retry.
-            raise GatewayError("submit_pipeline", f"cannot load pipeline {request.source}: {_reason(exc)}") from exc
+            raise GatewayError("submit_pipeline", f"cannot load pipeline {request.source}: {reason_of(exc)}") from exc
         if not isinstance(job, PipelineJob):
             raise GatewayError("submit_pipeline", f"{request.source} is a {job.type} job, not a pipeline")
         for name, value in request.inputs.items():
@@ -319,7 +263,7 @@ class AzureMLGateway:
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
-        with azure_errors("deploy"):
+        with azure_errors("deploy", conflict_is_transient=True):
             deployment = ManagedOnlineDeployment(
                 name=request.name, endpoint_name=request.endpoint, model=request.model,
                 instance_type=request.instance_type, instance_count=request.instance_count,
@@ -328,7 +272,7 @@ class AzureMLGateway:
             return _deployment_info(created, request.endpoint)
 
     def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
-        with azure_errors("scale"):
+        with azure_errors("scale", conflict_is_transient=True):
             client = self._ml()
             current = client.online_deployments.get(deployment, endpoint)
             current.instance_count = instance_count
@@ -336,7 +280,7 @@ class AzureMLGateway:
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         try:
-            with azure_errors("delete_deployment"):
+            with azure_errors("delete_deployment", conflict_is_transient=True):
                 self._ml().online_deployments.begin_delete(deployment, endpoint).result()
         except NotFound:
             pass  # already gone: the state the caller asked for
@@ -349,7 +293,7 @@ class AzureMLGateway:
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
                     mirror: Mapping[str, int] | None = None) -> EndpointState:
         validate_traffic(traffic, mirror)
-        with azure_errors("set_traffic"):
+        with azure_errors("set_traffic", conflict_is_transient=True):
             client = self._ml()
             current = client.online_endpoints.get(endpoint)
             current.traffic = dict(traffic)

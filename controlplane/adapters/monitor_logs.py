@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from controlplane.adapters.azureml import azure_errors
+from controlplane.adapters.azure_errors import azure_errors
 from controlplane.errors import TransientError
 from controlplane.gateway import GatewayError
 from controlplane.monitoring import DeploymentHealth

@@ -176,25 +176,23 @@ class TableStore:
                                key=lambda row: row["RowKey"].split("|")[1])[:limit]
         return [Decision.from_json(_body(row)) for row in found]
 
-    def decision(self, decision_id: str) -> Decision | None:
+    def _bodies(self, kind: str, condition: str = "", **parameters: Any) -> list[dict[str, Any]]:
+        """The JSON bodies of every row of one kind matching ``condition``, across partitions."""
+        query = f"Kind eq '{kind}'" + (f" and {condition}" if condition else "")
         with self._errors():
-            rows = list(self._ledger.query_entities("Kind eq 'decision' and DecisionId eq @id",
-                                                    parameters={"id": decision_id}))
-        return Decision.from_json(_body(rows[0])) if rows else None
+            return [_body(row) for row in self._ledger.query_entities(query, parameters=parameters)]
+
+    def decision(self, decision_id: str) -> Decision | None:
+        found = self._bodies("decision", "DecisionId eq @id", id=decision_id)
+        return Decision.from_json(found[0]) if found else None
 
     def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
-        query, parameters = "Kind eq 'task'", {}
-        if state is not None:
-            query, parameters = query + " and State eq @state", {"state": state.value}
-        with self._errors():
-            rows = list(self._ledger.query_entities(query, parameters=parameters))
-        return sorted((Task.from_json(_body(row)) for row in rows), key=lambda t: t.due_at)[:limit]
+        found = self._bodies("task", "State eq @state", state=state.value) if state else self._bodies("task")
+        return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
 
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
-        with self._errors():
-            rows = list(self._ledger.query_entities("Kind eq 'task' and State eq 'pending' and DueAt le @now",
-                                                    parameters={"now": now}))
-        return sorted((Task.from_json(_body(row)) for row in rows), key=lambda t: t.due_at)[:limit]
+        found = self._bodies("task", "State eq 'pending' and DueAt le @now", now=now)
+        return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
 
     def update_task(self, current: Task, updated: Task) -> None:
         pk = partition_of(current.model)
@@ -209,19 +207,12 @@ class TableStore:
                 return  # another sweep changed it meanwhile
 
     def review(self, review_id: str) -> Review | None:
-        with self._errors():
-            rows = list(self._ledger.query_entities("Kind eq 'review' and ReviewId eq @id",
-                                                    parameters={"id": review_id}))
-        return Review.from_json(_body(rows[0])) if rows else None
+        found = self._bodies("review", "ReviewId eq @id", id=review_id)
+        return Review.from_json(found[0]) if found else None
 
     def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
-        query, parameters = "Kind eq 'review'", {}
-        if state is not None:
-            query, parameters = query + " and State eq @state", {"state": state.value}
-        with self._errors():
-            rows = list(self._ledger.query_entities(query, parameters=parameters))
-        found = sorted((Review.from_json(_body(row)) for row in rows), key=lambda r: r.created_at, reverse=True)
-        return found[:limit]
+        found = self._bodies("review", "State eq @state", state=state.value) if state else self._bodies("review")
+        return sorted(map(Review.from_json, found), key=lambda r: r.created_at, reverse=True)[:limit]
 
     def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
         pk = partition_of(current.model)
