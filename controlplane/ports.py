@@ -76,6 +76,8 @@ class DecisionStore(Protocol):
 
     def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]: ...
 
+    def task(self, task_id: str) -> Task | None: ...
+
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
         """Pending tasks whose ``due_at`` has come, oldest first."""
 

@@ -109,6 +109,10 @@ class FakeStore:
         found = [t for t in self.outbox.values() if state is None or t.state is state]
         return sorted(found, key=lambda t: t.due_at)[:limit]
 
+    def task(self, task_id):
+        self._check()
+        return self.outbox.get(task_id)
+
     def due_tasks(self, now, limit):
         self._check()
         return [t for t in self.tasks(TaskState.PENDING, 10_000) if t.due_at <= now][:limit]

@@ -98,6 +98,7 @@ def test_due_tasks_are_updated_once_and_stale_updates_are_ignored(store):
 
     [stored] = store.tasks()
     assert stored.state is TaskState.SUCCEEDED and stored.result == {"ok": True}
+    assert store.task(task.id) == stored and store.task("nope") is None
     assert store.due_tasks(T0 + timedelta(days=1), 10) == []
 
 

@@ -159,6 +159,11 @@ class SqliteStore:
                     "SELECT body FROM tasks WHERE state = ? ORDER BY due_at LIMIT ?", (state.value, limit))
             return [Task.from_json(json.loads(body)) for (body,) in rows.fetchall()]
 
+    def task(self, task_id: str) -> Task | None:
+        with self._errors():
+            row = self._connection().execute("SELECT body FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return Task.from_json(json.loads(row[0])) if row else None
+
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
         with self._errors():
             rows = self._connection().execute(

@@ -190,6 +190,10 @@ class TableStore:
         found = self._bodies("task", "State eq @state", state=state.value) if state else self._bodies("task")
         return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
 
+    def task(self, task_id: str) -> Task | None:
+        found = self._bodies("task", "RowKey eq @row", row=f"task|{task_id}")
+        return Task.from_json(found[0]) if found else None
+
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
         found = self._bodies("task", "State eq 'pending' and DueAt le @now", now=now)
         return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
