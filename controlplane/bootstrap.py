@@ -54,9 +54,32 @@ def build(settings: Settings) -> Services:
         from controlplane.adapters.eventgrid_publisher import EventGridPublisher
 
         routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
+    gateway, health = workspace(settings)
+    if settings.dispatch == "azureml":
+        from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
+
+        azureml = AzureMLDispatcher(gateway)
+        routes.update({kind: azureml for kind in (TaskKind.RETRAINING, TaskKind.PROMOTION, TaskKind.ROLLBACK,
+                                                  TaskKind.SCALE)})
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
-                    publish_decisions=bool(settings.eventgrid_topic_endpoint))
+                    publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health)
+
+
+def workspace(settings: Settings):
+    """The Azure ML workspace and deployment health: real ones with ``azureml`` dispatch, else the
+    simulated workspace of the dry run (which records every request it would have sent)."""
+    if settings.dispatch == "azureml":
+        from controlplane.adapters.azureml import AzureMLGateway
+        from controlplane.adapters.monitor_logs import MonitorLogsProbe
+
+        gateway = AzureMLGateway(settings.azureml_subscription_id, settings.azureml_resource_group,
+                                 settings.azureml_workspace)
+        return gateway, MonitorLogsProbe(settings.logs_workspace_id)
+    from controlplane.adapters.simulated import SimulatedWorkspace
+
+    simulated = SimulatedWorkspace(settings.simulation_path)
+    return simulated, simulated
 
 
 def build_store(settings: Settings):

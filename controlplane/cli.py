@@ -4,7 +4,11 @@
     policy check [PATH]                                   validate a policy file, print its version
     policy schema                                         print the policy's JSON schema
     decisions [--model NAME] [--limit N]                  print recorded decisions, newest first
-    tasks [--state STATE] [--limit N]                     print outbox tasks
+    tasks list [--state STATE] [--limit N]                print outbox tasks
+    tasks show|retry|cancel TASK_ID                       one task; send it again now; give it up
+    tasks replay [--limit N]                              every dead-lettered task back to pending
+    rollouts list [--state STATE]                         progressive rollouts, newest first
+    rollouts resume ROLLOUT_ID                            watch a paused rollout's step again
     reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
     demo                                                  replay a scenario against a fresh local host
 """
@@ -37,9 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     decisions.add_argument("--model")
     decisions.add_argument("--limit", type=int, default=20)
 
-    tasks = commands.add_parser("tasks", help="print outbox tasks")
-    tasks.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
-    tasks.add_argument("--limit", type=int, default=50)
+    tasks = commands.add_parser("tasks", help="the outbox: list, show, retry, cancel, replay dead letters")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    listing = task_commands.add_parser("list", help="print outbox tasks")
+    listing.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
+    listing.add_argument("--limit", type=int, default=50)
+    for name, text in (("show", "print one task"), ("retry", "make a task due now"), ("cancel", "give a task up")):
+        task_commands.add_parser(name, help=text).add_argument("task_id")
+    task_commands.add_parser("replay", help="every dead-lettered task back to pending").add_argument(
+        "--limit", type=int, default=100)
+
+    rollouts = commands.add_parser("rollouts", help="progressive rollouts")
+    rollout_commands = rollouts.add_subparsers(dest="rollouts_command", required=True)
+    rollout_list = rollout_commands.add_parser("list", help="print rollouts, newest first")
+    rollout_list.add_argument("--state", choices=["starting", "observing", "paused", "rolled_back", "completed"])
+    rollout_commands.add_parser("resume", help="watch a paused rollout's step again").add_argument("rollout_id")
 
     reviews = commands.add_parser("reviews", help="approval links for local use")
     review_commands = reviews.add_subparsers(dest="reviews_command", required=True)
@@ -102,11 +118,31 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {error.reason}", file=sys.stderr)
             return 2
         return 0
-    store = bootstrap.services().store
+    services = bootstrap.services()
     if args.command == "decisions":
-        for decision in store.decisions(model=args.model, limit=args.limit):
+        for decision in services.store.decisions(model=args.model, limit=args.limit):
             print(json.dumps(decision.to_json()))
-    else:
-        for task in store.tasks(state=TaskState(args.state) if args.state else None, limit=args.limit):
+    elif args.command == "tasks":
+        from controlplane import taskops
+
+        command = args.tasks_command
+        if command == "list":
+            found = taskops.list_tasks(services, TaskState(args.state) if args.state else None, args.limit)
+        elif command == "replay":
+            found = taskops.replay_dead_letters(services, args.limit)
+        else:
+            operation = {"show": taskops.show_task, "retry": taskops.retry_task, "cancel": taskops.cancel_task}
+            found = [operation[command](services, args.task_id)]
+        for task in found:
             print(json.dumps(task.to_json()))
+    else:
+        from controlplane.rollout import RolloutState
+        from handlers.rollout import resume_rollout
+
+        if args.rollouts_command == "resume":
+            found = [resume_rollout(services, args.rollout_id)]
+        else:
+            found = services.store.rollouts([RolloutState(args.state)] if args.state else None)
+        for rollout in found:
+            print(json.dumps(rollout.to_json()))
     return 0

@@ -91,6 +91,30 @@ class EndpointState:
         return max(live, key=live.__getitem__) if live else None
 
 
+def validate_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int] | None) -> None:
+    """Refuse a traffic split Azure ML would refuse, before anything is sent."""
+
+    def refuse(reason: str) -> GatewayError:
+        return GatewayError("set_traffic", reason)
+
+    for name, share in {**traffic, **(mirror or {})}.items():
+        if isinstance(share, bool) or not isinstance(share, int):
+            raise refuse(f"share of {name!r} must be an integer, got {share!r}")
+    if any(not 0 <= share <= 100 for share in traffic.values()):
+        raise refuse(f"live traffic shares must be between 0 and 100: {dict(traffic)}")
+    total = sum(traffic.values())
+    if total not in (0, 100):
+        raise refuse(f"live traffic shares must sum to 100 (or all be 0), got {total}: {dict(traffic)}")
+    mirrored = {name: share for name, share in (mirror or {}).items() if share != 0}
+    if any(not 0 < share <= 50 for share in mirrored.values()):
+        raise refuse(f"mirror traffic shares must be between 0 and 50: {dict(mirror or {})}")
+    if len(mirrored) > 1:
+        raise refuse(f"mirror traffic can go to one deployment only: {mirrored}")
+    for name in mirrored:
+        if traffic.get(name, 0):
+            raise refuse(f"deployment {name!r} cannot receive mirror traffic while it serves live traffic")
+
+
 class Gateway(Protocol):
     def get_model(self, name: str, version: str) -> ModelInfo: ...
 

@@ -40,6 +40,7 @@ class TaskKind(StrEnum):
     SCALE = "scale"
     NOTIFY = "notify"
     PUBLISH = "publish"
+    ROLLOUT = "rollout"
 
 
 class TaskState(StrEnum):

@@ -151,6 +151,45 @@ class ModelRule(_Strict):
         return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
 
 
+class HealthGate(_Strict):
+    """When a rollout step is healthy: the new deployment against limits and against the old one."""
+
+    min_requests: int = Field(50, ge=1, description="Fewer requests on the new deployment: too little to judge.")
+    max_p95_latency_ms: float | None = Field(None, gt=0, description="Absolute p95 latency limit (ms).")
+    max_latency_ratio: float | None = Field(1.5, gt=0, description="New p95 / old p95 limit.")
+    max_error_rate: float | None = Field(0.01, ge=0, le=1, description="Share of 5xx responses limit.")
+    max_error_rate_increase: float | None = Field(None, ge=0, le=1, description="New minus old 5xx share limit.")
+
+
+class RolloutPolicy(_Strict):
+    """How a production promotion reaches an endpoint: mirror, traffic steps, health between them."""
+
+    mirror_percent: int | None = Field(None, ge=1, le=50, description="Optional first step: mirror this share.")
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1,
+                             description="Live traffic shares, increasing, ending at 100.")
+    interval_minutes: float = Field(30, gt=0, description="How long each step is watched before judging it.")
+    health: HealthGate = HealthGate()
+    when_no_data: str = Field("pause", pattern="^(pause|wait)$",
+                              description="Too little traffic: pause and notify, or wait another interval first.")
+    max_waits: int = Field(2, ge=0, description="Intervals to wait for traffic before pausing (when_no_data: wait).")
+    old_deployment: str = Field(
+        "scale_down", pattern="^(keep|scale_down|delete)$",
+        description="After 100%: keep the old deployment, scale it to one instance or delete it.")
+    instance_type: str = Field("Standard_DS3_v2", description="VM size of the production deployment.")
+    instance_count: int = Field(2, ge=1, description="Instances of the production deployment.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, steps: list[int]) -> list[int]:
+        if any(not 1 <= s <= 100 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError("steps must be increasing shares from 1 to 100 that end at 100")
+        return steps
+
+
+class EndpointPolicy(_Strict):
+    rollout: RolloutPolicy = RolloutPolicy()
+
+
 class Defaults(_Strict):
     profile: Profile = Profile.CLASSICAL
     mode: Mode = Mode.ENFORCE
@@ -174,6 +213,8 @@ class PolicyDocument(_Strict):
         description="Azure ML monitor or legacy dataset-monitor name -> model name, for drift signals.",
     )
     alerts: Alerts = Alerts()
+    endpoints: dict[str, EndpointPolicy] = Field(default_factory=dict,
+                                                 description="Per online endpoint: how production rollouts go.")
 
     @field_validator("version")
     @classmethod
@@ -212,6 +253,10 @@ class Policy:
 
     def model_for_monitor(self, monitor: str) -> str | None:
         return self.document.monitors.get(monitor)
+
+    def rollout_for(self, endpoint: str) -> RolloutPolicy:
+        configured = self.document.endpoints.get(endpoint)
+        return configured.rollout if configured else RolloutPolicy()
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState
 from controlplane.reviews import Review, ReviewState
+from controlplane.rollout import Rollout, RolloutState
 
 if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
     from controlplane.gateway import Gateway
+    from controlplane.monitoring import HealthProbe
     from controlplane.policy import Policy
 
 
@@ -93,6 +95,17 @@ class DecisionStore(Protocol):
         """Replace ``current`` and write ``decision`` (with its tasks) atomically, only if nobody changed
         the review since ``current`` was read; False when somebody did (the caller lost the race)."""
 
+    def create_rollout(self, rollout: Rollout) -> bool:
+        """Write a new rollout; False (and nothing written) when one with that id exists already."""
+
+    def rollout(self, rollout_id: str) -> Rollout | None: ...
+
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
+        """Newest first."""
+
+    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
+        """Like ``update_review``: replace and record atomically, only from the revision read."""
+
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
 
@@ -131,3 +144,4 @@ class Services:
     approval_key: bytes = b""  # signs approval links
     public_url: str = "http://127.0.0.1:7071"  # where approval links point
     publish_decisions: bool = False  # an Event Grid topic receives every decision
+    health: HealthProbe | None = None  # deployment health for rollout gates

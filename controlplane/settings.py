@@ -31,10 +31,14 @@ NOTIFY_WEBHOOK_URL = "NOTIFY_WEBHOOK_URL"
 NOTIFY_WEBHOOK_SECRET = "NOTIFY_WEBHOOK_SECRET"
 EVENTGRID_TOPIC_ENDPOINT = "EVENTGRID_TOPIC_ENDPOINT"
 EVENTGRID_TOPIC_KEY = "EVENTGRID_TOPIC_KEY"
+AZUREML_SUBSCRIPTION_ID = "AZUREML_SUBSCRIPTION_ID"
+AZUREML_RESOURCE_GROUP = "AZUREML_RESOURCE_GROUP"
+AZUREML_WORKSPACE = "AZUREML_WORKSPACE"
+LOGS_WORKSPACE_ID = "CONTROLPLANE_LOGS_WORKSPACE_ID"
 
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
-DISPATCHERS = ("dry-run",)
+DISPATCHERS = ("dry-run", "azureml")
 
 
 def load_local_settings(path: str | Path = "local.settings.json") -> None:
@@ -62,6 +66,16 @@ class Settings:
     webhook_secret: str = ""
     eventgrid_topic_endpoint: str = ""
     eventgrid_topic_key: str = ""
+    azureml_subscription_id: str = ""
+    azureml_resource_group: str = ""
+    azureml_workspace: str = ""
+    logs_workspace_id: str = ""
+
+    @property
+    def simulation_path(self) -> str:
+        """Where the dry run keeps its simulated Azure ML workspace."""
+        base = self.sqlite_path.rsplit("/", 1)[0] if self.store_kind == "sqlite" and "/" in self.sqlite_path else ""
+        return f"{base or '.controlplane'}/simulated-workspace.json"
 
     @property
     def store_kind(self) -> str:
@@ -100,6 +114,12 @@ class Settings:
                 raise ConfigurationError(name, f"expected an http(s) URL, got {url!r}")
         if urls[NOTIFY_WEBHOOK_URL] and not env.get(NOTIFY_WEBHOOK_SECRET):
             raise ConfigurationError(NOTIFY_WEBHOOK_SECRET, "required when NOTIFY_WEBHOOK_URL is set (it signs bodies)")
+        azureml = {name: env.get(name, "") for name in (AZUREML_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP,
+                                                         AZUREML_WORKSPACE, LOGS_WORKSPACE_ID)}
+        if dispatch == "azureml":
+            for name, value in azureml.items():
+                if not value:
+                    raise ConfigurationError(name, "required when CONTROLPLANE_DISPATCH is 'azureml'")
         signing_key = env.get(APPROVAL_SIGNING_KEY, "")
         if signing_key and len(signing_key) < 32:
             raise ConfigurationError(APPROVAL_SIGNING_KEY, "use at least 32 characters of random text")
@@ -111,7 +131,10 @@ class Settings:
                        slack_webhook_url=urls[NOTIFY_SLACK_WEBHOOK_URL],
                        webhook_url=urls[NOTIFY_WEBHOOK_URL], webhook_secret=env.get(NOTIFY_WEBHOOK_SECRET, ""),
                        eventgrid_topic_endpoint=urls[EVENTGRID_TOPIC_ENDPOINT],
-                       eventgrid_topic_key=env.get(EVENTGRID_TOPIC_KEY, ""))
+                       eventgrid_topic_key=env.get(EVENTGRID_TOPIC_KEY, ""),
+                       azureml_subscription_id=azureml[AZUREML_SUBSCRIPTION_ID],
+                       azureml_resource_group=azureml[AZUREML_RESOURCE_GROUP],
+                       azureml_workspace=azureml[AZUREML_WORKSPACE], logs_workspace_id=azureml[LOGS_WORKSPACE_ID])
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

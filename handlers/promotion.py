@@ -81,7 +81,7 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
                           "at 0% traffic", model=model, version=version, evidence=evidence, tasks=(staging,))
     else:
         review = _review(promotion.production, evidence, registrant,
-                         production_request(promotion, model, version, key))
+                         production_request(promotion, model, version, key, promotion.production.approvers))
         verdict = Verdict(Outcome.REQUEST_APPROVAL, f"gates passed ({passed}); staging at 0% on "
                           f"{promotion.endpoint}; production needs {promotion.production.quorum} approval(s)",
                           model=model, version=version, evidence=evidence, tasks=(staging,), reviews=(review,))
@@ -118,9 +118,11 @@ def _staging_request(promotion: Promotion, model: str, version: str, key: str) -
             "instance_count": promotion.staging.instance_count, "traffic": 0}
 
 
-def production_request(promotion: Promotion, model: str, version: str, key: str) -> dict[str, Any]:
+def production_request(promotion: Promotion, model: str, version: str, key: str,
+                       approvers: list[str]) -> dict[str, Any]:
     return {"operation": "rollout.start", "stage": "production", "endpoint": promotion.endpoint,
-            "deployment": deployment_name(model, version, key), "model": f"azureml:{model}:{version}"}
+            "deployment": deployment_name(model, version, key), "model": f"azureml:{model}:{version}",
+            "approvers": list(approvers)}
 
 
 def deployment_name(model: str, version: str, key: str) -> str:

@@ -77,7 +77,8 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
         approvers = sorted(after.approvals)
         outcome, reason = Outcome.PROMOTE, f"{label} approved by {', '.join(approvers)}"
         if after.on_approval:
-            tasks.append(TaskDraft(TaskKind.PROMOTION, f"azureml:endpoint/{after.on_approval.get('endpoint')}",
+            kind = TaskKind.ROLLOUT if after.on_approval.get("operation") == "rollout.start" else TaskKind.PROMOTION
+            tasks.append(TaskDraft(kind, f"azureml:endpoint/{after.on_approval.get('endpoint')}",
                                    dict(after.on_approval)))
             reason += f"; {after.on_approval.get('stage', 'next')} promotion opened"
     elif after.state is ReviewState.REJECTED:

@@ -1,15 +1,18 @@
-"""The minute timer: expire reviews whose time is up, then hand due outbox tasks to the dispatcher.
+"""The minute timer: expire reviews whose time is up, move rollouts on, hand due outbox tasks to the
+dispatchers.
 
 A success marks the task ``succeeded`` with what the dispatcher returned (the dry-run dispatcher
 returns the request it would have sent). A transient failure keeps it ``pending`` and pushes it back
-exponentially; after ``MAX_ATTEMPTS``, or on a permanent failure, it is ``dead_lettered`` with the
-last error. Nothing is deleted. A crash between dispatch and update dispatches the task again,
-which is why every request carries a name derived from its idempotency key. A promotion that was
-dispatched is itself recorded as a decision, and announced.
+exponentially, with jitter so tasks that failed together do not retry together; after
+``MAX_ATTEMPTS``, or on a permanent failure, it is ``dead_lettered`` with the last error. Nothing is
+deleted. A crash between dispatch and update dispatches the task again, which is why every request
+carries a name derived from its idempotency key. A promotion that was dispatched is itself recorded
+as a decision, and announced; a rollout task opens the rollout the sweep then moves step by step.
 """
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -19,6 +22,7 @@ from controlplane.ports import Services
 from handlers.promotion import SETS_CHAMPION
 from handlers.record import decide_once
 from handlers.reviews import expire_reviews
+from handlers.rollout import advance_rollouts, start_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +39,12 @@ class SweepReport:
     retrying: int
     dead_lettered: int
     expired_reviews: int = 0
+    rollouts_moved: int = 0
 
 
 def sweep(services: Services) -> SweepReport:
     expired = expire_reviews(services)
+    moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
     for task in due:
@@ -48,9 +54,11 @@ def sweep(services: Services) -> SweepReport:
         if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
             _record_promotion(services, updated)
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
-                         dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired))
-    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d", report.due,
-                report.succeeded, report.retrying, report.dead_lettered, report.expired_reviews)
+                         dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired),
+                         rollouts_moved=len(moved))
+    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d rollouts_moved=%d",
+                report.due, report.succeeded, report.retrying, report.dead_lettered, report.expired_reviews,
+                report.rollouts_moved)
     return report
 
 
@@ -79,13 +87,13 @@ def _record_promotion(services: Services, task: Task) -> None:
 def _dispatch(services: Services, task: Task) -> Task:
     attempts = task.attempts + 1
     try:
-        result = services.dispatcher.dispatch(task)
+        result = start_rollout(services, task) if task.kind is TaskKind.ROLLOUT else services.dispatcher.dispatch(task)
     except TransientError as error:
         now = services.clock.now()
         if attempts >= MAX_ATTEMPTS:
             return replace(task, state=TaskState.DEAD_LETTERED, attempts=attempts, last_error=str(error),
                            updated_at=now)
-        backoff = min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF)
+        backoff = min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(0.5, 1.5)
         return replace(task, attempts=attempts, last_error=str(error), due_at=now + backoff, updated_at=now)
     except PermanentError as error:
         return replace(task, state=TaskState.DEAD_LETTERED, attempts=attempts, last_error=str(error),

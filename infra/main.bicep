@@ -37,6 +37,12 @@ param webhookSecret string = ''
 @description('Create an Event Grid topic that receives every decision as a CloudEvent.')
 param publishDecisions bool = false
 
+@description('Resource group of the existing Azure ML workspace the control plane acts on (same subscription).')
+param azureMlResourceGroup string = ''
+
+@description('Name of that Azure ML workspace; empty keeps dispatch in dry-run mode.')
+param azureMlWorkspace string = ''
+
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 
@@ -61,6 +67,8 @@ module app 'app/controlplane.bicep' = {
     webhookUrl: webhookUrl
     webhookSecret: webhookSecret
     publishDecisions: publishDecisions
+    azureMlResourceGroup: azureMlResourceGroup
+    azureMlWorkspace: azureMlWorkspace
   }
 }
 

@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
+from controlplane.gateway import (
+    DeploymentInfo,
+    DeploymentRequest,
+    EndpointState,
+    JobInfo,
+    ModelInfo,
+    NotFound,
+    PipelineRequest,
+)
 from controlplane.ledger import Decision, Task, TaskState
 from controlplane.ports import AppendResult, Claim
 
@@ -31,6 +42,7 @@ class FakeStore:
         self.ledger: list[Decision] = []
         self.outbox: dict[str, Task] = {}
         self.review_book: dict[str, object] = {}
+        self.rollout_book: dict[str, object] = {}
         self.telemetry: dict[tuple[str, int, int], tuple[str, str]] = {}
         self.down = False
         self._lock = threading.Lock()
@@ -87,6 +99,32 @@ class FakeStore:
         self._check()
         found = [r for r in self.review_book.values() if state is None or r.state is state]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def create_rollout(self, rollout):
+        with self._lock:
+            self._check()
+            if rollout.id in self.rollout_book:
+                return False
+            self.rollout_book[rollout.id] = rollout
+            return True
+
+    def rollout(self, rollout_id):
+        self._check()
+        return self.rollout_book.get(rollout_id)
+
+    def rollouts(self, states=None, limit=100):
+        self._check()
+        found = [r for r in self.rollout_book.values() if not states or r.state in states]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def update_rollout(self, current, updated, decision):
+        with self._lock:
+            self._check()
+            if self.rollout_book.get(current.id) != current:
+                return False
+            self.rollout_book[current.id] = updated
+            self._insert(decision)
+            return True
 
     def update_review(self, current, updated, decision):
         with self._lock:
@@ -150,7 +188,6 @@ class FakeGateway:
     name = "fake-gateway"
 
     def __init__(self) -> None:
-        from controlplane.gateway import EndpointState
 
         self.models: dict[tuple[str, str], object] = {}
         self.jobs: dict[str, object] = {}
@@ -183,6 +220,70 @@ class FakeGateway:
         if name not in self.endpoints:
             raise NotFound("online_endpoints.get", f"{name} not found", 404)
         return self.endpoints[name]
+
+
+class FakeWorkspace(FakeGateway):
+    """FakeGateway with jobs and online deployments: jobs kept by name, every creation counted, calls recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: Counter[str] = Counter()
+
+    def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
+        self.calls.append(("submit_pipeline", request))
+        if request.name in self.jobs:
+            return replace(self.jobs[request.name], created=False)
+        self.created[request.name] += 1
+        job = JobInfo(request.name, "NotStarted", request.experiment,
+                      f"https://ml.azure.com/runs/{request.name}", created=True)
+        self.jobs[request.name] = job
+        return job
+
+    def get_job(self, name: str) -> JobInfo:
+        self.calls.append(("get_job", name))
+        if name not in self.jobs:
+            raise NotFound("jobs.get", f"{name} not found", 404)
+        return replace(self.jobs[name], created=False)
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        self.calls.append(("deploy", request))
+        state = self.endpoints.setdefault(request.endpoint, EndpointState(request.endpoint, {}, {}))
+        info = DeploymentInfo(request.endpoint, request.name, request.model, request.instance_type,
+                              request.instance_count, "Succeeded")
+        others = tuple(d for d in state.deployments if d.name != request.name)
+        self.endpoints[request.endpoint] = replace(state, deployments=(*others, info))
+        return info
+
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
+        self.calls.append(("scale", endpoint, deployment, instance_count))
+        state = self.endpoints[endpoint]
+        [current] = [d for d in state.deployments if d.name == deployment]
+        scaled = replace(current, instance_count=instance_count)
+        self.endpoints[endpoint] = replace(state, deployments=tuple(
+            scaled if d.name == deployment else d for d in state.deployments))
+        return scaled
+
+    def set_traffic(self, endpoint, traffic, mirror=None):
+        self.calls.append(("set_traffic", endpoint, dict(traffic), None if mirror is None else dict(mirror)))
+        state = self.endpoints[endpoint]
+        self.endpoints[endpoint] = replace(state, traffic=dict(traffic),
+                                           mirror_traffic=state.mirror_traffic if mirror is None else dict(mirror))
+        return self.endpoints[endpoint]
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        self.calls.append(("delete_deployment", endpoint, deployment))
+        state = self.endpoints[endpoint]
+        self.endpoints[endpoint] = replace(state, deployments=tuple(d for d in state.deployments
+                                                                    if d.name != deployment))
+
+    def tag_model(self, name: str, version: str, tags, stage=None) -> ModelInfo:
+        self.calls.append(("tag_model", name, version, dict(tags), stage))
+        current = self.models.get((name, version)) or ModelInfo(name, version)
+        self.models[(name, version)] = replace(current, tags={**current.tags, **tags}, stage=stage or current.stage)
+        return self.models[(name, version)]
+
+    def called(self, operation: str) -> list[tuple]:
+        return [call for call in self.calls if call[0] == operation]
 
 
 class RecordingDispatcher:

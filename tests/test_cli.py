@@ -49,3 +49,27 @@ def test_policy_check_and_schema(tmp_path):
     assert refused.returncode == 2 and "models[0].profile" in refused.stderr
     schema = json.loads(cli("policy", "schema", env={}).stdout)
     assert schema["title"] == "MLOps control plane policy"
+
+
+def test_tasks_and_rollouts_commands(tmp_path):
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
+    from controlplane import bootstrap
+    from controlplane.settings import Settings
+    from handlers.registry import receive_registry_event
+
+    services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
+    decision = receive_registry_event(services, load_event("eg_monitor_breach.json")[0])
+    [task] = decision.tasks
+
+    listed = [json.loads(line) for line in cli("tasks", "list", "--state", "pending", env=env).stdout.splitlines()]
+    assert [t["id"] for t in listed] == [task.id]
+    assert json.loads(cli("tasks", "show", task.id, env=env).stdout)["request"]["job"]["name"].startswith("retrain-")
+    cancelled = cli("tasks", "cancel", task.id, env=env)
+    assert json.loads(cancelled.stdout)["state"] == "cancelled"
+    refused = cli("tasks", "retry", task.id, env=env)
+    assert refused.returncode == 2 and "cancelled" in refused.stderr
+    missing = cli("tasks", "show", "nope", env=env)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    assert cli("tasks", "replay", env=env).returncode == 0
+    assert cli("rollouts", "list", env=env).stdout == ""
+    assert cli("rollouts", "resume", "nope", env=env).returncode == 2

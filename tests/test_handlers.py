@@ -207,9 +207,9 @@ def test_sweep_backs_off_on_transient_errors_and_dead_letters_permanent_ones(ser
     assert sweep(services).retrying == 1
     [task] = services.store.tasks()
     assert task.state is TaskState.PENDING and task.attempts == 1 and "throttled" in task.last_error
-    assert task.due_at == services.clock.now() + timedelta(seconds=30)
+    assert timedelta(seconds=15) <= task.due_at - services.clock.now() <= timedelta(seconds=45)  # 30 s, jittered
     assert sweep(services).due == 0  # not due yet
-    services.clock.advance(seconds=30)
+    services.clock.advance(seconds=45)
     assert sweep(services).dead_lettered == 1
     [task] = services.store.tasks()
     assert task.state is TaskState.DEAD_LETTERED and task.last_error == "model not found"

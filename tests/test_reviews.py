@@ -75,8 +75,8 @@ def test_quorum_of_distinct_approvers_approves_and_opens_the_production_promotio
     decision = body["decision"]
     assert decision["outcome"] == "promote" and "ana@contoso.com, bo@contoso.com" in decision["reason"]
     assert decision["evidence"]["voter"] == "bo@contoso.com" and decision["evidence"]["comment"] == "ship it"
-    production = [t for t in decision["tasks"] if t["kind"] == "promotion"]
-    assert production[0]["request"]["stage"] == "production"
+    [production] = [t for t in decision["tasks"] if t["kind"] == "rollout"]  # the progressive rollout starts
+    assert production["request"]["stage"] == "production" and production["request"]["operation"] == "rollout.start"
     assert any(t["request"].get("event") == "review.approved" for t in decision["tasks"])
     votes = wired.store.review(review.id).votes
     assert [(v.approver, v.comment) for v in votes] == [("ana@contoso.com", "metrics ok"),
@@ -213,14 +213,18 @@ def test_a_review_left_alone_expires_in_the_sweep_and_notifies(wired):
     assert sweep(wired).expired_reviews == 0
 
 
-def test_the_production_promotion_is_recorded_when_dispatched(fn, wired):
+def test_staging_is_recorded_when_dispatched_and_approval_starts_the_rollout(fn, wired):
     review = open_review(wired)
     for who in ("ana@contoso.com", "bo@contoso.com"):
         post_vote(fn, review.id, {"decision": "approve", "token": token_of(approval_link(wired, review.id, who))})
     sweep(wired)
     dispatched = [d for d in wired.store.decisions() if d.event_type == "promotion.dispatched"]
-    assert {d.evidence["stage"] for d in dispatched} == {"staging", "production"}
-    assert all(t.state is TaskState.SUCCEEDED for t in wired.store.tasks() if t.kind is TaskKind.PROMOTION)
+    assert [d.evidence["stage"] for d in dispatched] == ["staging"]
+    assert all(t.state is TaskState.SUCCEEDED for t in wired.store.tasks()
+               if t.kind in (TaskKind.PROMOTION, TaskKind.ROLLOUT))
+    [rollout] = wired.store.rollouts()
+    assert (rollout.model, rollout.version, rollout.endpoint) == ("churn", "4", "churn-ep")
+    assert rollout.approvers == ("ana@contoso.com", "bo@contoso.com", "carla@contoso.com")
 
 
 def test_review_pages_escape_everything_from_events(fn, wired):

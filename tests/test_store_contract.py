@@ -213,3 +213,32 @@ def test_concurrent_votes_on_one_review_have_exactly_one_winner(store):
         thread.join(timeout=60)
     assert sorted(results) == [False] * 7 + [True]
     assert store.review(review.id).revision == 1
+
+
+def a_rollout(rollout_id="ro-1"):
+    from controlplane.rollout import Rollout, plan
+
+    return Rollout(id=rollout_id, endpoint="churn-ep", model="churn", version="4", deployment="churn-v4-abc",
+                   model_ref="azureml:churn:4", steps=plan(20, [10, 100]), policy={"interval_minutes": 30},
+                   created_at=T0, approvers=("ana@contoso.com",))
+
+
+def test_a_rollout_is_created_once_and_advances_only_from_the_revision_it_was_read_at(store):
+    from dataclasses import replace
+
+    from controlplane.rollout import RolloutState
+
+    rollout = a_rollout()
+    assert store.create_rollout(rollout) is True
+    assert store.create_rollout(replace(rollout, step=3)) is False  # a redelivered start changes nothing
+    assert store.rollout("ro-1") == rollout and store.rollout("nope") is None
+
+    moved = replace(rollout, state=RolloutState.OBSERVING, step=0, applied_at=T0, revision=1)
+    step_decision = replace(decision_for("rollout:ro-1:0", model="churn"), reviews=())
+    assert store.update_rollout(rollout, moved, step_decision) is True
+    assert store.update_rollout(rollout, replace(moved, step=1), replace(step_decision, id="late")) is False
+    assert store.rollout("ro-1") == moved and store.decision("late") is None
+    assert store.decision(step_decision.id) is not None
+
+    assert [r.id for r in store.rollouts([RolloutState.OBSERVING])] == ["ro-1"]
+    assert store.rollouts([RolloutState.COMPLETED]) == [] and len(store.rollouts()) == 1

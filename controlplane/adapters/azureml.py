@@ -23,6 +23,7 @@ from controlplane.gateway import (
     ModelInfo,
     NotFound,
     PipelineRequest,
+    validate_traffic,
 )
 
 # Input types that name an asset; anything else a pipeline declares (string, integer, ...) is a literal.
@@ -69,30 +70,6 @@ def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
 
 def _shares(mapping: Mapping | None) -> dict[str, int]:
     return {str(name): int(share) for name, share in (mapping or {}).items()}
-
-
-def validate_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int] | None) -> None:
-    """Refuse a traffic split Azure ML would refuse, before anything is sent."""
-
-    def refuse(reason: str) -> GatewayError:
-        return GatewayError("set_traffic", reason)
-
-    for name, share in {**traffic, **(mirror or {})}.items():
-        if isinstance(share, bool) or not isinstance(share, int):
-            raise refuse(f"share of {name!r} must be an integer, got {share!r}")
-    if any(not 0 <= share <= 100 for share in traffic.values()):
-        raise refuse(f"live traffic shares must be between 0 and 100: {dict(traffic)}")
-    total = sum(traffic.values())
-    if total not in (0, 100):
-        raise refuse(f"live traffic shares must sum to 100 (or all be 0), got {total}: {dict(traffic)}")
-    mirrored = {name: share for name, share in (mirror or {}).items() if share != 0}
-    if any(not 0 < share <= 50 for share in mirrored.values()):
-        raise refuse(f"mirror traffic shares must be between 0 and 50: {dict(mirror or {})}")
-    if len(mirrored) > 1:
-        raise refuse(f"mirror traffic can go to one deployment only: {mirrored}")
-    for name in mirrored:
-        if traffic.get(name, 0):
-            raise refuse(f"deployment {name!r} cannot receive mirror traffic while it serves live traffic")
 
 
 def _declared_type(declared: Any) -> str | None:

@@ -19,6 +19,7 @@ from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
+from controlplane.rollout import Rollout, RolloutState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -36,6 +37,9 @@ CREATE TABLE IF NOT EXISTS reviews (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reviews_by_state ON reviews (state, created_at DESC);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
+    body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS telemetry (
     partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, model TEXT NOT NULL,
     version TEXT NOT NULL, endpoint TEXT NOT NULL, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
@@ -195,6 +199,37 @@ class SqliteStore:
     def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
         with self._transaction() as db:
             changed = db.execute("UPDATE reviews SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
+                                 (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
+                                  current.revision)).rowcount
+            if changed != 1:
+                return False
+            self._insert(db, decision)
+        return True
+
+    def create_rollout(self, rollout: Rollout) -> bool:
+        with self._transaction() as db:
+            return db.execute("INSERT OR IGNORE INTO rollouts VALUES (?, ?, ?, ?, ?)",
+                              (rollout.id, rollout.state.value, rollout.created_at.isoformat(), rollout.revision,
+                               dumps(rollout.to_json()))).rowcount == 1
+
+    def rollout(self, rollout_id: str) -> Rollout | None:
+        with self._errors():
+            row = self._connection().execute("SELECT body FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        return Rollout.from_json(json.loads(row[0])) if row else None
+
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
+        query, parameters = "SELECT body FROM rollouts", ()
+        if states:
+            query += f" WHERE state IN ({', '.join('?' for _ in states)})"
+            parameters = tuple(state.value for state in states)
+        with self._errors():
+            rows = self._connection().execute(query + " ORDER BY created_at DESC LIMIT ?",
+                                              (*parameters, limit)).fetchall()
+        return [Rollout.from_json(json.loads(body)) for (body,) in rows]
+
+    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
+        with self._transaction() as db:
+            changed = db.execute("UPDATE rollouts SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
                                  (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
                                   current.revision)).rowcount
             if changed != 1:

@@ -6,7 +6,8 @@ Layout of the ledger table, one partition per model (``_`` when an event names n
 - ``claim|<key digest>``: the idempotency record (INPROGRESS with a lease, then COMPLETED);
 - ``decision|<inverted time>|<id>``: a decision, newest first within the partition;
 - ``task|<id>``: an outbox task;
-- ``review|<id>``: a human review, changed only under its ETag.
+- ``review|<id>``: a human review, changed only under its ETag;
+- ``rollout|<id>``: a progressive rollout, likewise.
 
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
 (same table, same partition), so they land together or not at all. Claims and task updates use
@@ -37,6 +38,7 @@ from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState, digest, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
+from controlplane.rollout import Rollout, RolloutState
 from controlplane.settings import Settings
 
 AZURITE_CONNECTION = (
@@ -220,16 +222,50 @@ class TableStore:
 
     def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
         pk = partition_of(current.model)
+        return self._replace_guarded(pk, f"review|{current.id}", current.revision,
+                                     self._review_entity(pk, updated), decision)
+
+    @staticmethod
+    def _rollout_entity(pk: str, rollout: Rollout) -> dict[str, Any]:
+        return {"PartitionKey": pk, "RowKey": f"rollout|{rollout.id}", "Kind": "rollout", "RolloutId": rollout.id,
+                "State": rollout.state.value, "CreatedAt": rollout.created_at, "Revision": rollout.revision,
+                **_chunks(dumps(rollout.to_json()))}
+
+    def create_rollout(self, rollout: Rollout) -> bool:
         with self._errors():
             try:
-                row = self._ledger.get_entity(pk, f"review|{current.id}")
+                self._ledger.create_entity(self._rollout_entity(partition_of(rollout.model), rollout))
+            except ResourceExistsError:
+                return False
+        return True
+
+    def rollout(self, rollout_id: str) -> Rollout | None:
+        found = self._bodies("rollout", "RolloutId eq @id", id=rollout_id)
+        return Rollout.from_json(found[0]) if found else None
+
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
+        wanted = {state.value for state in states or ()}
+        found = [Rollout.from_json(body) for body in self._bodies("rollout")]
+        found = [r for r in found if not wanted or r.state.value in wanted]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
+        pk = partition_of(current.model)
+        return self._replace_guarded(pk, f"rollout|{current.id}", current.revision,
+                                     self._rollout_entity(pk, updated), decision)
+
+    def _replace_guarded(self, pk: str, row_key: str, revision: int, entity: dict[str, Any],
+                         decision: Decision) -> bool:
+        """Replace a row still at ``revision`` and write ``decision`` beside it, in one transaction."""
+        with self._errors():
+            try:
+                row = self._ledger.get_entity(pk, row_key)
             except ResourceNotFoundError:
                 return False
-            if row["Revision"] != current.revision:
+            if row["Revision"] != revision:
                 return False
-            operations = [("update", self._review_entity(pk, updated),
-                           {"mode": UpdateMode.REPLACE, "etag": row.metadata["etag"],
-                            "match_condition": MatchConditions.IfNotModified})]
+            operations = [("update", entity, {"mode": UpdateMode.REPLACE, "etag": row.metadata["etag"],
+                                              "match_condition": MatchConditions.IfNotModified})]
             operations += [("create", e) for e in self._decision_entities(pk, decision)]  # same partition: atomic
             try:
                 self._ledger.submit_transaction(operations)

@@ -12,6 +12,8 @@ param webhookUrl string
 @secure()
 param webhookSecret string
 param publishDecisions bool
+param azureMlResourceGroup string
+param azureMlWorkspace string
 
 var deploymentContainer = 'app-package-${resourceToken}'
 
@@ -139,7 +141,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identity.properties.clientId
     CONTROLPLANE_STORE: 'tables'
     CONTROLPLANE_POLICY: 'policy.yaml'
-    CONTROLPLANE_DISPATCH: 'dry-run'
+    CONTROLPLANE_DISPATCH: empty(azureMlWorkspace) ? 'dry-run' : 'azureml'
+    AZUREML_SUBSCRIPTION_ID: subscription().subscriptionId
+    AZUREML_RESOURCE_GROUP: azureMlResourceGroup
+    AZUREML_WORKSPACE: azureMlWorkspace
+    // The online endpoints' diagnostic settings must send AmlOnlineEndpointTrafficLog to this workspace.
+    CONTROLPLANE_LOGS_WORKSPACE_ID: logs.properties.customerId
     CONTROLPLANE_LEASE_SECONDS: '300'
     CONTROLPLANE_TABLE_PREFIX: 'controlplane'
     CONTROLPLANE_PUBLIC_URL: 'https://${functionApp.properties.defaultHostName}'

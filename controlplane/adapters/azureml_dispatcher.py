@@ -1,0 +1,142 @@
+"""Azure ML dispatcher: sends retraining, staging, scale and rollback tasks to a workspace through the Gateway port.
+
+Each task request names its Azure ML operation; the dispatcher turns it into one gateway call and returns
+what the workspace answered, which the outbox keeps as the task's result:
+
+    jobs.create_or_update                     -> submit_pipeline   (retraining)
+    online_deployments.begin_create_or_update -> deploy            (staging promotion, at 0% traffic)
+    online_deployments.scale                  -> scale
+    online_endpoints.set_traffic              -> set_traffic       (rollback)
+
+Exactly-once rests on the names in the requests, not on anything kept here: a job or deployment name derived
+from the idempotency key makes a repeated dispatch (after a timeout, a crash or a replay) find what the first
+one created instead of starting another. A staging deployment takes no traffic: the endpoint's traffic is
+never touched for it, and a deployment that already receives traffic (a rollout took it further) is left as
+it is rather than redeployed at staging's size. A malformed request or an unknown operation is a
+``PermanentError``, so the task is dead-lettered with the reason instead of being retried.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from controlplane.errors import PermanentError
+from controlplane.gateway import DeploymentInfo, DeploymentRequest, EndpointState, Gateway, PipelineRequest
+from controlplane.ledger import Task
+
+SUBMIT_JOB = "jobs.create_or_update"
+DEPLOY = "online_deployments.begin_create_or_update"
+SCALE = "online_deployments.scale"
+SET_TRAFFIC = "online_endpoints.set_traffic"
+
+
+class AzureMLDispatcher:
+    name = "azureml"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._operations: dict[str, Callable[[_Request], dict]] = {
+            SUBMIT_JOB: self._submit_job, DEPLOY: self._deploy, SCALE: self._scale, SET_TRAFFIC: self._set_traffic}
+
+    def dispatch(self, task: Task) -> dict:
+        operation = task.request.get("operation")
+        handler = self._operations.get(operation) if isinstance(operation, str) else None
+        if handler is None:
+            raise PermanentError(f"task {task.id}: the azureml dispatcher has no operation {operation!r} "
+                                 f"(it handles {', '.join(sorted(self._operations))})")
+        return handler(_Request(operation, task.request))
+
+    def _submit_job(self, request: _Request) -> dict:
+        job = request.mapping("job")
+        info = self._gateway.submit_pipeline(PipelineRequest(
+            name=job.text("name"), experiment=request.text("experiment_name"), source=job.text("source"),
+            inputs=job.strings("inputs"), compute=job.optional_text("compute"), tags=job.strings("tags")))
+        return {"job": info.name, "status": info.status, "created": info.created, "studio_url": info.studio_url}
+
+    def _deploy(self, request: _Request) -> dict:
+        endpoint, name = request.text("endpoint"), request.text("deployment")
+        traffic = request.integer("traffic", default=0)
+        if traffic != 0:
+            raise PermanentError(f"{DEPLOY}: deployment {name!r} is created at 0% traffic, not {traffic}%; "
+                                 f"shift traffic with {SET_TRAFFIC}")
+        state = self._gateway.get_endpoint(endpoint)
+        existing = next((d for d in state.deployments if d.name == name), None)
+        live, mirrored = state.traffic.get(name, 0), state.mirror_traffic.get(name, 0)
+        if existing is not None and (live or mirrored):
+            return {**_deployment(existing), "created": False, "redeployed": False, "traffic": live,
+                    "mirror_traffic": mirrored,
+                    "note": "the deployment receives traffic already; left as it is, traffic untouched"}
+        info = self._gateway.deploy(DeploymentRequest(
+            endpoint=endpoint, name=name, model=request.text("model"), instance_type=request.text("instance_type"),
+            instance_count=request.integer("instance_count", default=1), tags=request.strings("tags")))
+        return {**_deployment(info), "created": existing is None, "redeployed": True, "traffic": live,
+                "mirror_traffic": mirrored}
+
+    def _scale(self, request: _Request) -> dict:
+        info = self._gateway.scale(request.text("endpoint"), request.text("deployment"),
+                                   request.integer("instance_count"))
+        return _deployment(info)
+
+    def _set_traffic(self, request: _Request) -> dict:
+        traffic = request.shares("traffic")
+        mirror = request.shares("mirror") if request.get("mirror") is not None else None
+        return _endpoint(self._gateway.set_traffic(request.text("endpoint"), traffic, mirror))
+
+
+def _deployment(info: DeploymentInfo) -> dict[str, Any]:
+    return {"endpoint": info.endpoint, "deployment": info.name, "model": info.model,
+            "instance_type": info.instance_type, "instance_count": info.instance_count,
+            "provisioning_state": info.provisioning_state}
+
+
+def _endpoint(state: EndpointState) -> dict[str, Any]:
+    return {"endpoint": state.name, "traffic": dict(state.traffic), "mirror_traffic": dict(state.mirror_traffic),
+            "serving": state.serving()}
+
+
+class _Request:
+    """Typed reads of a task request; a missing or malformed field is a ``PermanentError`` naming its path."""
+
+    def __init__(self, operation: str, data: Mapping[str, Any], path: str = "request") -> None:
+        self._operation, self._data, self._path = operation, data, path
+
+    def get(self, key: str) -> Any:
+        return self._data.get(key)
+
+    def _refuse(self, key: str, reason: str) -> PermanentError:
+        return PermanentError(f"{self._operation}: {self._path}.{key} {reason}")
+
+    def text(self, key: str) -> str:
+        value = self._data.get(key)
+        if not isinstance(value, str) or not value:
+            raise self._refuse(key, "is missing" if value is None else f"must be a non-empty string, not {value!r}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return self.text(key) if self._data.get(key) not in (None, "") else None
+
+    def integer(self, key: str, default: int | None = None) -> int:
+        value = self._data.get(key, default)
+        if value is None:
+            raise self._refuse(key, "is missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._refuse(key, f"must be an integer, not {value!r}")
+        return value
+
+    def mapping(self, key: str) -> _Request:
+        value = self._data.get(key)
+        if not isinstance(value, Mapping):
+            raise self._refuse(key, "is missing" if value is None else f"must be an object, not {value!r}")
+        return _Request(self._operation, value, f"{self._path}.{key}")
+
+    def strings(self, key: str) -> dict[str, str]:
+        value = self._data.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise self._refuse(key, f"must be an object, not {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def shares(self, key: str) -> dict[str, int]:
+        value = self.mapping(key)._data
+        if any(isinstance(share, bool) or not isinstance(share, int) for share in value.values()):
+            raise self._refuse(key, f"must map deployments to integer percentages, not {dict(value)!r}")
+        return {str(name): share for name, share in value.items()}

@@ -1,0 +1,166 @@
+"""A simulated Azure ML workspace for dry runs: the Gateway and HealthProbe ports over one JSON file.
+
+With ``CONTROLPLANE_DISPATCH=dry-run`` (the local default), rollouts and promotion lookups run against
+this workspace instead of Azure: endpoints, deployments, traffic and models change as Azure would
+change them, every request is appended to its ``requests`` list exactly as the real adapter would
+send it, and deployment health is whatever the file's ``health`` section says (no entry: no traffic).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from controlplane.gateway import (
+    DeploymentInfo,
+    DeploymentRequest,
+    EndpointState,
+    JobInfo,
+    ModelInfo,
+    NotFound,
+    PipelineRequest,
+    validate_traffic,
+)
+from controlplane.monitoring import DeploymentHealth
+
+_lock = threading.Lock()
+
+
+class SimulatedWorkspace:
+    name = "simulated"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- the file -----------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        if self.path.exists():
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        return {"models": {}, "jobs": {}, "endpoints": {}, "health": {}, "requests": []}
+
+    def _change(self, operation: str, request: Mapping[str, Any], change) -> Any:
+        with _lock:
+            state = self._load()
+            result = change(state)
+            state["requests"].append({"operation": operation, **request})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
+            return result
+
+    def seed_endpoint(self, endpoint: str, deployment: str, model: str, instance_type: str = "Standard_DS3_v2",
+                      instance_count: int = 1) -> None:
+        """An endpoint already serving ``model`` from ``deployment`` at 100%."""
+        self.deploy(DeploymentRequest(endpoint, deployment, model, instance_type, instance_count))
+        self.set_traffic(endpoint, {deployment: 100})
+
+    def set_health(self, endpoint: str, deployment: str, requests: int, p95_latency_ms: float | None,
+                   error_rate: float | None) -> None:
+        def change(state):
+            state["health"].setdefault(endpoint, {})[deployment] = {
+                "requests": requests, "p95_latency_ms": p95_latency_ms, "error_rate": error_rate}
+        self._change("simulation.set_health", {"endpoint": endpoint, "deployment": deployment}, change)
+
+    # -- Gateway ------------------------------------------------------------------------------------
+    def get_model(self, name: str, version: str) -> ModelInfo:
+        found = self._load()["models"].get(f"{name}:{version}")
+        if found is None:
+            raise NotFound("get_model", f"model {name}:{version} not found", 404)
+        return ModelInfo(name, version, found.get("tags", {}), found.get("properties", {}), found.get("created_by", ""),
+                         found.get("stage", ""))
+
+    def tag_model(self, name: str, version: str, tags: Mapping[str, str], stage: str | None = None) -> ModelInfo:
+        def change(state):
+            model = state["models"].setdefault(f"{name}:{version}", {"tags": {}, "properties": {}})
+            model["tags"].update(tags)
+            if stage:
+                model["stage"] = stage
+        self._change("models.create_or_update", {"name": name, "version": version, "tags": dict(tags),
+                                                 "stage": stage}, change)
+        return self.get_model(name, version)
+
+    def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
+        def change(state):
+            created = request.name not in state["jobs"]
+            state["jobs"].setdefault(request.name, {"experiment": request.experiment, "status": "NotStarted"})
+            return created
+        created = self._change("jobs.create_or_update", {"name": request.name, "experiment": request.experiment,
+                                                         "source": request.source, "inputs": dict(request.inputs)},
+                               change)
+        return JobInfo(request.name, "NotStarted", request.experiment, created=created)
+
+    def get_job(self, name: str) -> JobInfo:
+        job = self._load()["jobs"].get(name)
+        if job is None:
+            raise NotFound("get_job", f"job {name} not found", 404)
+        return JobInfo(name, job["status"], job["experiment"])
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        def change(state):
+            endpoint = state["endpoints"].setdefault(request.endpoint, {"traffic": {}, "mirror": {}, "deployments": {}})
+            endpoint["deployments"][request.name] = {"model": request.model, "instance_type": request.instance_type,
+                                                     "instance_count": request.instance_count}
+            endpoint["traffic"].setdefault(request.name, 0)
+        self._change("online_deployments.begin_create_or_update", {
+            "endpoint": request.endpoint, "name": request.name, "model": request.model,
+            "instance_type": request.instance_type, "instance_count": request.instance_count}, change)
+        return DeploymentInfo(request.endpoint, request.name, request.model, request.instance_type,
+                              request.instance_count, "Succeeded")
+
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
+        def change(state):
+            found = self._deployments(state, endpoint, "scale").get(deployment)
+            if found is None:
+                raise NotFound("scale", f"deployment {deployment} not found on {endpoint}", 404)
+            found["instance_count"] = instance_count
+            return found
+        found = self._change("online_deployments.scale", {"endpoint": endpoint, "name": deployment,
+                                                          "instance_count": instance_count}, change)
+        return DeploymentInfo(endpoint, deployment, found["model"], found["instance_type"], instance_count, "Succeeded")
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        def change(state):
+            self._deployments(state, endpoint, "delete_deployment").pop(deployment, None)
+            state["endpoints"][endpoint]["traffic"].pop(deployment, None)
+        self._change("online_deployments.begin_delete", {"endpoint": endpoint, "name": deployment}, change)
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        found = self._load()["endpoints"].get(name)
+        if found is None:
+            raise NotFound("get_endpoint", f"endpoint {name} not found", 404)
+        return EndpointState(name, found["traffic"], found["mirror"], tuple(
+            DeploymentInfo(name, deployment, d["model"], d["instance_type"], d["instance_count"], "Succeeded")
+            for deployment, d in found["deployments"].items()))
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
+                    mirror: Mapping[str, int] | None = None) -> EndpointState:
+        validate_traffic(traffic, mirror)
+
+        def change(state):
+            found = state["endpoints"].get(endpoint)
+            if found is None:
+                raise NotFound("set_traffic", f"endpoint {endpoint} not found", 404)
+            found["traffic"] = {**{name: 0 for name in found["deployments"]}, **dict(traffic)}
+            if mirror is not None:
+                found["mirror"] = dict(mirror)
+        self._change("online_endpoints.begin_create_or_update", {"endpoint": endpoint, "traffic": dict(traffic),
+                                                                 "mirror_traffic": mirror}, change)
+        return self.get_endpoint(endpoint)
+
+    @staticmethod
+    def _deployments(state: dict[str, Any], endpoint: str, operation: str) -> dict[str, Any]:
+        if endpoint not in state["endpoints"]:
+            raise NotFound(operation, f"endpoint {endpoint} not found", 404)
+        return state["endpoints"][endpoint]["deployments"]
+
+    # -- HealthProbe --------------------------------------------------------------------------------
+    def deployment_health(self, endpoint: str, deployments: Sequence[str], start: datetime,
+                          end: datetime) -> dict[str, DeploymentHealth]:
+        scripted = self._load()["health"].get(endpoint, {})
+        return {name: DeploymentHealth(name, **scripted[name]) if name in scripted
+                else DeploymentHealth(name, 0, None, None) for name in deployments}
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self._load()["requests"]
