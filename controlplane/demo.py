@@ -90,19 +90,19 @@ def scenario() -> list[tuple[str, str, str, Any]]:
     ]
 
 
-def approvals(base: str) -> list[tuple[str, str, str, Any]]:
-    """The production gate of churn:3: each approver follows their own signed link."""
+def approvals(base: str, version: str = "3") -> list[tuple[str, str, str, Any]]:
+    """The production gate of churn:<version>: each approver follows their own signed link."""
     from controlplane import bootstrap
     from handlers.reviews import approval_link
 
     _, listing = call(base, "GET", "/api/reviews?state=open", None)
-    review = next(r for r in listing["reviews"] if r["kind"] == "promotion" and r["version"] == "3")
+    review = next(r for r in listing["reviews"] if r["kind"] == "promotion" and r["version"] == version)
     steps = []
     for approver in ("ana@contoso.com", "bo@contoso.com"):
         url = approval_link(bootstrap.services(), review["id"], approver)
         print(f"    approval link for {approver}: {url[:90]}...")
         token = url.split("token=", 1)[1]
-        steps.append((f"{approver} approves churn:3 for production", "POST",
+        steps.append((f"{approver} approves churn:{version} for production", "POST",
                       f"/api/reviews/{review['id']}/decision",
                       {"decision": "approve", "comment": "gates and champion check look right", "token": token}))
     return steps + [("the sweep timer drains the outbox (dry run)", "POST", "/admin/functions/sweep",
@@ -121,13 +121,55 @@ def call(base: str, method: str, path: str, body: Any) -> tuple[int, Any]:
     return status, json.loads(raw) if raw else None
 
 
+def demo_policy(workdir: str) -> str:
+    """The shipped policy with each rollout step watched for one second instead of minutes."""
+    import yaml
+
+    with open(os.environ.get("CONTROLPLANE_POLICY", "policy.yaml"), encoding="utf-8") as file:
+        policy = yaml.safe_load(file)
+    for endpoint in policy.get("endpoints", {}).values():
+        endpoint.setdefault("rollout", {})["interval_minutes"] = STEP_SECONDS / 60
+    path = f"{workdir}/policy.yaml"
+    with open(path, "w", encoding="utf-8") as file:
+        yaml.safe_dump(policy, file, sort_keys=False)
+    return path
+
+
+STEP_SECONDS = 1.0
+
+
+def rollout(base: str, healthy_until: int, version: str) -> None:
+    """Sweep until the latest rollout ends, scripting the new deployment's health as it goes."""
+    import time
+
+    from controlplane import bootstrap
+
+    services = bootstrap.services()
+    workspace = services.gateway
+    for _ in range(12):
+        call(base, "POST", "/admin/functions/sweep", {"input": ""})
+        found = services.store.rollouts(limit=1)
+        if not found:
+            continue
+        current = found[0]
+        good = current.step < healthy_until
+        workspace.set_health("churn-ep", current.deployment, 400, 95.0 if good else 420.0, 0.002 if good else 0.04)
+        endpoint = workspace.get_endpoint("churn-ep")
+        live = {k: v for k, v in endpoint.traffic.items() if v}
+        print(f"    rollout of churn:{version}: {current.state.value:<11} step {current.step + 1}/{len(current.steps)}"
+              f"  live {live}  mirror {dict(endpoint.mirror_traffic)}")
+        if current.state.value in ("completed", "rolled_back", "paused"):
+            return
+        time.sleep(STEP_SECONDS * 1.1)
+
+
 def run() -> int:
     from controlplane import bootstrap
     from controlplane.localhost import serve
 
     workdir = tempfile.mkdtemp(prefix="controlplane-demo-")
     os.environ["CONTROLPLANE_STORE"] = f"sqlite:///{workdir}/demo.db"
-    os.environ.setdefault("CONTROLPLANE_POLICY", "policy.yaml")
+    os.environ["CONTROLPLANE_POLICY"] = demo_policy(workdir)
     bootstrap.reset()
     started = threading.Event()
     servers: list[Any] = []
@@ -145,9 +187,20 @@ def run() -> int:
     for step, (description, method, path, body) in enumerate(steps, 1):
         status, _ = call(base, method, path, body)
         print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+    bootstrap.services().gateway.seed_endpoint("churn-ep", "blue", "azureml:churn:2")
+    print("    (simulated workspace: churn-ep serves churn:2 from deployment 'blue' at 100%)")
     for step, (description, method, path, body) in enumerate(approvals(base), len(steps) + 1):
         status, _ = call(base, method, path, body)
         print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+    print("    production rollout of churn:3, healthy at every step:")
+    rollout(base, healthy_until=99, version="3")
+    print("    churn:4 is registered, passes its gates, is approved; its rollout turns unhealthy at 10%:")
+    call(base, "POST", "/runtime/webhooks/EventGrid?functionName=on_registry_event", [grid(
+        "ModelRegistered", "models/churn:4", {"ModelName": "churn", "ModelVersion": 4, "ModelTags": {
+            "accuracy": "0.93", "auc": "0.88", "created_by": "alice@contoso.com"}})])
+    for _, method, path, body in approvals(base, version="4"):
+        call(base, method, path, body)
+    rollout(base, healthy_until=1, version="4")
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
     decisions = list(reversed(listing["decisions"]))
@@ -159,8 +212,9 @@ def run() -> int:
     tasks = bootstrap.services().store.tasks(limit=100)
     print(f"\nOutbox ({len(tasks)} tasks, dispatcher {bootstrap.services().dispatcher.name}):")
     for task in tasks:
-        sent = task.result.get("would_send", {})
-        detail = sent.get("job", {}).get("name") or sent.get("deployment") or sent.get("event") or ""
+        sent = task.result.get("would_send") or task.request
+        detail = (sent.get("job", {}).get("name") or sent.get("deployment") or sent.get("event")
+                  or " -> ".join(task.result.get("steps", [])))
         print(f"  {task.kind.value:<11} {task.state.value:<10} {task.target:<40} {sent.get('operation', '')} "
               f"{sent.get('stage', '')} {detail}")
     servers[0].shutdown()

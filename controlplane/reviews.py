@@ -34,11 +34,13 @@ class ReviewState(StrEnum):
 
 
 class VoteError(PermanentError):
-    """A vote that must not count; ``status`` is the HTTP answer (401, 403, 404, 409)."""
+    """A vote that must not count; ``status`` is the HTTP answer (400, 401, 403, 404, 409) and
+    ``field`` the request field at fault."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, field: str = "") -> None:
         self.status = status
         self.reason = reason
+        self.field = field or {400: "decision", 404: "id", 409: "review"}.get(status, "token")
         super().__init__(reason)
 
 
@@ -100,7 +102,8 @@ def cast_vote(review: Review, *, approver: str, decision: str, comment: str, non
         raise VoteError(400, f"decision must be 'approve' or 'reject', got {decision!r}")
     if approver.lower() not in {a.lower() for a in review.approvers}:
         raise VoteError(403, f"{approver} is not an approver of this review")
-    if review.separation_of_duties and review.registrant and approver.lower() == review.registrant.lower():
+    if (decision == "approve" and review.separation_of_duties and review.registrant
+            and approver.lower() == review.registrant.lower()):
         raise VoteError(403, f"{approver} registered this model and may not approve it (separation of duties)")
     if any(vote.token == nonce for vote in review.votes):
         raise VoteError(409, "this approval link was used already")

@@ -28,7 +28,8 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
     history = services.store.decisions(model=model, limit=500)
     evidence: dict[str, Any] = {"rule": rule.rule, "endpoint": promotion.endpoint, "tags": dict(event.tags)}
 
-    earlier = next((d for d in history if d.version == version and d.outcome in _PROMOTION_OUTCOMES), None)
+    earlier = next((d for d in history if d.version == version and d.outcome in _PROMOTION_OUTCOMES
+                    and "shadow" not in d.evidence), None)  # a shadow verdict dispatched nothing
     if earlier is not None:
         return Verdict(Outcome.NO_ACTION, f"{model}:{version} was decided already ({earlier.outcome.value}, "
                        f"decision {earlier.id}); not promoted again", model=model, version=version,
@@ -65,7 +66,7 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
         gate = promotion.primary_gate()
         if gate.metric in champion_metrics:
             gain = metrics[gate.metric] - champion_metrics[gate.metric]
-            gain = gain if gate.higher_is_better else -gain
+            gain = round(gain if gate.higher_is_better else -gain, 9)  # 0.565 - 0.56 is 0.005, not 0.00499...
             evidence["improvement"] = {"metric": gate.metric, "gain": gain, "required": promotion.min_improvement}
             if gain < promotion.min_improvement:
                 return Verdict(Outcome.REJECT, f"{gate.metric} {metrics[gate.metric]:g} vs champion "
@@ -156,8 +157,10 @@ def candidate_facts(event: ModelRegistered, promotion: Promotion,
 def champion_facts(services: Services, champion: tuple[str, str], history: list[Decision]) -> dict[str, float]:
     """The champion's metrics as recorded when it was registered, else from the workspace."""
     name, version = champion
+    if any(decision.model != name for decision in history[:1]):
+        history = services.store.decisions(model=name, limit=500)
     for decision in history:
-        if decision.version == version and "metrics" in decision.evidence:
+        if decision.model == name and decision.version == version and "metrics" in decision.evidence:
             return dict(decision.evidence["metrics"])
     if services.gateway is not None:
         try:

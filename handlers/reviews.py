@@ -12,7 +12,7 @@ from typing import Any
 
 from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
 from controlplane.ports import Services
-from controlplane.reviews import Review, ReviewState, VoteError, approval_url, cast_vote, verify_token
+from controlplane.reviews import Review, ReviewKind, ReviewState, VoteError, approval_url, cast_vote, verify_token
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ MAX_COMMENT = 2000
 def get_review(services: Services, review_id: str) -> Review:
     review = services.store.review(review_id)
     if review is None:
-        raise VoteError(404, f"no review {review_id!r}")
+        raise VoteError(404, f"no review {review_id!r}", field="id")
     return review
 
 
@@ -37,7 +37,7 @@ def vote(services: Services, review_id: str, *, token: str, decision: str, comme
     if not token:
         raise VoteError(401, "an approval token is required")
     if len(comment) > MAX_COMMENT:
-        raise VoteError(400, f"comment is longer than {MAX_COMMENT} characters")
+        raise VoteError(400, f"comment is longer than {MAX_COMMENT} characters", field="comment")
     now = services.clock.now()
     claims = verify_token(services.approval_key, token, review_id, now)
     if principal is not None and principal.lower() != claims.approver.lower():
@@ -75,7 +75,8 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
     tasks: list[TaskDraft] = []
     if after.state is ReviewState.APPROVED:
         approvers = sorted(after.approvals)
-        outcome, reason = Outcome.PROMOTE, f"{label} approved by {', '.join(approvers)}"
+        outcome = Outcome.PROMOTE if after.kind is ReviewKind.PROMOTION and after.on_approval else Outcome.NO_ACTION
+        reason = f"{label} approved by {', '.join(approvers)}"
         if after.on_approval:
             kind = TaskKind.ROLLOUT if after.on_approval.get("operation") == "rollout.start" else TaskKind.PROMOTION
             tasks.append(TaskDraft(kind, f"azureml:endpoint/{after.on_approval.get('endpoint')}",

@@ -73,3 +73,15 @@ def test_tasks_and_rollouts_commands(tmp_path):
     assert cli("tasks", "replay", env=env).returncode == 0
     assert cli("rollouts", "list", env=env).stdout == ""
     assert cli("rollouts", "resume", "nope", env=env).returncode == 2
+
+
+def test_the_demo_tells_the_whole_story():
+    done = subprocess.run([sys.executable, "-m", "controlplane", "demo"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for expected in ("request_approval", "reject        accuracy 0.8 fails", "duplicate", "retrain", "review",
+                     "approved by ana@contoso.com, bo@contoso.com", "rollout.completed", "rollout.rolled_back",
+                     "rolled back at 10%"):
+        assert expected in out, expected
+    assert "-> 500" not in out

@@ -142,3 +142,32 @@ def test_without_a_production_stage_promotion_stops_at_staging(services):
     assert decision.outcome is Outcome.PROMOTE and decision.reviews == ()
     [task] = decision.tasks
     assert task.request["endpoint"] == "churn-staging" and task.request["traffic"] == 0
+
+
+def test_beating_the_champion_by_exactly_the_minimum_improvement_passes(services):
+    gateway = FakeGateway()
+    gateway.serve("churn-ep", "blue", "azureml:churn:3")
+    gateway.add_model("churn", "3", tags={"accuracy": "0.86", "rmse": "3.0"})
+    services = replace(services, gateway=gateway)
+    decision = receive_registry_event(services, registered("4", accuracy="0.87", rmse="2.9"))  # 0.87 - 0.86 = 0.01
+    assert decision.outcome is Outcome.REQUEST_APPROVAL, decision.reason
+
+
+def test_a_champion_of_another_model_is_compared_on_its_own_metrics(services):
+    receive_registry_event(services, registered("4", accuracy="0.99", rmse="1"))  # churn:4 in churn's history
+    gateway = FakeGateway()
+    gateway.serve("churn-ep", "blue", "azureml:legacy-churn:4")
+    gateway.add_model("legacy-churn", "4", tags={"accuracy": "0.90"})
+    services = replace(services, gateway=gateway)
+    decision = receive_registry_event(services, registered("5", accuracy="0.92", rmse="2"))
+    assert decision.evidence["champion_metrics"] == {"accuracy": 0.90}
+    assert decision.outcome is Outcome.REQUEST_APPROVAL
+
+
+def test_a_version_seen_in_shadow_mode_is_decided_when_the_rule_enforces(services):
+    shadowed = receive_registry_event(services, registered(model="churn-shadow", accuracy="0.91"))
+    assert "shadow" in shadowed.evidence
+    enforcing = replace(services, policy=parse_policy(POLICY.replace("    mode: shadow\n", "")))
+    decision = receive_registry_event(enforcing, registered(model="churn-shadow", accuracy="0.91",
+                                                            event_id="again"))
+    assert decision.outcome is Outcome.REQUEST_APPROVAL and decision.reviews

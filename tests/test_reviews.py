@@ -248,3 +248,50 @@ def test_review_json_carries_the_contract_fields(fn, wired):
     assert [r["id"] for r in json.loads(listing.get_body())["reviews"]] == [review.id]
     missing = fn["review"](func.HttpRequest("GET", "/api/reviews/nope", body=b"", route_params={"id": "nope"}))
     assert missing.status_code == 404
+
+
+def test_the_registrant_may_reject_their_own_model(fn, wired):
+    review = open_review(wired, created_by="ana@contoso.com")
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    reply = post_vote(fn, review.id, {"decision": "reject", "comment": "I found a leak", "token": token})
+    assert reply.status_code == 200 and json.loads(reply.get_body())["review"]["state"] == "rejected"
+
+
+def test_approving_a_drift_review_is_not_a_promotion(wired):
+    from handlers.reviews import vote
+
+    event = load_event("eg_monitor_breach.json")[0]
+    event["data"]["experimentName"] = "defect-detector-drift"
+    [review] = receive_registry_event(wired, event).reviews
+    token = token_of(approval_link(wired, review.id, "vision-reviewers@contoso.com"))
+    updated, decision = vote(wired, review.id, token=token, decision="approve", comment="labelled")
+    assert updated.state is ReviewState.APPROVED and decision.outcome is Outcome.NO_ACTION
+    assert not any(t.kind in (TaskKind.PROMOTION, TaskKind.ROLLOUT) for t in decision.tasks)
+
+
+def test_a_form_vote_that_does_not_count_shows_the_page_with_the_reason(fn, wired):
+    review = open_review(wired)
+    body = f"decision=approve&comment=ok&token={forged(token_of(approval_link(wired, review.id, 'ana@contoso.com')))}"
+    reply = post_vote(fn, review.id, body.encode(), content_type="application/x-www-form-urlencoded")
+    page = reply.get_body().decode()
+    assert reply.status_code == 403 and reply.mimetype == "text/html"
+    assert "Your vote was not counted: approval token signature is not valid" in page
+
+
+def test_errors_name_the_field_at_fault(fn, wired):
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    long = post_vote(fn, review.id, {"decision": "approve", "comment": "x" * 2001, "token": token})
+    assert long.status_code == 400 and json.loads(long.get_body())["error"]["field"] == "comment"
+    missing = post_vote(fn, "nope", {"decision": "approve", "token": token})
+    assert missing.status_code in (403, 404)  # the token names another review: refused before any lookup
+
+
+def test_a_review_page_without_a_signing_key_answers_503_naming_it(fn, wired):
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    bootstrap.reset(replace(wired, approval_key=b""))
+    req = func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"token": token},
+                           route_params={"id": review.id})
+    reply = fn["review"](req)
+    assert reply.status_code == 503 and "APPROVAL_SIGNING_KEY" in json.loads(reply.get_body())["error"]["reason"]

@@ -79,6 +79,8 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
             approver = verify_token(services.approval_key, token, found.id, services.clock.now()).approver
         except VoteError as error:
             return _html(review_page(found, message=f"This link cannot be used: {error.reason}"), error.status)
+        except ControlPlaneError as error:  # no signing key configured
+            return error_response(503, "service", str(error))
     return _html(review_page(found, token=token, approver=approver))
 
 
@@ -103,7 +105,10 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
                                  decision=form.get("decision", ""), comment=form.get("comment", ""),
                                  principal=req.headers.get(PRINCIPAL_HEADER))
     except VoteError as error:
-        return error_response(error.status, "token" if error.status in (401, 403) else "decision", error.reason)
+        if _is_form(req) and error.status != 404:  # a person at the page: show the page and why
+            current = bootstrap.services().store.review(req.route_params["id"])
+            return _html(review_page(current, message=f"Your vote was not counted: {error.reason}"), error.status)
+        return error_response(error.status, error.field, error.reason)
     except ControlPlaneError as error:
         return error_response(503, "service", str(error))
     if _is_form(req):
