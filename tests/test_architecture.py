@@ -40,13 +40,14 @@ def test_only_triggers_and_the_local_host_import_azure_functions(path):
 def test_handlers_import_no_sdk_and_no_adapter(path):
     names = imports(path)
     assert not uses(names, *SDKS), "handlers reach the outside world only through ports"
-    assert not uses(names, "controlplane.adapters", "controlplane.bootstrap", "triggers")
+    assert not uses(names, "controlplane.adapters", "controlplane.bootstrap", "controlplane.drift", "triggers")
 
 
 @pytest.mark.parametrize("path", modules("controlplane"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_domain_imports_no_sdk(path):
     relative = path.relative_to(ROOT / "controlplane")
-    if relative.parts[0] == "adapters" or relative.name in ("localhost.py", "bootstrap.py", "cli.py", "producer.py"):
+    if relative.parts[0] in ("adapters", "drift") or relative.name in ("localhost.py", "bootstrap.py", "cli.py",
+                                                                        "producer.py"):
         return
     assert not uses(imports(path), *SDKS)
 
