@@ -39,12 +39,24 @@ class _Strict(BaseModel):
 
 
 class Retraining(_Strict):
-    """The Azure ML pipeline job a drifted classical model is retrained with."""
+    """The Azure ML pipeline job a drifted classical model is retrained with, and its storm guard."""
 
     pipeline: str = Field(description="Pipeline job YAML path (relative to the policy) or 'azureml:component:version'.")
     experiment: str = Field(description="Experiment the retraining job is filed under.")
     compute: str | None = Field(default=None, description="Default compute for the pipeline, if it sets none.")
     inputs: dict[str, str] = Field(default_factory=dict, description="Pipeline inputs, e.g. training data assets.")
+    cooldown_hours: float = Field(24, ge=0, description="No new retraining this soon after the last one.")
+    daily_budget: int = Field(2, ge=1, description="At most this many retrainings in 24 hours.")
+    schedule: str | None = Field(None, description="Also retrain on this 6-field NCRONTAB schedule (UTC).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is not None:
+            from controlplane.ncrontab import Schedule
+
+            Schedule(schedule)
+        return schedule
 
 
 class Review(_Strict):
@@ -136,6 +148,40 @@ class Promotion(_Strict):
         return next((g for g in gates if g.metric == self.primary_metric), gates[0])
 
 
+class WindowPolicy(_Strict):
+    """Tumbling telemetry windows per deployment: by count or event time, whichever comes first."""
+
+    records: int = Field(10_000, ge=1, description="A window closes when it has counted this many records.")
+    minutes: float = Field(60, gt=0, description="Or when its event-time bucket of this length ends.")
+    grace_minutes: float = Field(5, ge=0, description="Late records within this are counted in their window.")
+    sample: int = Field(10_000, ge=10, description="Rows of the window the drift check reads (uniform sample).")
+
+
+class DriftPolicy(_Strict):
+    """How telemetry windows are checked for drift against reference data (Evidently)."""
+
+    reference: str = Field(description="Reference data: a .csv/.parquet path, an https blob URL or "
+                                       "'azureml:<data asset>:<version>'.")
+    columns: dict[str, str] = Field(min_length=1, description="Column -> 'numerical' or 'categorical'; outputs "
+                                                             "are 'outputs.<name>'.")
+    methods: dict[str, str] = Field(default_factory=dict, description="Per column or per type: Evidently method.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per column or per type.")
+    drift_share: float = Field(0.5, gt=0, le=1, description="Dataset drift when this share of columns drift.")
+    min_rows: int = Field(100, ge=1, description="Fewer rows in a window: inconclusive.")
+    effect_size_floor: float | None = Field(None, ge=0, description="Ignore numerical shifts smaller than this "
+                                                                      "many reference standard deviations.")
+    persistence: int = Field(1, ge=1, description="Act only after this many drifted windows in a row.")
+    window: WindowPolicy = WindowPolicy()
+
+    @field_validator("columns")
+    @classmethod
+    def _column_kinds(cls, columns: dict[str, str]) -> dict[str, str]:
+        for name, kind in columns.items():
+            if kind not in ("numerical", "categorical"):
+                raise ValueError(f"column {name!r}: expected 'numerical' or 'categorical', got {kind!r}")
+        return columns
+
+
 class ModelRule(_Strict):
     """What applies to the models whose name matches ``name`` (a glob) and whose tags include ``tags``."""
 
@@ -146,6 +192,7 @@ class ModelRule(_Strict):
     retraining: Retraining | None = None
     review: Review | None = None
     promotion: Promotion | None = None
+    drift: DriftPolicy | None = None
 
     def matches(self, model: str, tags: Mapping[str, str]) -> bool:
         return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
@@ -234,6 +281,7 @@ class ResolvedRule:
     retraining: Retraining | None
     review: Review | None
     promotion: Promotion | None = None
+    drift: DriftPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +296,7 @@ class Policy:
                 defaults = self.document.defaults
                 return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
                                     mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
-                                    promotion=rule.promotion)
+                                    promotion=rule.promotion, drift=rule.drift)
         return None
 
     def model_for_monitor(self, monitor: str) -> str | None:

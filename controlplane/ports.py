@@ -5,20 +5,21 @@ dispatcher, the system clock); tests use hand-written fakes or the real adapters
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Task, TaskState
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
+from controlplane.windows import Window, WindowKey, WindowSpec
 
 if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
     from controlplane.gateway import Gateway
     from controlplane.monitoring import HealthProbe
-    from controlplane.policy import Policy
+    from controlplane.policy import DriftPolicy, Policy
 
 
 class Clock(Protocol):
@@ -47,8 +48,10 @@ class Claim:
 
 @dataclass(frozen=True)
 class AppendResult:
-    stored: int
-    duplicates: int
+    stored: int  # records counted in a window
+    duplicates: int  # records of events seen before
+    late: int = 0  # records whose window had closed (after its grace period)
+    closed: tuple[WindowKey, ...] = ()  # windows this append filled up
 
 
 class DecisionStore(Protocol):
@@ -111,15 +114,38 @@ class DecisionStore(Protocol):
 
 
 class TelemetryStore(Protocol):
-    """Durable telemetry records, deduplicated by Event Hubs partition and sequence number."""
+    """Telemetry windows: exact counts and hash samples, deduplicated by Event Hubs partition and
+    sequence number, safe when several instances append to the same window at once."""
 
-    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult: ...
+    def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
+                         now: datetime) -> AppendResult: ...
+
+    def close_due_windows(self, now: datetime) -> list[WindowKey]:
+        """Close every open window whose bucket and grace period have passed; the keys closed."""
+
+    def window(self, key: WindowKey) -> Window | None: ...
+
+    def window_sample(self, key: WindowKey, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` kept rows with the smallest hashes: a uniform sample of the window."""
 
     def telemetry_count(self, model: str, deployment: str) -> int: ...
 
 
 class Store(DecisionStore, TelemetryStore, Protocol):
     """What a storage backend provides."""
+
+
+class DriftChecker(Protocol):
+    """Checks a window's rows against the model's reference data (Evidently behind it).
+
+    ``check`` returns a result with ``rows``, ``inconclusive``, ``dataset_drift``, ``drifted``, ``share``,
+    ``reason`` and ``to_evidence()``; ``render`` writes the full HTML report for people and returns
+    where it is. A bad drift policy or unreadable reference raises ``PermanentError``.
+    """
+
+    def check(self, rows: list[dict[str, Any]], policy: DriftPolicy) -> Any: ...
+
+    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str: ...
 
 
 class Dispatcher(Protocol):
@@ -145,3 +171,4 @@ class Services:
     public_url: str = "http://127.0.0.1:7071"  # where approval links point
     publish_decisions: bool = False  # an Event Grid topic receives every decision
     health: HealthProbe | None = None  # deployment health for rollout gates
+    drift: DriftChecker | None = None  # window drift checks

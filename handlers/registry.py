@@ -80,13 +80,13 @@ def decide_registry_event(event: ev.RegistryEvent, services: Services, *, key: s
                   "features": [{"feature": v.feature, "metric": v.metric, "value": v.value,
                                 "threshold": v.threshold} for v in breach.violations]}
         drifted = ", ".join(v.feature for v in breach.violations) or "unnamed features"
-        return act_on_drift(policy, model, signal, f"monitor signal {breach.signal!r} breached on {drifted}", key)
+        return act_on_drift(services, model, signal, f"monitor signal {breach.signal!r} breached on {drifted}", key)
     if isinstance(event, ev.DatasetDriftDetected):
         signal = {"kind": "dataset_monitor", "monitor": event.drift_name, "run_id": event.run_id,
                   "coefficient": event.coefficient, "base_dataset": event.base_dataset_id,
                   "target_dataset": event.target_dataset_id,
                   "window": [t.isoformat() if t else None for t in (event.start, event.end)]}
-        return act_on_drift(policy, model, signal,
+        return act_on_drift(services, model, signal,
                             f"dataset monitor {event.drift_name!r} drift coefficient {event.coefficient:g}", key)
     run = event  # RunCompleted or an ordinary RunStatusChanged
     status = getattr(run, "status", "Completed")

@@ -13,6 +13,8 @@ from controlplane.events import TelemetryEvent
 from controlplane.ledger import Decision, Source
 from controlplane.parsing import parse_telemetry_body
 from controlplane.ports import Services
+from controlplane.windows import WindowSpec
+from handlers.drift import evaluate_window
 from handlers.record import record_invalid
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class TelemetryReport:
     stored: int
     duplicates: int
     invalid: tuple[Decision, ...] = field(default_factory=tuple)
+    late: int = 0
+    windows: tuple[Decision, ...] = ()  # decisions on the windows this batch closed
 
 
 def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> TelemetryReport:
@@ -51,10 +55,22 @@ def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> Tele
                 key=f"telemetry:{raw.partition}:{raw.sequence_number}"))
             continue
         good.append(TelemetryEvent(raw.partition, raw.sequence_number, raw.enqueued_time, records))
-    result = services.store.append_telemetry(good) if good else None
+    result = services.store.append_telemetry(good, window_spec(services), services.clock.now()) if good else None
+    decided = tuple(evaluate_window(services, key) for key in (result.closed if result else ()))
     report = TelemetryReport(events=len(batch), records=sum(len(e.records) for e in good),
                              stored=result.stored if result else 0, duplicates=result.duplicates if result else 0,
-                             invalid=tuple(invalid))
-    logger.info("telemetry batch events=%d records=%d stored=%d duplicates=%d invalid=%d", report.events,
-                report.records, report.stored, report.duplicates, len(report.invalid))
+                             invalid=tuple(invalid), late=result.late if result else 0, windows=decided)
+    logger.info("telemetry batch events=%d records=%d stored=%d duplicates=%d late=%d invalid=%d windows=%d",
+                report.events, report.records, report.stored, report.duplicates, report.late, len(report.invalid),
+                len(report.windows))
     return report
+
+
+def window_spec(services: Services):
+    """Each model's window settings from its drift policy (the defaults when it has none)."""
+    def spec_for(model: str) -> WindowSpec:
+        rule = services.policy.rule_for(model)
+        window = rule.drift.window if rule and rule.drift else None
+        return WindowSpec(window.records, window.minutes, window.grace_minutes, window.sample) if window \
+            else WindowSpec()
+    return spec_for

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from controlplane.errors import EventInProgress, StoreUnavailable
-from controlplane.events import TelemetryEvent
 from controlplane.gateway import (
     DeploymentInfo,
     DeploymentRequest,
@@ -19,6 +18,7 @@ from controlplane.gateway import (
 )
 from controlplane.ledger import Decision, Task, TaskState
 from controlplane.ports import AppendResult, Claim
+from controlplane.windows import Window, WindowKey, record_hash, sample_row
 
 
 class FakeClock:
@@ -43,7 +43,8 @@ class FakeStore:
         self.outbox: dict[str, Task] = {}
         self.review_book: dict[str, object] = {}
         self.rollout_book: dict[str, object] = {}
-        self.telemetry: dict[tuple[str, int, int], tuple[str, str]] = {}
+        self.seen_events: set = set()
+        self.windows: dict[tuple, dict] = {}
         self.down = False
         self._lock = threading.Lock()
         self._tokens = 0
@@ -164,22 +165,58 @@ class FakeStore:
     def ping(self):
         self._check()
 
-    def append_telemetry(self, events: list[TelemetryEvent]) -> AppendResult:
+    def append_telemetry(self, events, spec_for, now) -> AppendResult:
         with self._lock:
             self._check()
-            stored = duplicates = 0
+            stored = duplicates = late = 0
+            closed = []
             for event in events:
-                for index, record in enumerate(event.records):
-                    key = (event.partition, event.sequence_number, index)
-                    if key in self.telemetry:
-                        duplicates += 1
-                    else:
-                        self.telemetry[key] = (record.model, record.deployment)
+                for target in {(r.model, r.deployment) for r in event.records}:
+                    records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
+                    if (target, event.partition, event.sequence_number) in self.seen_events:
+                        duplicates += len(records)
+                        continue
+                    self.seen_events.add((target, event.partition, event.sequence_number))
+                    for index, record in records:
+                        spec = spec_for(record.model)
+                        bucket = spec.bucket(record.timestamp)
+                        if now >= spec.closes_at(bucket):
+                            late += 1
+                            continue
+                        parts = [k for k in self.windows if k[:3] == (*target, bucket)]
+                        part = max((k[3] for k in parts), default=-1)
+                        if part < 0 or self.windows[(*target, bucket, part)]["closed"]:
+                            part += 1
+                            self.windows[(*target, bucket, part)] = {"count": 0, "closed": False, "reason": "",
+                                                                     "closes_at": spec.closes_at(bucket), "rows": []}
+                        window = self.windows[(*target, bucket, part)]
+                        window["count"] += 1
+                        digest = record_hash(event.partition, event.sequence_number, index)
+                        if digest < spec.keep_below:
+                            window["rows"].append((digest, sample_row(record)))
                         stored += 1
-            return AppendResult(stored, duplicates)
+                        if window["count"] >= spec.records:
+                            window.update(closed=True, reason="records")
+                            closed.append(WindowKey(*target, bucket, part))
+            return AppendResult(stored, duplicates, late, tuple(closed))
+
+    def close_due_windows(self, now):
+        with self._lock:
+            due = [k for k, w in self.windows.items() if not w["closed"] and w["closes_at"] <= now]
+            for key in due:
+                self.windows[key].update(closed=True, reason="time")
+            return [WindowKey(*key) for key in due]
+
+    def window(self, key):
+        found = self.windows.get((key.model, key.deployment, key.bucket, key.part))
+        return Window(key, found["count"], found["closed"], found["reason"]) if found else None
+
+    def window_sample(self, key, limit):
+        found = self.windows.get((key.model, key.deployment, key.bucket, key.part))
+        return [row for _, row in sorted(found["rows"], key=lambda item: item[0])[:limit]] if found else []
 
     def telemetry_count(self, model, deployment):
-        return sum(1 for value in self.telemetry.values() if value == (model, deployment))
+        return sum(w["count"] for k, w in self.windows.items() if k[:2] == (model, deployment))
 
 
 class FakeGateway:

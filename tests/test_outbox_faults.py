@@ -12,6 +12,7 @@ from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 from controlplane.errors import TransientError
 from controlplane.gateway import GatewayError, JobInfo, PipelineRequest
 from controlplane.ledger import Task, TaskKind, TaskState
+from controlplane.policy import parse_policy
 from handlers.registry import receive_registry_event
 from handlers.sweep import sweep
 from tests.fakes import FakeWorkspace as Workspace
@@ -87,7 +88,18 @@ def sweep_until_quiet(services, max_sweeps: int = 100) -> int:
 
 @pytest.fixture(params=["fake", "sqlite"])
 def store_services(request, services, make_store):
-    return replace(services, store=make_store(request.param))
+    # Every breach must open a retraining here: the storm guard (tested elsewhere) is turned off.
+    unguarded = parse_policy(GUARDLESS_POLICY)
+    return replace(services, store=make_store(request.param), policy=unguarded)
+
+
+GUARDLESS_POLICY = """
+models:
+  - name: churn
+    retraining: {pipeline: pipelines/retrain-churn.yml, experiment: churn-retraining, cooldown_hours: 0,
+                 daily_budget: 100000}
+monitors: {churn-monitor: churn}
+"""
 
 
 def test_a_flaky_workspace_leaves_every_task_succeeded_or_dead_lettered_none_lost_no_job_submitted_twice(

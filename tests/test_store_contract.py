@@ -9,6 +9,7 @@ import pytest
 from controlplane.errors import EventInProgress
 from controlplane.events import TelemetryEvent, TelemetryRecord
 from controlplane.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.windows import Window, WindowKey, WindowSpec, record_hash
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -102,18 +103,80 @@ def test_due_tasks_are_updated_once_and_stale_updates_are_ignored(store):
     assert store.due_tasks(T0 + timedelta(days=1), 10) == []
 
 
-def test_telemetry_is_deduplicated_by_partition_and_sequence_number(store):
-    def event(sequence, n=2):
-        records = tuple(TelemetryRecord("churn", "3", "churn-ep", "green", f"r{sequence}-{i}", T0, {"age": i}, {})
-                        for i in range(n))
-        return TelemetryEvent("0", sequence, T0, records)
+SPEC = WindowSpec(records=10, minutes=60, grace_minutes=5, sample=4)
 
-    first = store.append_telemetry([event(1), event(2)])
-    again = store.append_telemetry([event(2), event(3)])
 
-    assert (first.stored, first.duplicates) == (4, 0)
+def telemetry_event(sequence, n=2, partition="0", at=T0, deployment="green", first_age=0):
+    records = tuple(TelemetryRecord("churn", "3", "churn-ep", deployment, f"r{sequence}-{i}", at,
+                                    {"age": first_age + i}, {"score": 0.5}) for i in range(n))
+    return TelemetryEvent(partition, sequence, at, records)
+
+
+def test_telemetry_counts_exactly_and_a_redelivered_event_adds_nothing(store):
+    first = store.append_telemetry([telemetry_event(1), telemetry_event(2)], lambda m: SPEC, T0)
+    again = store.append_telemetry([telemetry_event(2), telemetry_event(3)], lambda m: SPEC, T0)
+
+    assert (first.stored, first.duplicates, first.closed) == (4, 0, ())
     assert (again.stored, again.duplicates) == (2, 2)
     assert store.telemetry_count("churn", "green") == 6
+    key = WindowKey("churn", "green", SPEC.bucket(T0), 0)
+    assert store.window(key) == Window(key, 6, False, "")
+
+
+def test_a_full_window_closes_and_the_bucket_opens_its_next_part(store):
+    result = store.append_telemetry([telemetry_event(s, n=3) for s in range(4)], lambda m: SPEC, T0)
+    bucket = SPEC.bucket(T0)
+    assert result.closed == (WindowKey("churn", "green", bucket, 0),) and result.stored == 12
+    assert store.window(WindowKey("churn", "green", bucket, 0)) == Window(WindowKey("churn", "green", bucket, 0),
+                                                                          10, True, "records")
+    assert store.window(WindowKey("churn", "green", bucket, 1)).count == 2
+
+
+def test_windows_close_by_time_after_their_grace_and_late_records_are_not_counted(store):
+    store.append_telemetry([telemetry_event(1)], lambda m: SPEC, T0)
+    bucket = SPEC.bucket(T0)
+    assert store.close_due_windows(SPEC.closes_at(bucket) - timedelta(seconds=1)) == []
+    assert store.close_due_windows(SPEC.closes_at(bucket)) == [WindowKey("churn", "green", bucket, 0)]
+    assert store.close_due_windows(SPEC.closes_at(bucket) + timedelta(hours=1)) == []
+    late = store.append_telemetry([telemetry_event(2)], lambda m: SPEC, SPEC.closes_at(bucket))
+    assert (late.stored, late.late) == (0, 2)
+    within_grace = store.append_telemetry([telemetry_event(3, at=T0 + timedelta(minutes=61))], lambda m: SPEC,
+                                          SPEC.bucket_end(bucket) + timedelta(minutes=3))
+    assert within_grace.stored == 2  # the next bucket's record, received before that bucket closes
+
+
+def test_the_sample_is_the_same_uniform_rows_whatever_the_store_and_order(store):
+    events = [telemetry_event(s, n=2, first_age=10 * s) for s in range(5)]
+    store.append_telemetry(list(reversed(events)), lambda m: SPEC, T0)
+    key = WindowKey("churn", "green", SPEC.bucket(T0), 0)
+    sample = store.window_sample(key, 4)
+    expected = sorted((record_hash("0", s, i), 10 * s + i) for s in range(5) for i in range(2))[:4]
+    assert [row["age"] for row in sample] == [age for _, age in expected]
+    assert sample[0]["outputs.score"] == 0.5
+
+
+def test_concurrent_appenders_to_one_window_count_exactly_and_close_it_once(store):
+    spec = WindowSpec(records=50, minutes=60, grace_minutes=5, sample=50)
+    closed, errors = [], []
+
+    def appender(worker):
+        try:
+            for batch in range(5):
+                events = [telemetry_event(1000 * worker + 10 * batch + j, n=2, partition=str(worker))
+                          for j in range(3)]
+                closed.extend(store.append_telemetry(events, lambda m: spec, T0).closed)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert store.telemetry_count("churn", "green") == 4 * 5 * 3 * 2
+    assert sorted(k.part for k in closed) == [0, 1]  # 120 records: two full windows of 50, each closed once
+    assert store.window(WindowKey("churn", "green", spec.bucket(T0), 2)).count == 20
 
 
 def test_concurrent_claims_of_the_same_keys_complete_each_key_exactly_once(store):

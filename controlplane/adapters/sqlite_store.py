@@ -9,10 +9,11 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
@@ -20,6 +21,7 @@ from controlplane.ledger import Decision, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
+from controlplane.windows import Window, WindowKey, WindowSpec, record_hash, sample_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -40,12 +42,18 @@ CREATE INDEX IF NOT EXISTS reviews_by_state ON reviews (state, created_at DESC);
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS telemetry (
-    partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, model TEXT NOT NULL,
-    version TEXT NOT NULL, endpoint TEXT NOT NULL, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
-    ts TEXT NOT NULL, inputs TEXT NOT NULL, outputs TEXT NOT NULL, enqueued_at TEXT,
-    PRIMARY KEY (partition, seq, idx));
-CREATE INDEX IF NOT EXISTS telemetry_by_window ON telemetry (model, deployment, ts);
+CREATE TABLE IF NOT EXISTS telemetry_events (
+    model TEXT NOT NULL, deployment TEXT NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (model, deployment, partition, seq));
+CREATE TABLE IF NOT EXISTS windows (
+    model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
+    count INTEGER NOT NULL, closed INTEGER NOT NULL, reason TEXT NOT NULL, closes_at TEXT NOT NULL,
+    PRIMARY KEY (model, deployment, bucket, part));
+CREATE INDEX IF NOT EXISTS windows_open ON windows (closed, closes_at);
+CREATE TABLE IF NOT EXISTS window_rows (
+    model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
+    hash INTEGER NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (model, deployment, bucket, part, hash, partition, seq, idx));
 """
 
 
@@ -242,21 +250,85 @@ class SqliteStore:
             self._connection().execute("SELECT count(*) FROM claims").fetchone()
 
     # -- TelemetryStore -----------------------------------------------------------------------
-    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult:
-        rows = [
-            (event.partition, event.sequence_number, index, r.model, r.version, r.endpoint, r.deployment,
-             r.request_id, r.timestamp.isoformat(), dumps(r.inputs), dumps(r.outputs),
-             event.enqueued_time.isoformat() if event.enqueued_time else None)
-            for event in events for index, r in enumerate(event.records)
-        ]
+    def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
+                         now: datetime) -> AppendResult:
+        stored = duplicates = late = 0
+        closed: list[WindowKey] = []
         with self._transaction() as db:
-            before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            stored = db.total_changes - before
-        return AppendResult(stored=stored, duplicates=len(rows) - stored)
+            windows: dict[tuple[str, str, int], list[int]] = {}  # (model, deployment, bucket) -> [part, count]
+            for event in events:
+                for target in {(r.model, r.deployment) for r in event.records}:
+                    fresh = db.execute("INSERT OR IGNORE INTO telemetry_events VALUES (?, ?, ?, ?)",
+                                       (*target, event.partition, event.sequence_number)).rowcount
+                    records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
+                    if not fresh:
+                        duplicates += len(records)
+                        continue
+                    for index, r in records:
+                        spec = spec_for(r.model)
+                        bucket = spec.bucket(r.timestamp)
+                        if now >= spec.closes_at(bucket):
+                            late += 1
+                            continue
+                        slot = windows.get((*target, bucket)) or self._open_window(db, *target, bucket, spec)
+                        windows[(*target, bucket)] = slot
+                        slot[1] += 1
+                        key = WindowKey(r.model, r.deployment, bucket, slot[0])
+                        digest = record_hash(event.partition, event.sequence_number, index)
+                        if digest < spec.keep_below:
+                            db.execute("INSERT OR IGNORE INTO window_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       (*target, bucket, slot[0], digest, event.partition, event.sequence_number,
+                                        index, dumps(sample_row(r))))
+                        stored += 1
+                        if slot[1] >= spec.records:  # full: close it, the bucket's next records open the next part
+                            db.execute("UPDATE windows SET count = ?, closed = 1, reason = 'records' WHERE model = ? "
+                                       "AND deployment = ? AND bucket = ? AND part = ?", (slot[1], *target, bucket,
+                                                                                         slot[0]))
+                            closed.append(key)
+                            windows[(*target, bucket)] = self._open_window(db, *target, bucket, spec, slot[0] + 1)
+            for (model, deployment, bucket), (part, count) in windows.items():
+                db.execute("UPDATE windows SET count = ? WHERE model = ? AND deployment = ? AND bucket = ? "
+                           "AND part = ?", (count, model, deployment, bucket, part))
+        return AppendResult(stored=stored, duplicates=duplicates, late=late, closed=tuple(closed))
+
+    @staticmethod
+    def _open_window(db: sqlite3.Connection, model: str, deployment: str, bucket: int, spec: WindowSpec,
+                     part: int | None = None) -> list[int]:
+        """The bucket's open part as [part, count], created when there is none."""
+        if part is None:
+            row = db.execute("SELECT part, count, closed FROM windows WHERE model = ? AND deployment = ? AND "
+                             "bucket = ? ORDER BY part DESC LIMIT 1", (model, deployment, bucket)).fetchone()
+            if row is not None and not row[2]:
+                return [row[0], row[1]]
+            part = row[0] + 1 if row is not None else 0
+        db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, 0, 0, '', ?)",
+                   (model, deployment, bucket, part, spec.closes_at(bucket).isoformat()))
+        return [part, 0]
+
+    def close_due_windows(self, now: datetime) -> list[WindowKey]:
+        with self._transaction() as db:
+            due = db.execute("SELECT model, deployment, bucket, part FROM windows WHERE closed = 0 AND closes_at <= ?",
+                             (now.isoformat(),)).fetchall()
+            db.executemany("UPDATE windows SET closed = 1, reason = 'time' WHERE model = ? AND deployment = ? AND "
+                           "bucket = ? AND part = ?", due)
+        return [WindowKey(*row) for row in due]
+
+    def window(self, key: WindowKey) -> Window | None:
+        with self._errors():
+            row = self._connection().execute(
+                "SELECT count, closed, reason FROM windows WHERE model = ? AND deployment = ? AND bucket = ? AND "
+                "part = ?", (key.model, key.deployment, key.bucket, key.part)).fetchone()
+        return Window(key, row[0], bool(row[1]), row[2]) if row else None
+
+    def window_sample(self, key: WindowKey, limit: int) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT row FROM window_rows WHERE model = ? AND deployment = ? AND bucket = ? AND part = ? "
+                "ORDER BY hash LIMIT ?", (key.model, key.deployment, key.bucket, key.part, limit)).fetchall()
+        return [json.loads(row) for (row,) in rows]
 
     def telemetry_count(self, model: str, deployment: str) -> int:
         with self._errors():
             return self._connection().execute(
-                "SELECT count(*) FROM telemetry WHERE model = ? AND deployment = ?", (model, deployment)).fetchone()[0]
-
+                "SELECT coalesce(sum(count), 0) FROM windows WHERE model = ? AND deployment = ?",
+                (model, deployment)).fetchone()[0]

@@ -17,12 +17,12 @@ and deployment, keyed by Event Hubs partition and sequence number so redelivery 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -40,14 +40,16 @@ from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
 from controlplane.settings import Settings
+from controlplane.windows import Window, WindowKey, WindowSpec, record_hash, sample_row
 
 AZURITE_CONNECTION = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
-CHUNK_CHARS = 30_000  # a string property holds at most 64 KiB of UTF-16
-TRANSACTION_LIMIT = 100
+CHUNK_CHARS = 30_000
+EVENTS_PER_TRANSACTION = 30  # a dedupe row and a sample row per event, and the windows they move
+CONFLICT_RETRIES = 50  # a string property holds at most 64 KiB of UTF-16
 _MAX_TIME_MS = 10 ** 13 - 1
 
 
@@ -280,39 +282,149 @@ class TableStore:
             next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
 
     # -- TelemetryStore -----------------------------------------------------------------------
-    def append_telemetry(self, events: Sequence[TelemetryEvent]) -> AppendResult:
-        by_partition: dict[str, list[dict[str, Any]]] = {}
+    # One partition per model and deployment holds its windows (``w|<bucket>|<part>``), one dedupe row
+    # per Event Hubs event (``e|<partition>|<sequence>``) and one sample row per event and window part
+    # (``s|<bucket>|<part>|<partition>|<sequence>``, the event's kept records with their hashes). An
+    # event's rows and the window counters it moves are one transaction, guarded by the window's ETag:
+    # concurrent appenders conflict, re-read and retry, and nothing is counted twice.
+    def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
+                         now: datetime) -> AppendResult:
+        groups: dict[tuple[str, str], list[tuple[TelemetryEvent, list[tuple[int, Any]]]]] = {}
         for event in events:
-            for index, r in enumerate(event.records):
-                pk = partition_of(f"{r.model}|{r.deployment}")
-                by_partition.setdefault(pk, []).append({
-                    "PartitionKey": pk, "RowKey": f"{quote(event.partition, safe='')}|{event.sequence_number:020d}"
-                                                  f"|{index:05d}",
-                    "Model": r.model, "Version": r.version, "Endpoint": r.endpoint, "Deployment": r.deployment,
-                    "RequestId": r.request_id, "Timestamp_": r.timestamp, "Inputs": dumps(r.inputs),
-                    "Outputs": dumps(r.outputs), "EnqueuedAt": event.enqueued_time})
-        stored = duplicates = 0
-        with self._errors():
-            for rows in by_partition.values():
-                for start in range(0, len(rows), TRANSACTION_LIMIT):
-                    chunk = rows[start:start + TRANSACTION_LIMIT]
+            for target in sorted({(r.model, r.deployment) for r in event.records}):
+                records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
+                groups.setdefault(target, []).append((event, records))
+        total = AppendResult(0, 0)
+        for target, items in groups.items():
+            for start in range(0, len(items), EVENTS_PER_TRANSACTION):
+                chunk = items[start:start + EVENTS_PER_TRANSACTION]
+                for _ in range(CONFLICT_RETRIES):
                     try:
-                        self._telemetry.submit_transaction([("create", row) for row in chunk])
-                        stored += len(chunk)
-                    except TableTransactionError:  # some rows exist already: a redelivery
-                        for row in chunk:
-                            try:
-                                self._telemetry.create_entity(row)
-                                stored += 1
-                            except ResourceExistsError:
-                                duplicates += 1
-        return AppendResult(stored=stored, duplicates=duplicates)
+                        part = self._append_chunk(target, chunk, spec_for, now)
+                        break
+                    except _Conflict:
+                        continue
+                else:
+                    raise StoreUnavailable(f"table storage: window of {target} stayed contended")
+                total = AppendResult(total.stored + part.stored, total.duplicates + part.duplicates,
+                                     total.late + part.late, total.closed + part.closed)
+        return total
+
+    def _append_chunk(self, target: tuple[str, str], chunk: list, spec_for: Callable[[str], WindowSpec],
+                      now: datetime) -> AppendResult:
+        pk = partition_of("|".join(target))
+        operations: list[tuple] = []
+        windows: dict[int, dict[str, Any]] = {}  # bucket -> the open window's entity (as it will be written)
+        stored = duplicates = late = 0
+        closed: list[WindowKey] = []
+        with self._errors():
+            for event, records in chunk:
+                seen_key = f"e|{quote(event.partition, safe='')}|{event.sequence_number:020d}"
+                if self._exists(pk, seen_key):
+                    duplicates += len(records)
+                    continue
+                operations.append(("create", {"PartitionKey": pk, "RowKey": seen_key, "Kind": "seen"}))
+                samples: dict[tuple[int, int], list] = {}
+                for index, record in records:
+                    spec = spec_for(record.model)
+                    bucket = spec.bucket(record.timestamp)
+                    if now >= spec.closes_at(bucket):
+                        late += 1
+                        continue
+                    window = windows.get(bucket) or self._open_window(pk, bucket, spec, operations)
+                    windows[bucket] = window
+                    window["Count"] += 1
+                    stored += 1
+                    digest = record_hash(event.partition, event.sequence_number, index)
+                    if digest < spec.keep_below:
+                        samples.setdefault((bucket, window["Part"]), []).append([digest, sample_row(record)])
+                    if window["Count"] >= spec.records:
+                        window.update(Closed=True, Reason="records")
+                        closed.append(WindowKey(*target, bucket, window["Part"]))
+                        windows[bucket] = self._new_window(pk, bucket, window["Part"] + 1, spec, operations)
+                for (bucket, part), rows in samples.items():
+                    operations.append(("create", {
+                        "PartitionKey": pk, "Kind": "sample", **_chunks(dumps(rows)),
+                        "RowKey": f"s|{bucket:012d}|{part:05d}|{quote(event.partition, safe='')}|"
+                                  f"{event.sequence_number:020d}"}))
+            if operations:
+                try:
+                    self._telemetry.submit_transaction(operations)
+                except TableTransactionError as exc:
+                    if _status(exc) in (409, 412):
+                        raise _Conflict() from exc
+                    raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+        return AppendResult(stored, duplicates, late, tuple(closed))
+
+    def _exists(self, pk: str, row_key: str) -> bool:
+        try:
+            self._telemetry.get_entity(pk, row_key, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def _open_window(self, pk: str, bucket: int, spec: WindowSpec, operations: list) -> dict[str, Any]:
+        """The bucket's open window entity, queued for an ETag-guarded update; a new part when it is full."""
+        rows = list(self._telemetry.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": pk, "low": f"w|{bucket:012d}|", "high": f"w|{bucket:012d}}}"}))
+        latest = max(rows, key=lambda row: row["Part"], default=None)
+        if latest is None or latest["Closed"]:
+            return self._new_window(pk, bucket, latest["Part"] + 1 if latest else 0, spec, operations)
+        window = dict(latest)
+        operations.append(("update", window, {"mode": UpdateMode.REPLACE, "etag": latest.metadata["etag"],
+                                              "match_condition": MatchConditions.IfNotModified}))
+        return window
+
+    @staticmethod
+    def _new_window(pk: str, bucket: int, part: int, spec: WindowSpec, operations: list) -> dict[str, Any]:
+        window = {"PartitionKey": pk, "RowKey": f"w|{bucket:012d}|{part:05d}", "Kind": "window", "Bucket": bucket,
+                  "Part": part, "Count": 0, "Closed": False, "Reason": "", "ClosesAt": spec.closes_at(bucket)}
+        operations.append(("create", window))  # a concurrent creator makes this conflict: re-read and retry
+        return window
+
+    def close_due_windows(self, now: datetime) -> list[WindowKey]:
+        closed = []
+        with self._errors():
+            due = list(self._telemetry.query_entities("Kind eq 'window' and Closed eq false and ClosesAt le @now",
+                                                      parameters={"now": now}))
+            for row in due:
+                try:
+                    self._telemetry.update_entity({**row, "Closed": True, "Reason": "time"}, mode=UpdateMode.REPLACE,
+                                                  etag=row.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified)
+                except ResourceModifiedError:
+                    continue  # an appender or another sweep changed it; the next sweep looks again
+                model, deployment = unquote(row["PartitionKey"]).split("|", 1)
+                closed.append(WindowKey(model, deployment, row["Bucket"], row["Part"]))
+        return closed
+
+    def window(self, key: WindowKey) -> Window | None:
+        pk = partition_of(f"{key.model}|{key.deployment}")
+        with self._errors():
+            try:
+                row = self._telemetry.get_entity(pk, f"w|{key.bucket:012d}|{key.part:05d}")
+            except ResourceNotFoundError:
+                return None
+        return Window(key, row["Count"], row["Closed"], row["Reason"])
+
+    def window_sample(self, key: WindowKey, limit: int) -> list[dict[str, Any]]:
+        pk, prefix = partition_of(f"{key.model}|{key.deployment}"), f"s|{key.bucket:012d}|{key.part:05d}|"
+        with self._errors():
+            rows = self._telemetry.query_entities("PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                                                  parameters={"pk": pk, "low": prefix, "high": prefix[:-1] + "}"})
+            kept = [item for row in rows for item in _body(row)]
+        return [row for _, row in sorted(kept, key=lambda item: item[0])[:limit]]
 
     def telemetry_count(self, model: str, deployment: str) -> int:
         with self._errors():
-            rows = self._telemetry.query_entities("PartitionKey eq @pk", parameters={
-                "pk": partition_of(f"{model}|{deployment}")}, select=["RowKey"])
-            return sum(1 for _ in rows)
+            rows = self._telemetry.query_entities("PartitionKey eq @pk and Kind eq 'window'", parameters={
+                "pk": partition_of(f"{model}|{deployment}")}, select=["Count"])
+            return sum(row["Count"] for row in rows)
+
+
+class _Conflict(Exception):
+    """Another appender moved the window first: re-read and try again."""
 
 
 def _chunks(text: str) -> dict[str, str]:
