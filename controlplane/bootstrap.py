@@ -55,6 +55,11 @@ def build(settings: Settings) -> Services:
 
         routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
     gateway, health = workspace(settings)
+    from controlplane.adapters.drift_checker import EvidentlyDriftChecker
+    from controlplane.adapters.local_work import LocalWork
+
+    checker = EvidentlyDriftChecker(artifacts(settings), settings.public_url)
+    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, artifacts(settings))
     if settings.dispatch == "azureml":
         from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 
@@ -63,7 +68,8 @@ def build(settings: Settings) -> Services:
                                                   TaskKind.SCALE)})
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
-                    publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health)
+                    publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
+                    drift=checker)
 
 
 def workspace(settings: Settings):
@@ -106,6 +112,13 @@ def approval_key(settings: Settings) -> bytes:
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
+
+
+def artifacts(settings: Settings | None = None):
+    """Where reports and labelling exports are kept (a directory, or a blob container)."""
+    from controlplane.adapters.artifacts import artifacts_for
+
+    return artifacts_for((settings or Settings.from_env()).artifacts_location)
 
 
 def reset(replacement: Services | None = None) -> None:

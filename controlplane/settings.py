@@ -35,6 +35,7 @@ AZUREML_SUBSCRIPTION_ID = "AZUREML_SUBSCRIPTION_ID"
 AZUREML_RESOURCE_GROUP = "AZUREML_RESOURCE_GROUP"
 AZUREML_WORKSPACE = "AZUREML_WORKSPACE"
 LOGS_WORKSPACE_ID = "CONTROLPLANE_LOGS_WORKSPACE_ID"
+ARTIFACTS = "CONTROLPLANE_ARTIFACTS"
 
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
@@ -70,12 +71,20 @@ class Settings:
     azureml_resource_group: str = ""
     azureml_workspace: str = ""
     logs_workspace_id: str = ""
+    artifacts: str = ""  # a directory or an https blob container URL; default beside the SQLite database
 
     @property
     def simulation_path(self) -> str:
         """Where the dry run keeps its simulated Azure ML workspace."""
         base = self.sqlite_path.rsplit("/", 1)[0] if self.store_kind == "sqlite" and "/" in self.sqlite_path else ""
         return f"{base or '.controlplane'}/simulated-workspace.json"
+
+    @property
+    def artifacts_location(self) -> str:
+        if self.artifacts:
+            return self.artifacts
+        base = self.sqlite_path.rsplit("/", 1)[0] if self.store_kind == "sqlite" and "/" in self.sqlite_path else ""
+        return f"{base or '.controlplane'}/artifacts"
 
     @property
     def store_kind(self) -> str:
@@ -134,7 +143,8 @@ class Settings:
                        eventgrid_topic_key=env.get(EVENTGRID_TOPIC_KEY, ""),
                        azureml_subscription_id=azureml[AZUREML_SUBSCRIPTION_ID],
                        azureml_resource_group=azureml[AZUREML_RESOURCE_GROUP],
-                       azureml_workspace=azureml[AZUREML_WORKSPACE], logs_workspace_id=azureml[LOGS_WORKSPACE_ID])
+                       azureml_workspace=azureml[AZUREML_WORKSPACE], logs_workspace_id=azureml[LOGS_WORKSPACE_ID],
+                       artifacts=env.get(ARTIFACTS, ""))
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

@@ -45,7 +45,9 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
     window = evidence.get("window")
     tasks = []
     if window:  # the window's rows go to labelling and its report to the reviewers
-        name = f"{model}-{window['deployment']}-{window['bucket']}.{window['part']}"
+        # Reports are served without a function key: the name carries a secret-derived part, unguessable.
+        base = f"{model}-{window['deployment']}-{window['bucket']}.{window['part']}"
+        name = f"{base}-{digest(base, services.approval_key.hex(), length=16)}"
         evidence["report"] = name
         tasks = [TaskDraft(TaskKind.REVIEW, f"labelling/{name}", {
                      "operation": "labelling.export", "name": name, "window": dict(window),

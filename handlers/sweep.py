@@ -19,10 +19,12 @@ from datetime import timedelta
 from controlplane.errors import PermanentError, TransientError
 from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
 from controlplane.ports import Services
+from handlers.drift import evaluate_window
 from handlers.promotion import SETS_CHAMPION
 from handlers.record import decide_once
 from handlers.reviews import expire_reviews
 from handlers.rollout import advance_rollouts, start_rollout
+from handlers.schedules import run_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,16 @@ class SweepReport:
     dead_lettered: int
     expired_reviews: int = 0
     rollouts_moved: int = 0
+    windows_closed: int = 0
+    scheduled: int = 0
 
 
 def sweep(services: Services) -> SweepReport:
     expired = expire_reviews(services)
+    closed = services.store.close_due_windows(services.clock.now())
+    for key in closed:
+        evaluate_window(services, key)
+    scheduled = run_schedules(services)
     moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
@@ -55,10 +63,10 @@ def sweep(services: Services) -> SweepReport:
             _record_promotion(services, updated)
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
                          dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired),
-                         rollouts_moved=len(moved))
-    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d rollouts_moved=%d",
-                report.due, report.succeeded, report.retrying, report.dead_lettered, report.expired_reviews,
-                report.rollouts_moved)
+                         rollouts_moved=len(moved), windows_closed=len(closed), scheduled=len(scheduled))
+    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d rollouts_moved=%d "
+                "windows_closed=%d scheduled=%d", report.due, report.succeeded, report.retrying, report.dead_lettered,
+                report.expired_reviews, report.rollouts_moved, report.windows_closed, report.scheduled)
     return report
 
 

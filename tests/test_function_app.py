@@ -20,8 +20,8 @@ def bindings(function):
 
 
 def test_the_functions_are_registered(functions):
-    assert sorted(functions) == ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "review",
-                                 "review_decision", "reviews", "sweep", "ui"]
+    assert sorted(functions) == ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "report",
+                                 "review", "review_decision", "reviews", "sweep", "ui"]
 
 
 def test_registry_events_come_from_event_grid(functions):
@@ -48,6 +48,7 @@ def test_telemetry_is_an_event_hubs_batch_with_exponential_retry(functions):
     ("review", "reviews/{id}", ["GET"], "ANONYMOUS"),  # the signed token in the link authorises
     ("review_decision", "reviews/{id}/decision", ["POST"], "ANONYMOUS"),
     ("ui", "ui", ["GET"], "FUNCTION"),
+    ("report", "reports/{name}", ["GET"], "ANONYMOUS"),  # the name carries a secret-derived part
 ])
 def test_http_routes(functions, name, route, methods, auth):
     trigger = bindings(functions[name])[0]

@@ -38,6 +38,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   resource blobs 'blobServices' = {
     name: 'default'
     resource packages 'containers' = { name: deploymentContainer }
+    resource artifacts 'containers' = { name: 'artifacts' }
   }
 }
 
@@ -147,6 +148,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZUREML_WORKSPACE: azureMlWorkspace
     // The online endpoints' diagnostic settings must send AmlOnlineEndpointTrafficLog to this workspace.
     CONTROLPLANE_LOGS_WORKSPACE_ID: logs.properties.customerId
+    CONTROLPLANE_ARTIFACTS: '${storage.properties.primaryEndpoints.blob}artifacts'
     CONTROLPLANE_LEASE_SECONDS: '300'
     CONTROLPLANE_TABLE_PREFIX: 'controlplane'
     CONTROLPLANE_PUBLIC_URL: 'https://${functionApp.properties.defaultHostName}'
