@@ -1,0 +1,26 @@
+"""Drift checks for the control plane: decide whether a current window drifted from its reference.
+
+``check_drift`` gives the decision (seconds, without rendering); ``render_report`` writes Evidently's HTML
+report for people; ``ReferenceCache`` loads reference data once per version. Importing this package loads
+neither pandas, numpy, scipy, Evidently nor the Azure SDKs: they load on first use.
+"""
+from __future__ import annotations
+
+from controlplane.drift.engine import ColumnScore, DriftResult, check_drift
+from controlplane.drift.errors import DriftConfigError, ReferenceLoadError, ReferenceUnreachable
+from controlplane.drift.reference import ReferenceCache
+from controlplane.drift.report import render_report
+from controlplane.drift.settings import METHODS, DriftSettings
+
+__all__ = [
+    "METHODS",
+    "ColumnScore",
+    "DriftConfigError",
+    "DriftResult",
+    "DriftSettings",
+    "ReferenceCache",
+    "ReferenceLoadError",
+    "ReferenceUnreachable",
+    "check_drift",
+    "render_report",
+]

@@ -1,0 +1,170 @@
+"""Telemetry to decision, end to end: windows close, Evidently checks them against reference data
+(scikit-learn's diabetes data, split by a natural variable), and each profile acts as MLOps v2 says."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from controlplane.adapters.artifacts import LocalArtifacts
+from controlplane.adapters.drift_checker import EvidentlyDriftChecker
+from controlplane.adapters.local_work import LocalWork
+from controlplane.adapters.routing import RoutingDispatcher
+from controlplane.gateway import JobInfo
+from controlplane.ledger import Outcome, TaskKind, TaskState
+from controlplane.policy import parse_policy
+from handlers.drift import EVENT_TYPE
+from handlers.schedules import run_schedules
+from handlers.sweep import sweep
+from handlers.telemetry import RawTelemetry, receive_telemetry
+from tests.fakes import FakeWorkspace, RecordingDispatcher
+
+FEATURES = ["age", "bmi", "bp", "s1", "s2", "s3", "s5", "s6"]
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True, scaled=False).frame
+
+
+def policy_text(reference, profile="classical", persistence=1, records=150, extra="", drift_share=0.3):
+    columns = ", ".join(f"{c}: numerical" for c in FEATURES)
+    review = "review: {assignees: [vision-reviewers@contoso.com], labelling_project: labels}" \
+        if profile != "classical" else ""
+    return f"""
+models:
+  - name: diabetes
+    profile: {profile}
+    retraining: {{pipeline: pipelines/retrain.yml, experiment: diabetes-retraining, cooldown_hours: 24,
+                  daily_budget: 2{extra}}}
+    {review}
+    drift:
+      reference: {reference}
+      columns: {{{columns}}}
+      methods: {{numerical: ks}}
+      drift_share: {drift_share}
+      min_rows: 50
+      persistence: {persistence}
+      window: {{records: {records}, minutes: 60, grace_minutes: 5, sample: {records}}}
+"""
+
+
+@pytest.fixture
+def wire(services, tmp_path):
+    def wire(policy, reference_frame):
+        reference = tmp_path / "reference.csv"
+        reference_frame[FEATURES].to_csv(reference, index=False)
+        artifacts = LocalArtifacts(tmp_path / "artifacts")
+        parsed = parse_policy(policy(str(reference)))
+        checker = EvidentlyDriftChecker(artifacts, "http://cp.test")
+        wired = replace(services, policy=parsed, drift=checker, gateway=FakeWorkspace(), approval_key=b"k" * 32)
+        local = LocalWork(wired.store, parsed, checker, artifacts)
+        return replace(wired, dispatcher=RoutingDispatcher({TaskKind.REVIEW: local}, RecordingDispatcher())), artifacts
+    return wire
+
+
+def send(services, frame, first_sequence=0, per_event=25, partition="0"):
+    """Score ``frame`` through the telemetry path, ``per_event`` records per Event Hubs event."""
+    rows = frame[FEATURES].to_dict("records")
+    now = services.clock.now().isoformat()
+    batch = []
+    for n, start in enumerate(range(0, len(rows), per_event)):
+        records = [{"model": "diabetes", "version": "1", "endpoint": "diabetes-ep", "deployment": "blue",
+                    "request_id": f"{first_sequence}-{start + i}", "timestamp": now, "inputs": row,
+                    "outputs": {"score": 1.0}} for i, row in enumerate(rows[start:start + per_event])]
+        batch.append(RawTelemetry(partition, first_sequence + n, None, json.dumps(records).encode()))
+    return receive_telemetry(services, batch)
+
+
+def window_decisions(services):
+    return [d for d in reversed(services.store.decisions(limit=500)) if d.event_type == EVENT_TYPE]
+
+
+def test_older_patients_drift_from_a_younger_reference_and_a_classical_model_is_retrained(wire, diabetes):
+    services, _ = wire(policy_text, diabetes[diabetes.age < 50])
+    report = send(services, diabetes[diabetes.age >= 50].head(150))
+
+    [decision] = report.windows
+    assert decision.outcome is Outcome.RETRAIN, decision.reason
+    assert "age" in decision.evidence["signal"]["drifted_columns"]
+    assert decision.evidence["window"]["records"] == 150 and decision.evidence["window"]["closed_by"] == "records"
+    [task] = decision.tasks
+    assert task.kind is TaskKind.RETRAINING
+    assert task.request["job"]["tags"]["controlplane.trigger"] == "telemetry_window"
+    scores = {c["column"]: c for c in decision.evidence["drift"]["columns"]}
+    assert scores["age"]["method"] == "ks" and scores["age"]["drifted"] is True
+
+
+def test_an_unshifted_random_split_does_not_drift(wire, diabetes):
+    shuffled = diabetes.sample(frac=1, random_state=11)
+    services, _ = wire(policy_text, shuffled.iloc[:250])
+    [decision] = send(services, shuffled.iloc[250:400]).windows
+    assert decision.outcome is Outcome.NO_ACTION and decision.tasks == (), decision.reason
+
+
+def test_a_window_smaller_than_min_rows_is_inconclusive_when_time_closes_it(wire, diabetes):
+    services, _ = wire(policy_text, diabetes[diabetes.age < 50])
+    send(services, diabetes[diabetes.age >= 50].head(20))
+    services.clock.advance(hours=2)
+    assert sweep(services).windows_closed == 1
+    [decision] = window_decisions(services)
+    assert decision.outcome is Outcome.INCONCLUSIVE and decision.evidence["window"]["closed_by"] == "time"
+
+
+def test_persistence_two_acts_on_the_second_drifted_window_in_a_row(wire, diabetes):
+    services, _ = wire(lambda ref: policy_text(ref, persistence=2, records=100), diabetes[diabetes.age < 50])
+    old = diabetes[diabetes.age >= 50]
+    first = send(services, old.head(100)).windows[0]
+    second = send(services, old.iloc[100:200], first_sequence=100).windows[0]
+    assert first.outcome is Outcome.NO_ACTION and "1 of 2 windows in a row" in first.reason
+    assert second.outcome is Outcome.RETRAIN and second.evidence["streak"] == 2
+
+
+def test_the_storm_guard_joins_a_running_job_then_keeps_the_cooldown_and_budget(wire, diabetes):
+    # Small windows of 50: age alone drifting is enough to act (drift_share 0.1).
+    services, _ = wire(lambda ref: policy_text(ref, records=50, drift_share=0.1), diabetes[diabetes.age < 50])
+    old = diabetes[diabetes.age >= 50]
+    started = send(services, old.head(50)).windows[0]
+    assert started.outcome is Outcome.RETRAIN, started.reason
+    services.gateway.jobs[started.evidence["job"]] = JobInfo(started.evidence["job"], "Running", "diabetes-retraining")
+    joined = send(services, old.iloc[50:100], first_sequence=50).windows[0]
+    assert joined.outcome is Outcome.NO_ACTION and "joined the retraining already running" in joined.reason
+    services.gateway.jobs.clear()
+    cooled = send(services, old.iloc[100:150], first_sequence=100).windows[0]
+    assert cooled.outcome is Outcome.NO_ACTION and "cooldown" in cooled.reason and cooled.tasks == ()
+
+
+def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_report(wire, diabetes, tmp_path):
+    services, artifacts = wire(lambda ref: policy_text(ref, profile="cv"), diabetes[diabetes.age < 50])
+    [decision] = send(services, diabetes[diabetes.age >= 50].head(150)).windows
+    assert decision.outcome is Outcome.REVIEW and decision.reviews[0].kind.value == "drift"
+    assert {t.request["operation"] for t in decision.tasks if t.kind is TaskKind.REVIEW} == {
+        "labelling.export", "report.render"}
+
+    sweep(services)
+    done = {t.request.get("operation"): t for t in services.store.tasks(limit=100)}
+    assert done["labelling.export"].state is TaskState.SUCCEEDED and done["report.render"].state is TaskState.SUCCEEDED
+    name = decision.evidence["report"]
+    lines = (tmp_path / "artifacts" / "labelling" / f"{name}.jsonl").read_text().splitlines()
+    assert len(lines) == 150 and set(FEATURES) <= set(json.loads(lines[0]))
+    assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
+    html = artifacts.load(f"reports/{name}.html").decode()
+    assert "age" in html and len(html) > 10_000
+
+
+def test_scheduled_retraining_fires_once_per_scheduled_second_through_the_guard(wire, diabetes):
+    services, _ = wire(lambda ref: policy_text(ref, extra=', schedule: "0 0 3 * * *"'), diabetes)
+    services.clock.moment = services.clock.moment.replace(hour=3, minute=0, second=30)
+    [fired] = run_schedules(services)
+    assert fired.outcome is Outcome.RETRAIN and fired.event_type == "retraining.scheduled"
+    assert run_schedules(services)[0].outcome is Outcome.DUPLICATE  # the next sweep, same scheduled second
+    services.clock.advance(days=1)
+    [again] = run_schedules(services)
+    assert again.outcome is Outcome.RETRAIN  # a day later: the cooldown of 24 h has passed
+    services.clock.advance(minutes=10)
+    assert run_schedules(services) == []
+    assert timedelta(days=1) <= again.decided_at - fired.decided_at
