@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 7071
 
-.PHONY: run test demo schema clean
+.PHONY: run test demo bench schema clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'
@@ -38,6 +38,10 @@ test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium
 ## demo: replay a realistic scenario against a fresh local host and print the decision timeline
 demo: $(VENV)/.runtime
 	$(PY) -m controlplane demo
+
+## bench: figures beside baselines measured in the same run (table, and bench/results.json)
+bench: $(VENV)/.dev
+	$(PY) bench/run.py
 
 ## schema: regenerate policy.schema.json from the policy model
 schema: $(VENV)/.runtime

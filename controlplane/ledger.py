@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
@@ -83,7 +83,7 @@ class Task:
     updated_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return _shallow_json(self)
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Task:
@@ -147,7 +147,7 @@ class Decision:
     reviews: tuple[Review, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        data = _jsonable(asdict(self))
+        data = _shallow_json(self)
         data["tasks"] = [task.to_json() for task in self.tasks]
         data["reviews"] = [review.to_json() for review in self.reviews]
         return data
@@ -208,6 +208,11 @@ def review_notice(review: Review, change: str, text: str) -> TaskDraft:
 
 def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _shallow_json(value: Any) -> dict[str, Any]:
+    """A dataclass's fields as JSON values, without ``asdict``'s deep copies (this is on the hot path)."""
+    return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
 
 
 def _jsonable(value: Any) -> Any:

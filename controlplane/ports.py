@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controlplane.events import TelemetryEvent
-from controlplane.ledger import Decision, Task, TaskState
+from controlplane.ledger import Decision, Outcome, Task, TaskState
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
 from controlplane.windows import Window, WindowKey, WindowSpec
@@ -74,8 +74,9 @@ class DecisionStore(Protocol):
     def append(self, decision: Decision) -> None:
         """Write a decision that needs no claim (``duplicate`` records)."""
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
-        """Newest first, optionally for one model."""
+    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                  event_types: Sequence[str] = ()) -> list[Decision]:
+        """Newest first, optionally for one model, some outcomes and some event types."""
 
     def decision(self, decision_id: str) -> Decision | None: ...
 

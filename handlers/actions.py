@@ -91,8 +91,10 @@ def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, ke
 
 def _guard(services: Services, model: str, cooldown_hours: float, daily_budget: int) -> tuple[str, dict] | None:
     now = services.clock.now()
-    started: list[Decision] = [d for d in services.store.decisions(model=model, limit=500)
-                               if d.outcome is Outcome.RETRAIN and d.tasks]
+    # Only the latest `daily_budget` retrainings can matter: the newest for the job and the cooldown,
+    # all of them for the budget.
+    started: list[Decision] = [d for d in services.store.decisions(model=model, limit=daily_budget,
+                                                                   outcomes=[Outcome.RETRAIN]) if d.tasks]
     if not started:
         return None
     latest = started[0]

@@ -64,7 +64,7 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
 def _drifted_streak(services: Services, key: WindowKey) -> int:
     """How many of this deployment's latest decided windows, newest first, drifted in a row."""
     streak = 0
-    for decision in services.store.decisions(model=key.model, limit=200):
+    for decision in services.store.decisions(model=key.model, limit=200, event_types=[EVENT_TYPE]):
         window = decision.evidence.get("window", {})
         if decision.event_type != EVENT_TYPE or window.get("deployment") != key.deployment:
             continue

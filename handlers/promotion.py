@@ -25,7 +25,7 @@ SETS_CHAMPION = "controlplane.champion"  # evidence key naming the endpoint a de
 def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Services, key: str) -> Verdict:
     promotion: Promotion = rule.promotion
     model, version = event.model, event.version
-    history = services.store.decisions(model=model, limit=500)
+    history = services.store.decisions(model=model, limit=500, outcomes=HISTORY_OUTCOMES)
     evidence: dict[str, Any] = {"rule": rule.rule, "endpoint": promotion.endpoint, "tags": dict(event.tags)}
 
     earlier = next((d for d in history if d.version == version and d.outcome in _PROMOTION_OUTCOMES
@@ -90,6 +90,8 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
 
 
 _PROMOTION_OUTCOMES = {Outcome.PROMOTE, Outcome.REQUEST_APPROVAL, Outcome.REJECT, Outcome.INCONCLUSIVE}
+# What promotion reads back: its own verdicts, deployments recorded (no_action) and champions made (promote).
+HISTORY_OUTCOMES = [*_PROMOTION_OUTCOMES, Outcome.NO_ACTION]
 
 
 def _enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:
@@ -158,7 +160,7 @@ def champion_facts(services: Services, champion: tuple[str, str], history: list[
     """The champion's metrics as recorded when it was registered, else from the workspace."""
     name, version = champion
     if any(decision.model != name for decision in history[:1]):
-        history = services.store.decisions(model=name, limit=500)
+        history = services.store.decisions(model=name, limit=500, outcomes=HISTORY_OUTCOMES)
     for decision in history:
         if decision.model == name and decision.version == version and "metrics" in decision.evidence:
             return dict(decision.evidence["metrics"])

@@ -67,10 +67,15 @@ def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> Tele
 
 
 def window_spec(services: Services):
-    """Each model's window settings from its drift policy (the defaults when it has none)."""
+    """Each model's window settings from its drift policy (the defaults when it has none), looked up
+    once per model per batch."""
+    found: dict[str, WindowSpec] = {}
+
     def spec_for(model: str) -> WindowSpec:
-        rule = services.policy.rule_for(model)
-        window = rule.drift.window if rule and rule.drift else None
-        return WindowSpec(window.records, window.minutes, window.grace_minutes, window.sample) if window \
-            else WindowSpec()
+        if model not in found:
+            rule = services.policy.rule_for(model)
+            window = rule.drift.window if rule and rule.drift else None
+            found[model] = (WindowSpec(window.records, window.minutes, window.grace_minutes, window.sample)
+                            if window else WindowSpec())
+        return found[model]
     return spec_for

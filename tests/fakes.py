@@ -136,9 +136,11 @@ class FakeStore:
             self._insert(decision)
             return True
 
-    def decisions(self, model=None, limit=50):
+    def decisions(self, model=None, limit=50, outcomes=(), event_types=()):
         self._check()
-        found = [(d.decided_at, n, d) for n, d in enumerate(self.ledger) if model is None or d.model == model]
+        found = [(d.decided_at, n, d) for n, d in enumerate(self.ledger)
+                 if (model is None or d.model == model) and (not outcomes or d.outcome in outcomes)
+                 and (not event_types or d.event_type in event_types)]
         return [d for _, _, d in sorted(found, key=lambda item: item[:2], reverse=True)][:limit]
 
     def decision(self, decision_id):

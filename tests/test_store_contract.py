@@ -305,3 +305,15 @@ def test_a_rollout_is_created_once_and_advances_only_from_the_revision_it_was_re
 
     assert [r.id for r in store.rollouts([RolloutState.OBSERVING])] == ["ro-1"]
     assert store.rollouts([RolloutState.COMPLETED]) == [] and len(store.rollouts()) == 1
+
+
+def test_decisions_filter_by_outcome_and_event_type(store):
+    for n, outcome in enumerate([Outcome.RETRAIN, Outcome.REVIEW, Outcome.RETRAIN, Outcome.NO_ACTION]):
+        key = f"f{n}"
+        store.complete(store.claim(key, "churn", T0, LEASE),
+                       decision_for(key, outcome=outcome, at=T0 + timedelta(minutes=n)))
+    retrains = store.decisions(model="churn", outcomes=[Outcome.RETRAIN])
+    assert [d.evidence["key"] for d in retrains] == ["f2", "f0"]
+    assert len(store.decisions(outcomes=[Outcome.RETRAIN, Outcome.REVIEW])) == 3
+    assert len(store.decisions(model="churn", event_types=["test"])) == 4
+    assert store.decisions(model="churn", event_types=["other"]) == []

@@ -17,7 +17,7 @@ from typing import Any
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
-from controlplane.ledger import Decision, Task, TaskState, dumps
+from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -29,8 +29,9 @@ CREATE TABLE IF NOT EXISTS claims (
     lease_until TEXT NOT NULL, decision_id TEXT, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
-    body TEXT NOT NULL);
+    body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (model, outcome, decided_at DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
@@ -137,8 +138,9 @@ class SqliteStore:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, decision: Decision) -> None:
-        db.execute("INSERT INTO decisions (id, model, decided_at, body) VALUES (?, ?, ?, ?)",
-                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision.to_json())))
+        db.execute("INSERT INTO decisions (id, model, decided_at, body, outcome, event_type) VALUES (?, ?, ?, ?, ?, ?)",
+                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision.to_json()),
+                    decision.outcome.value, decision.event_type))
         db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
             (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task.to_json()))
             for task in decision.tasks])
@@ -146,15 +148,20 @@ class SqliteStore:
             (review.id, review.state.value, review.created_at.isoformat(), review.revision, dumps(review.to_json()))
             for review in decision.reviews])
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
+    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                  event_types: Sequence[str] = ()) -> list[Decision]:
+        conditions, parameters = [], []
+        if model is not None:
+            conditions.append("model = ?")
+            parameters.append(model)
+        for column, values in (("outcome", [o.value for o in outcomes]), ("event_type", list(event_types))):
+            if values:
+                conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                parameters += values
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         with self._errors():
-            if model is None:
-                rows = self._connection().execute(
-                    "SELECT body FROM decisions ORDER BY decided_at DESC, seq DESC LIMIT ?", (limit,))
-            else:
-                rows = self._connection().execute(
-                    "SELECT body FROM decisions WHERE model = ? ORDER BY decided_at DESC, seq DESC LIMIT ?",
-                    (model, limit))
+            rows = self._connection().execute(
+                f"SELECT body FROM decisions {where}ORDER BY decided_at DESC, seq DESC LIMIT ?", (*parameters, limit))
             return [Decision.from_json(json.loads(body)) for (body,) in rows.fetchall()]
 
     def decision(self, decision_id: str) -> Decision | None:

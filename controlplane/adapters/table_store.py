@@ -35,7 +35,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
-from controlplane.ledger import Decision, Task, TaskState, digest, dumps
+from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -152,7 +152,8 @@ class TableStore:
         inverted = _MAX_TIME_MS - int(decision.decided_at.timestamp() * 1000)
         body = decision.to_json()
         entities = [{"PartitionKey": pk, "RowKey": f"decision|{inverted:013d}|{decision.id}", "Kind": "decision",
-                     "DecisionId": decision.id, "DecidedAt": decision.decided_at, **_chunks(dumps(body))}]
+                     "DecisionId": decision.id, "DecidedAt": decision.decided_at, "Outcome": decision.outcome.value,
+                     "EventType": decision.event_type, **_chunks(dumps(body))}]
         entities += [self._task_entity(pk, task) for task in decision.tasks]
         entities += [self._review_entity(pk, review) for review in decision.reviews]
         return entities
@@ -168,15 +169,25 @@ class TableStore:
         return {"PartitionKey": pk, "RowKey": f"task|{task.id}", "Kind": "task", "State": task.state.value,
                 "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task.to_json()))}
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[Decision]:
+    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                  event_types: Sequence[str] = ()) -> list[Decision]:
+        parameters: dict[str, Any] = {}
+        filters = []
+        for prefix, column, values in (("o", "Outcome", [o.value for o in outcomes]),
+                                       ("e", "EventType", list(event_types))):
+            if values:
+                parameters.update({f"{prefix}{n}": value for n, value in enumerate(values)})
+                # spaces around the parameters: the SDK reads a name up to the next space
+                filters.append("( " + " or ".join(f"{column} eq @{prefix}{n}" for n in range(len(values))) + " )")
+        extra = "".join(f" and {f}" for f in filters)
         with self._errors():
             if model is not None:
                 rows = self._ledger.query_entities(
-                    "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'",
-                    parameters={"pk": partition_of(model)}, results_per_page=limit)
+                    "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'" + extra,
+                    parameters={"pk": partition_of(model), **parameters}, results_per_page=limit)
                 found = list(islice(rows, limit))
             else:  # across partitions: Table Storage cannot order, so read and sort
-                found = sorted(self._ledger.query_entities("Kind eq 'decision'"),
+                found = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
                                key=lambda row: row["RowKey"].split("|")[1])[:limit]
         return [Decision.from_json(_body(row)) for row in found]
 

@@ -37,6 +37,11 @@ def parse_time(value: Any, path: str) -> datetime:
         moment = value
     elif isinstance(value, str) and value.strip():
         text = value.strip()
+        if len(text) == 20 and text[-1] in "Zz" and text[10] == "T":  # the common "2026-11-22T10:00:00Z"
+            try:
+                return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+            except ValueError:
+                pass
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         # Azure often sends 7 fractional digits; Python accepts at most 6.

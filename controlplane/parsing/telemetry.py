@@ -6,7 +6,7 @@ from typing import Any
 
 from controlplane.errors import InvalidEvent
 from controlplane.events import TelemetryRecord
-from controlplane.parsing.fields import Fields, parse_json
+from controlplane.parsing.fields import Fields, parse_json, parse_time
 
 MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
 
@@ -36,6 +36,36 @@ def parse_telemetry_body(body: bytes, content_encoding: str | None = None) -> tu
 
 
 def parse_record(raw: Any, path: str = "$") -> TelemetryRecord:
+    """One record; the common, well-formed case is read directly, anything else by the strict reader
+    (which names the bad field)."""
+    fast = _well_formed(raw)
+    return fast if fast is not None else _strict_record(raw, path)
+
+
+def _well_formed(raw: Any) -> TelemetryRecord | None:
+    """The record when it is exactly as scoring scripts write it (lower-case keys, right types), else None."""
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    model, version, endpoint, deployment = get("model"), get("version"), get("endpoint"), get("deployment")
+    request_id, timestamp, inputs, outputs = get("request_id", ""), get("timestamp"), get("inputs"), get("outputs", {})
+    if not (type(model) is str and model.strip() and type(endpoint) is str and endpoint.strip()
+            and type(deployment) is str and deployment.strip() and type(request_id) is str
+            and type(inputs) is dict and type(outputs) is dict and type(timestamp) is str):
+        return None
+    if type(version) is int:
+        version = str(version)
+    elif type(version) is not str or not version.strip():
+        return None
+    try:
+        moment = parse_time(timestamp, "timestamp")
+    except InvalidEvent:
+        return None
+    return TelemetryRecord(model=model, version=version.strip(), endpoint=endpoint, deployment=deployment,
+                           request_id=request_id, timestamp=moment, inputs=inputs, outputs=outputs)
+
+
+def _strict_record(raw: Any, path: str) -> TelemetryRecord:
     record = Fields(raw, path)
     return TelemetryRecord(
         model=record.text("model"),
