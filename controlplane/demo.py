@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 import threading
 import urllib.error
@@ -53,10 +54,34 @@ def alert(condition: str, alert_id: str) -> dict[str, Any]:
                                              "metricValue": 812.4}]}}}}
 
 
-def telemetry(n: int) -> list[dict[str, Any]]:
-    return [{"model": "churn", "version": "3", "endpoint": "churn-ep", "deployment": "green",
-             "request_id": str(uuid.uuid4()), "timestamp": _now(), "inputs": {"age": 30 + i, "plan": "pro"},
-             "outputs": {"score": 0.5 + i / 100}} for i in range(n)]
+def telemetry(model: str, deployment: str, inputs, n: int) -> list[dict[str, Any]]:
+    return [{"model": model, "version": "3", "endpoint": f"{model}-ep", "deployment": deployment,
+             "request_id": str(uuid.uuid4()), "timestamp": _now(), "inputs": inputs(i),
+             "outputs": {"score": 0.5}} for i in range(n)]
+
+
+def drifted_churn(i: int) -> dict[str, Any]:
+    """Customers now older and on bigger plans than the ones churn was trained on."""
+    rng = random.Random(i)
+    return {"age": round(rng.gauss(56, 8)), "tenure_months": round(rng.expovariate(1 / 20)),
+            "monthly_charges": round(rng.gauss(58, 18), 2),
+            "plan": rng.choices(["basic", "pro", "enterprise"], weights=[20, 40, 40])[0]}
+
+
+def darker_images(i: int) -> dict[str, Any]:
+    """A camera on the line got dimmer: brightness and contrast fell."""
+    rng = random.Random(10_000 + i)
+    return {"brightness": round(rng.gauss(0.40, 0.06), 4), "contrast": round(rng.gauss(0.26, 0.05), 4),
+            "sharpness": round(rng.gauss(0.74, 0.08), 4)}
+
+
+def window_events(model: str, deployment: str, inputs, partition: str) -> list[tuple[str, str, str, Any]]:
+    """Two Event Hubs events of 100 records each: one full telemetry window."""
+    records = telemetry(model, deployment, inputs, 200)
+    return [(f"{model} telemetry ({'first' if n == 0 else 'second'} 100 records)", "POST",
+             "/admin/functions/on_telemetry", {"input": json.dumps(records[n * 100:(n + 1) * 100]),
+                                                "partitionId": partition, "sequenceNumber": n})
+            for n in range(2)]
 
 
 def scenario() -> list[tuple[str, str, str, Any]]:
@@ -73,15 +98,13 @@ def scenario() -> list[tuple[str, str, str, Any]]:
         ("churn:3 is deployed to churn-ep", "POST", webhook, [grid("ModelDeployed", "endpoints/churn-ep", {
             "ServiceName": "churn-ep", "ServiceComputeType": "Managed", "ModelIds": "churn:3"})]),
         ("Event Grid redelivers the registration", "POST", webhook, [registered]),
-        ("scoring telemetry arrives", "POST", "/admin/functions/on_telemetry",
-         {"input": json.dumps(telemetry(5)), "partitionId": "0", "sequenceNumber": 1}),
+        *window_events("churn", "green", drifted_churn, "0"),
         ("a poison telemetry event arrives", "POST", "/admin/functions/on_telemetry",
          {"input": '{"model": "churn"}', "partitionId": "0", "sequenceNumber": 2}),
-        ("churn's monitor breaches (classical)", "POST", webhook, [breach("churn-monitor", [
+        ("churn's Azure ML monitor breaches too", "POST", webhook, [breach("churn-monitor", [
             ("age", "NormalizedWassersteinDistance", 0.23, 0.1),
             ("plan", "JensenShannonDistance", 0.13, 0.1)])]),
-        ("defect-detector drifts (computer vision)", "POST", webhook, [breach("defect-detector-drift", [
-            ("brightness", "NormalizedWassersteinDistance", 0.31, 0.1)])]),
+        *window_events("defect-detector", "blue", darker_images, "1"),
         ("ticket-classifier drifts (NLP, shadow mode)", "POST", webhook, [breach("ticket-classifier-monitor", [
             ("channel", "JensenShannonDistance", 0.18, 0.1)])]),
         ("p95 latency alert fires on churn-ep", "POST", "/api/alerts", alert("Fired", "a1")),
@@ -125,10 +148,14 @@ def demo_policy(workdir: str) -> str:
     """The shipped policy with each rollout step watched for one second instead of minutes."""
     import yaml
 
-    with open(os.environ.get("CONTROLPLANE_POLICY", "policy.yaml"), encoding="utf-8") as file:
+    source = os.path.abspath(os.environ.get("CONTROLPLANE_POLICY", "policy.yaml"))
+    with open(source, encoding="utf-8") as file:
         policy = yaml.safe_load(file)
     for endpoint in policy.get("endpoints", {}).values():
         endpoint.setdefault("rollout", {})["interval_minutes"] = STEP_SECONDS / 60
+    for rule in policy.get("models", []):  # the copy lives elsewhere: its references stay where they are
+        if "drift" in rule and not rule["drift"]["reference"].startswith(("azureml:", "https://", "/")):
+            rule["drift"]["reference"] = os.path.join(os.path.dirname(source), rule["drift"]["reference"])
     path = f"{workdir}/policy.yaml"
     with open(path, "w", encoding="utf-8") as file:
         yaml.safe_dump(policy, file, sort_keys=False)

@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 class Retraining(_Strict):
     """The Azure ML pipeline job a drifted classical model is retrained with, and its storm guard."""
 
-    pipeline: str = Field(description="Pipeline job YAML path (relative to the policy) or 'azureml:component:version'.")
+    pipeline: str = Field(description="Pipeline job YAML path (from the app's root) or 'azureml:component:version'.")
     experiment: str = Field(description="Experiment the retraining job is filed under.")
     compute: str | None = Field(default=None, description="Default compute for the pipeline, if it sets none.")
     inputs: dict[str, str] = Field(default_factory=dict, description="Pipeline inputs, e.g. training data assets.")
@@ -160,8 +160,8 @@ class WindowPolicy(_Strict):
 class DriftPolicy(_Strict):
     """How telemetry windows are checked for drift against reference data (Evidently)."""
 
-    reference: str = Field(description="Reference data: a .csv/.parquet path, an https blob URL or "
-                                       "'azureml:<data asset>:<version>'.")
+    reference: str = Field(description="Reference data: a .csv/.parquet path (relative to the policy file), an "
+                                       "https blob URL or 'azureml:<data asset>:<version>'.")
     columns: dict[str, str] = Field(min_length=1, description="Column -> 'numerical' or 'categorical'; outputs "
                                                              "are 'outputs.<name>'.")
     methods: dict[str, str] = Field(default_factory=dict, description="Per column or per type: Evidently method.")

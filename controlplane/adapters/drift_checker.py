@@ -12,11 +12,12 @@ from controlplane.policy import DriftPolicy
 class EvidentlyDriftChecker:
     name = "evidently"
 
-    def __init__(self, artifacts, public_url: str = "") -> None:
+    def __init__(self, artifacts, public_url: str = "", base: str | Path = ".") -> None:
         from controlplane.drift import ReferenceCache
 
         self._artifacts = artifacts
         self._public_url = public_url.rstrip("/")
+        self._base = Path(base)  # relative reference paths are read from beside the policy file
         self._references = ReferenceCache()
 
     @staticmethod
@@ -29,7 +30,10 @@ class EvidentlyDriftChecker:
                              sample_bound=policy.window.sample)
 
     def reference(self, policy: DriftPolicy):
-        return self._references.load(policy.reference)
+        source = policy.reference
+        if not source.startswith(("azureml:", "https://", "http://", "/")):
+            source = str(self._base / source)
+        return self._references.load(source)
 
     def check(self, rows: list[dict[str, Any]], policy: DriftPolicy):
         from controlplane.drift import check_drift
