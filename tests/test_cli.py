@@ -81,7 +81,8 @@ def test_the_demo_tells_the_whole_story():
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     for expected in ("request_approval", "reject        accuracy 0.8 fails", "duplicate", "retrain", "review",
-                     "drift.window", "retraining held back: cooldown", "human review and labelling",
+                     "drift.window", "retraining held back: cooldown", "defect-detector    review",
+                     "labelling.export", "report.render",
                      "approved by ana@contoso.com, bo@contoso.com", "rollout.completed", "rollout.rolled_back",
                      "rolled back at 10%"):
         assert expected in out, expected
