@@ -58,7 +58,8 @@ def build(settings: Settings) -> Services:
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
     from controlplane.adapters.local_work import LocalWork
 
-    checker = EvidentlyDriftChecker(artifacts(settings), settings.public_url, Path(settings.policy_path).parent)
+    checker = EvidentlyDriftChecker(artifacts(settings), settings.public_url, Path(settings.policy_path).parent,
+                                    gateway=gateway)
     routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, artifacts(settings))
     if settings.dispatch == "azureml":
         from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher

@@ -483,3 +483,35 @@ def test_an_error_outside_the_azure_boundary_propagates_unchanged(gateway, azure
     with pytest.raises(AttributeError):
         gateway.tag_model("churn", "3", None)  # a programming error, not a workspace refusal
 
+
+
+# -- data assets ----------------------------------------------------------------------------------------------
+
+
+def reference_asset(data_uri: str, data_type: str = "uri_file") -> dict:
+    answer = json.loads(json.dumps(body("ml_data_version")))
+    answer["properties"].update(dataUri=data_uri, dataType=data_type)
+    return answer
+
+
+def test_a_file_data_asset_resolves_to_its_blob_url_through_the_datastore(gateway, azure):
+    azure.on("GET", "/data/churn-reference/versions/3", reference_asset(
+        "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/workspaceblobstore/paths/ref/churn.csv"))
+    azure.on("GET", "/datastores/workspaceblobstore", body("ml_blob_datastore"))
+
+    url = gateway.data_asset_url("churn-reference", "3")
+
+    assert url == "https://stmlopsprod.blob.core.windows.net/azureml-blobstore-5b2f1c0e/ref/churn.csv"
+    assert [s.method for s in azure.requests()][-2:] == ["GET", "GET"]
+
+
+def test_a_folder_data_asset_is_not_a_reference(gateway, azure):
+    azure.on("GET", "/data/churn-training/versions/7", body("ml_data_version"))  # a uri_folder
+    with pytest.raises(GatewayError, match="one csv or parquet file"):
+        gateway.data_asset_url("churn-training", "7")
+
+
+def test_a_missing_data_asset_is_not_found(gateway, azure):
+    azure.on("GET", "/data/nope/versions/1", (404, arm_error("UserError", "not found")))
+    with pytest.raises(NotFound):
+        gateway.data_asset_url("nope", "1")

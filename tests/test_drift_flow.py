@@ -168,3 +168,26 @@ def test_scheduled_retraining_fires_once_per_scheduled_second_through_the_guard(
     services.clock.advance(minutes=10)
     assert run_schedules(services) == []
     assert timedelta(days=1) <= again.decided_at - fired.decided_at
+
+
+def test_a_reference_registered_as_an_azure_ml_data_asset_is_read_through_the_gateway(diabetes, tmp_path):
+    class Workspace:
+        def __init__(self):
+            self.asked = []
+
+        def data_asset_url(self, name, version):
+            self.asked.append((name, version))
+            return f"https://st.blob.core.windows.net/refs/{name}-{version}.csv"
+
+    csv = diabetes[FEATURES].to_csv(index=False).encode()
+    downloads = []
+    workspace = Workspace()
+    checker = EvidentlyDriftChecker(LocalArtifacts(tmp_path), gateway=workspace,
+                                    download=lambda url: downloads.append(url) or csv)
+    policy = parse_policy(policy_text("azureml:diabetes-reference:2")).rule_for("diabetes").drift
+    rows = diabetes[FEATURES].head(100).to_dict("records")
+
+    first, second = checker.check(rows, policy), checker.check(rows, policy)
+    assert first.reference_sampled_from == len(diabetes) and not first.dataset_drift and second.rows == first.rows
+    assert workspace.asked == [("diabetes-reference", "2")]  # a pinned version is resolved and read once
+    assert downloads == ["https://st.blob.core.windows.net/refs/diabetes-reference-2.csv"]

@@ -28,6 +28,7 @@ from controlplane.gateway import (
 
 # Input types that name an asset; anything else a pipeline declares (string, integer, ...) is a literal.
 _ASSET_TYPES = frozenset({"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"})
+_DATASTORE_PATH = re.compile(r"^azureml://(?:.*/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.+)$")
 _WORKSPACE_MODEL_ID = re.compile(r"^/subscriptions/.+/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
 
 
@@ -141,6 +142,26 @@ class AzureMLGateway:
                 self._client = MLClient(credential, self.subscription_id, self.resource_group, self.workspace,
                                         **self._client_kwargs)
             return self._client
+
+    # -- data -------------------------------------------------------------------------------------------------
+
+    def data_asset_url(self, name: str, version: str) -> str:
+        """The https URL of a file data asset (a reference dataset) in a blob datastore of the workspace."""
+        with azure_errors("data_asset_url"):
+            client = self._ml()
+            path = str(client.data.get(name, version=version).path)
+            if path.startswith("https://"):
+                return path
+            match = _DATASTORE_PATH.match(path)
+            if match is None or path.endswith("/"):
+                raise GatewayError("data_asset_url", f"{name}:{version} is at {path}; a reference must be one "
+                                                     "csv or parquet file (uri_file) in a blob datastore")
+            store = client.datastores.get(match["store"])
+            account, container = getattr(store, "account_name", None), getattr(store, "container_name", None)
+            if not account or not container:
+                raise GatewayError("data_asset_url", f"datastore {match['store']} is not a blob container")
+            endpoint = getattr(store, "endpoint", None) or "core.windows.net"
+            return f"https://{account}.blob.{endpoint}/{container}/{match['path']}"
 
     # -- models -----------------------------------------------------------------------------------------------
 
