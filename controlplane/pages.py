@@ -76,9 +76,8 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
         ["decision", f"<a href='../decisions?model={escape(review.model or '')}'>{escape(review.decision_id)}</a>"],
     ])
     links = []
-    for key in ("report_url", "drift_report"):
-        if evidence.get(key):
-            links.append(f"<li><a href='{escape(str(evidence[key]))}'>drift report</a></li>")
+    if evidence.get("report"):  # relative: the page and the report are served by the same app
+        links.append(f"<li><a href='../reports/{escape(str(evidence['report']))}'>drift report</a></li>")
     tags = evidence.get("tags") or {}
     tag_table = _table(["tag", "value"], [[escape(str(k)), escape(str(v))] for k, v in tags.items()]) if tags else ""
     signal = evidence.get("signal")

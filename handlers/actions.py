@@ -48,7 +48,7 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
         # Reports are served without a function key: the name carries a secret-derived part, unguessable.
         base = f"{model}-{window['deployment']}-{window['bucket']}.{window['part']}"
         name = f"{base}-{digest(base, services.approval_key.hex(), length=16)}"
-        evidence["report"] = name
+        evidence.update(report=name, report_url=f"{services.public_url.rstrip('/')}/api/reports/{name}")
         tasks = [TaskDraft(TaskKind.REVIEW, f"labelling/{name}", {
                      "operation": "labelling.export", "name": name, "window": dict(window),
                      "labelling_project": rule.review.labelling_project}),

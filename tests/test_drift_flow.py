@@ -152,6 +152,11 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     lines = (tmp_path / "artifacts" / "labelling" / f"{name}.jsonl").read_text().splitlines()
     assert len(lines) == 150 and set(FEATURES) <= set(json.loads(lines[0]))
     assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
+    from controlplane.pages import review_page
+
+    page = review_page(decision.reviews[0])
+    assert f"href='../reports/{name}'" in page  # the reviewer's way to the report
+    assert decision.evidence["report_url"].endswith(f"/api/reports/{name}")
     html = artifacts.load(f"reports/{name}.html").decode()
     assert "age" in html and len(html) > 10_000
 
