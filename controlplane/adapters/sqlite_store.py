@@ -203,17 +203,23 @@ class SqliteStore:
         return Review.from_json(json.loads(row[0])) if row else None
 
     def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
-        query, parameters = "SELECT body FROM reviews", ()
-        if state is not None:
-            query, parameters = query + " WHERE state = ?", (state.value,)
-        with self._errors():
-            rows = self._connection().execute(query + " ORDER BY created_at DESC LIMIT ?",
-                                              (*parameters, limit)).fetchall()
-        return [Review.from_json(json.loads(body)) for (body,) in rows]
+        return [Review.from_json(body) for body in self._newest("reviews", [state] if state else [], limit)]
 
     def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
+        return self._replace_guarded("reviews", current, updated, decision)
+
+    def _newest(self, table: str, states: Sequence[Any], limit: int) -> list[dict[str, Any]]:
+        """The JSON bodies of a table's rows in ``states`` (all when empty), newest first."""
+        where = f" WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
+        with self._errors():
+            rows = self._connection().execute(f"SELECT body FROM {table}{where} ORDER BY created_at DESC LIMIT ?",
+                                              (*(state.value for state in states), limit)).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def _replace_guarded(self, table: str, current: Any, updated: Any, decision: Decision) -> bool:
+        """Replace a row still at ``current.revision`` and write ``decision``, in one transaction."""
         with self._transaction() as db:
-            changed = db.execute("UPDATE reviews SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
+            changed = db.execute(f"UPDATE {table} SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
                                  (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
                                   current.revision)).rowcount
             if changed != 1:
@@ -233,24 +239,10 @@ class SqliteStore:
         return Rollout.from_json(json.loads(row[0])) if row else None
 
     def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
-        query, parameters = "SELECT body FROM rollouts", ()
-        if states:
-            query += f" WHERE state IN ({', '.join('?' for _ in states)})"
-            parameters = tuple(state.value for state in states)
-        with self._errors():
-            rows = self._connection().execute(query + " ORDER BY created_at DESC LIMIT ?",
-                                              (*parameters, limit)).fetchall()
-        return [Rollout.from_json(json.loads(body)) for (body,) in rows]
+        return [Rollout.from_json(body) for body in self._newest("rollouts", list(states or ()), limit)]
 
     def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
-        with self._transaction() as db:
-            changed = db.execute("UPDATE rollouts SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
-                                 (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
-                                  current.revision)).rowcount
-            if changed != 1:
-                return False
-            self._insert(db, decision)
-        return True
+        return self._replace_guarded("rollouts", current, updated, decision)
 
     def ping(self) -> None:
         with self._errors():
