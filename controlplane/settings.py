@@ -74,17 +74,20 @@ class Settings:
     artifacts: str = ""  # a directory or an https blob container URL; default beside the SQLite database
 
     @property
+    def local_state(self) -> str:
+        """The directory of local files: beside the SQLite database, else ``.controlplane``."""
+        if self.store_kind == "sqlite" and "/" in self.sqlite_path:
+            return self.sqlite_path.rsplit("/", 1)[0]
+        return ".controlplane"
+
+    @property
     def simulation_path(self) -> str:
         """Where the dry run keeps its simulated Azure ML workspace."""
-        base = self.sqlite_path.rsplit("/", 1)[0] if self.store_kind == "sqlite" and "/" in self.sqlite_path else ""
-        return f"{base or '.controlplane'}/simulated-workspace.json"
+        return f"{self.local_state}/simulated-workspace.json"
 
     @property
     def artifacts_location(self) -> str:
-        if self.artifacts:
-            return self.artifacts
-        base = self.sqlite_path.rsplit("/", 1)[0] if self.store_kind == "sqlite" and "/" in self.sqlite_path else ""
-        return f"{base or '.controlplane'}/artifacts"
+        return self.artifacts or f"{self.local_state}/artifacts"
 
     @property
     def store_kind(self) -> str:
