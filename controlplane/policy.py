@@ -181,6 +181,23 @@ class DriftPolicy(_Strict):
                 raise ValueError(f"column {name!r}: expected 'numerical' or 'categorical', got {kind!r}")
         return columns
 
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: dict[str, str]) -> dict[str, str]:
+        from controlplane.drift.settings import METHODS  # the table only; no heavy import
+
+        for target, method in methods.items():
+            if method not in METHODS:
+                raise ValueError(f"{target}: unknown drift method {method!r}; one of {', '.join(sorted(METHODS))}")
+        return methods
+
+    @model_validator(mode="after")
+    def _enough_rows_sampled(self) -> DriftPolicy:
+        if self.min_rows > self.window.sample:
+            raise ValueError(f"min_rows {self.min_rows} is more than the window's sample of {self.window.sample}: "
+                             "every window would be inconclusive")
+        return self
+
 
 class ModelRule(_Strict):
     """What applies to the models whose name matches ``name`` (a glob) and whose tags include ``tags``."""
@@ -293,11 +310,15 @@ class Policy:
     def rule_for(self, model: str, tags: Mapping[str, str] | None = None) -> ResolvedRule | None:
         for index, rule in enumerate(self.document.models):
             if rule.matches(model, tags or {}):
-                defaults = self.document.defaults
-                return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
-                                    mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
-                                    promotion=rule.promotion, drift=rule.drift)
+                return self.resolve(index)
         return None
+
+    def resolve(self, index: int) -> ResolvedRule:
+        """Rule ``index`` with the defaults filled in."""
+        rule, defaults = self.document.models[index], self.document.defaults
+        return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
+                            mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
+                            promotion=rule.promotion, drift=rule.drift)
 
     def model_for_monitor(self, monitor: str) -> str | None:
         return self.document.monitors.get(monitor)

@@ -124,6 +124,11 @@ class TelemetryStore(Protocol):
     def close_due_windows(self, now: datetime) -> list[WindowKey]:
         """Close every open window whose bucket and grace period have passed; the keys closed."""
 
+    def undecided_windows(self, limit: int = 100) -> list[WindowKey]:
+        """Closed windows whose decision is not recorded yet (a check that failed for now)."""
+
+    def mark_window_decided(self, key: WindowKey) -> None: ...
+
     def window(self, key: WindowKey) -> Window | None: ...
 
     def window_sample(self, key: WindowKey, limit: int) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controlplane.errors import PermanentError
+from controlplane.errors import PermanentError, TransientError
 from controlplane.ledger import Decision, Outcome, Source, Verdict
 from controlplane.ports import Services
 from controlplane.windows import WindowKey
@@ -22,9 +22,23 @@ EVENT_TYPE = "drift.window"
 
 
 def evaluate_window(services: Services, key: WindowKey) -> Decision:
-    return decide_once(services, key=f"window:{key}", event_id=str(key), source=Source.TELEMETRY,
-                       event_type=EVENT_TYPE, model=key.model, version=None, received_at=services.clock.now(),
-                       decide=lambda: _decide(services, key))
+    """Decide a closed window once; a check that fails for now leaves it undecided for the next sweep."""
+    decision = decide_once(services, key=f"window:{key}", event_id=str(key), source=Source.TELEMETRY,
+                           event_type=EVENT_TYPE, model=key.model, version=None, received_at=services.clock.now(),
+                           decide=lambda: _decide(services, key))
+    services.store.mark_window_decided(key)
+    return decision
+
+
+def evaluate_closed_windows(services: Services, keys: list[WindowKey]) -> list[Decision]:
+    """Decide each window; one whose check fails for now waits for the sweep, the others go on."""
+    decided = []
+    for key in keys:
+        try:
+            decided.append(evaluate_window(services, key))
+        except TransientError as error:
+            logger.warning("window %s stays undecided until the next sweep: %s", key, error)
+    return decided
 
 
 def _decide(services: Services, key: WindowKey) -> Verdict:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from controlplane.ledger import Decision, Source
 from controlplane.ncrontab import Schedule
+from controlplane.policy import ResolvedRule
 from controlplane.ports import Services
 from handlers.actions import retrain
 from handlers.record import decide_once
@@ -17,19 +18,19 @@ LOOKBACK = timedelta(minutes=2)
 def run_schedules(services: Services) -> list[Decision]:
     now = services.clock.now().replace(microsecond=0)
     decided = []
-    for rule in services.policy.document.models:
+    for index, rule in enumerate(services.policy.document.models):
         if rule.retraining is None or rule.retraining.schedule is None or any(c in rule.name for c in "*?["):
             continue  # a schedule retrains one model: its rule must name it exactly
         schedule = Schedule(rule.retraining.schedule)
         for moment in _seconds(now - LOOKBACK, now):
             if schedule.matches(moment):
-                decided.append(_fire(services, rule.name, moment))
+                decided.append(_fire(services, services.policy.resolve(index), rule.name, moment))
     return decided
 
 
-def _fire(services: Services, model: str, moment: datetime) -> Decision:
+def _fire(services: Services, resolved: ResolvedRule, model: str, moment: datetime) -> Decision:
+    """The scheduling rule itself decides, even when an earlier rule would match the model's name."""
     key = f"schedule:{model}:{moment.isoformat()}"
-    resolved = services.policy.rule_for(model)
     summary = f"scheduled retraining of {model} ({resolved.retraining.schedule}) at {moment.isoformat()}"
     return decide_once(services, key=key, event_id=key, source=Source.CONTROLPLANE, event_type="retraining.scheduled",
                        model=model, version=None, received_at=moment,

@@ -19,7 +19,7 @@ from datetime import timedelta
 from controlplane.errors import PermanentError, TransientError
 from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
 from controlplane.ports import Services
-from handlers.drift import evaluate_window
+from handlers.drift import evaluate_closed_windows
 from handlers.promotion import SETS_CHAMPION
 from handlers.record import decide_once
 from handlers.reviews import expire_reviews
@@ -49,8 +49,7 @@ class SweepReport:
 def sweep(services: Services) -> SweepReport:
     expired = expire_reviews(services)
     closed = services.store.close_due_windows(services.clock.now())
-    for key in closed:
-        evaluate_window(services, key)
+    evaluate_closed_windows(services, services.store.undecided_windows())
     scheduled = run_schedules(services)
     moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)

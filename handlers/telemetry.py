@@ -14,7 +14,7 @@ from controlplane.ledger import Decision, Source
 from controlplane.parsing import parse_telemetry_body
 from controlplane.ports import Services
 from controlplane.windows import WindowSpec
-from handlers.drift import evaluate_window
+from handlers.drift import evaluate_closed_windows
 from handlers.record import record_invalid
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> Tele
             continue
         good.append(TelemetryEvent(raw.partition, raw.sequence_number, raw.enqueued_time, records))
     result = services.store.append_telemetry(good, window_spec(services), services.clock.now()) if good else None
-    decided = tuple(evaluate_window(services, key) for key in (result.closed if result else ()))
+    decided = tuple(evaluate_closed_windows(services, list(result.closed))) if result else ()
     report = TelemetryReport(events=len(batch), records=sum(len(e.records) for e in good),
                              stored=result.stored if result else 0, duplicates=result.duplicates if result else 0,
                              invalid=tuple(invalid), late=result.late if result else 0, windows=decided)

@@ -190,7 +190,8 @@ class FakeStore:
                         if part < 0 or self.windows[(*target, bucket, part)]["closed"]:
                             part += 1
                             self.windows[(*target, bucket, part)] = {"count": 0, "closed": False, "reason": "",
-                                                                     "closes_at": spec.closes_at(bucket), "rows": []}
+                                                                     "closes_at": spec.closes_at(bucket), "rows": [],
+                                                                     "decided": False}
                         window = self.windows[(*target, bucket, part)]
                         window["count"] += 1
                         digest = record_hash(event.partition, event.sequence_number, index)
@@ -208,6 +209,12 @@ class FakeStore:
             for key in due:
                 self.windows[key].update(closed=True, reason="time")
             return [WindowKey(*key) for key in due]
+
+    def undecided_windows(self, limit=100):
+        return [WindowKey(*k) for k, w in self.windows.items() if w["closed"] and not w["decided"]][:limit]
+
+    def mark_window_decided(self, key):
+        self.windows[(key.model, key.deployment, key.bucket, key.part)]["decided"] = True
 
     def window(self, key):
         found = self.windows.get((key.model, key.deployment, key.bucket, key.part))

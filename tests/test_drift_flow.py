@@ -196,3 +196,37 @@ def test_a_reference_registered_as_an_azure_ml_data_asset_is_read_through_the_ga
     assert first.reference_sampled_from == len(diabetes) and not first.dataset_drift and second.rows == first.rows
     assert workspace.asked == [("diabetes-reference", "2")]  # a pinned version is resolved and read once
     assert downloads == ["https://st.blob.core.windows.net/refs/diabetes-reference-2.csv"]
+
+
+def test_a_window_whose_check_fails_for_now_is_decided_by_a_later_sweep(wire, diabetes):
+    from controlplane.errors import TransientError
+
+    services, _ = wire(policy_text, diabetes[diabetes.age < 50])
+    real_check = services.drift.check
+    failures = [TransientError("reference blob unreachable")]
+
+    def flaky(rows, policy):
+        if failures:
+            raise failures.pop()
+        return real_check(rows, policy)
+
+    services.drift.check = flaky
+    report = send(services, diabetes[diabetes.age >= 50].head(150))
+    assert report.stored == 150 and report.windows == ()  # the records are kept; the window waits
+    assert sweep(services).windows_closed == 0
+    [decision] = window_decisions(services)
+    assert decision.outcome is Outcome.RETRAIN and services.store.undecided_windows() == []
+
+
+def test_a_schedule_belongs_to_its_own_rule_even_after_a_broader_one(services):
+    policy = parse_policy("""
+models:
+  - name: "dia*"
+    profile: cv
+  - name: diabetes
+    retraining: {pipeline: p.yml, experiment: e, schedule: "0 0 3 * * *"}
+""")
+    services = replace(services, policy=policy)
+    services.clock.moment = services.clock.moment.replace(hour=3, minute=0, second=30)
+    [fired] = run_schedules(services)
+    assert fired.outcome is Outcome.RETRAIN and fired.model == "diabetes"

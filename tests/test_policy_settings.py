@@ -44,6 +44,14 @@ def test_the_version_is_the_content_hash():
     ("version: 2\n", "version", "version 1"),
     ("models: [\n", "line 2 column 1", "malformed YAML"),
     ("- a\n- b\n", "$", "mapping"),
+    ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: numerical}, methods: {a: wasserstien}}\n",
+     "models[0].drift.methods", "unknown drift method 'wasserstien'"),
+    ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: numerical}, min_rows: 500,"
+     " window: {sample: 100}}\n", "models[0].drift", "every window would be inconclusive"),
+    ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: text}}\n", "models[0].drift.columns",
+     "'numerical' or 'categorical'"),
+    ("models:\n  - name: x\n    retraining: {pipeline: p, experiment: e, schedule: '0 0 3 * *'}\n",
+     "models[0].retraining.schedule", "6 fields"),
 ])
 def test_an_invalid_policy_names_the_key_path(text, path, words):
     with pytest.raises(PolicyError) as error:

@@ -317,3 +317,15 @@ def test_decisions_filter_by_outcome_and_event_type(store):
     assert len(store.decisions(outcomes=[Outcome.RETRAIN, Outcome.REVIEW])) == 3
     assert len(store.decisions(model="churn", event_types=["test"])) == 4
     assert store.decisions(model="churn", event_types=["other"]) == []
+
+
+def test_a_window_filled_exactly_leaves_no_empty_part_and_is_undecided_until_marked(store):
+    result = store.append_telemetry([telemetry_event(s, n=5) for s in range(2)], lambda m: SPEC, T0)
+    bucket = SPEC.bucket(T0)
+    [key] = result.closed
+    assert store.window(WindowKey("churn", "green", bucket, 1)) is None  # opened by the next record only
+    assert store.undecided_windows() == [key]
+    store.mark_window_decided(key)
+    assert store.undecided_windows() == []
+    store.append_telemetry([telemetry_event(9, n=1)], lambda m: SPEC, T0)
+    assert store.window(WindowKey("churn", "green", bucket, 1)).count == 1

@@ -49,13 +49,20 @@ CREATE TABLE IF NOT EXISTS telemetry_events (
 CREATE TABLE IF NOT EXISTS windows (
     model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
     count INTEGER NOT NULL, closed INTEGER NOT NULL, reason TEXT NOT NULL, closes_at TEXT NOT NULL,
-    PRIMARY KEY (model, deployment, bucket, part));
+    decided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, deployment, bucket, part));
 CREATE INDEX IF NOT EXISTS windows_open ON windows (closed, closes_at);
 CREATE TABLE IF NOT EXISTS window_rows (
     model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
     hash INTEGER NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (model, deployment, bucket, part, hash, partition, seq, idx));
 """
+
+
+_ADDED_COLUMNS = (
+    ("decisions", "outcome", "TEXT NOT NULL DEFAULT ''"),
+    ("decisions", "event_type", "TEXT NOT NULL DEFAULT ''"),
+    ("windows", "decided", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class SqliteStore:
@@ -69,6 +76,15 @@ class SqliteStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
             self._connection().executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables alone)."""
+        db = self._connection()
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -255,6 +271,7 @@ class SqliteStore:
         closed: list[WindowKey] = []
         with self._transaction() as db:
             windows: dict[tuple[str, str, int], list[int]] = {}  # (model, deployment, bucket) -> [part, count]
+            full: dict[tuple[str, str, int], int] = {}  # the part just filled: the next record opens the next
             for event in events:
                 for target in {(r.model, r.deployment) for r in event.records}:
                     fresh = db.execute("INSERT OR IGNORE INTO telemetry_events VALUES (?, ?, ?, ?)",
@@ -269,7 +286,9 @@ class SqliteStore:
                         if now >= spec.closes_at(bucket):
                             late += 1
                             continue
-                        slot = windows.get((*target, bucket)) or self._open_window(db, *target, bucket, spec)
+                        slot = windows.get((*target, bucket)) or self._open_window(
+                            db, *target, bucket, spec, full[(*target, bucket)] + 1 if (*target, bucket) in full
+                            else None)
                         windows[(*target, bucket)] = slot
                         slot[1] += 1
                         key = WindowKey(r.model, r.deployment, bucket, slot[0])
@@ -284,7 +303,8 @@ class SqliteStore:
                                        "AND deployment = ? AND bucket = ? AND part = ?", (slot[1], *target, bucket,
                                                                                          slot[0]))
                             closed.append(key)
-                            windows[(*target, bucket)] = self._open_window(db, *target, bucket, spec, slot[0] + 1)
+                            full[(*target, bucket)] = slot[0]
+                            del windows[(*target, bucket)]
             for (model, deployment, bucket), (part, count) in windows.items():
                 db.execute("UPDATE windows SET count = ? WHERE model = ? AND deployment = ? AND bucket = ? "
                            "AND part = ?", (count, model, deployment, bucket, part))
@@ -300,7 +320,7 @@ class SqliteStore:
             if row is not None and not row[2]:
                 return [row[0], row[1]]
             part = row[0] + 1 if row is not None else 0
-        db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, 0, 0, '', ?)",
+        db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, 0, 0, '', ?, 0)",
                    (model, deployment, bucket, part, spec.closes_at(bucket).isoformat()))
         return [part, 0]
 
@@ -311,6 +331,17 @@ class SqliteStore:
             db.executemany("UPDATE windows SET closed = 1, reason = 'time' WHERE model = ? AND deployment = ? AND "
                            "bucket = ? AND part = ?", due)
         return [WindowKey(*row) for row in due]
+
+    def undecided_windows(self, limit: int = 100) -> list[WindowKey]:
+        with self._errors():
+            rows = self._connection().execute("SELECT model, deployment, bucket, part FROM windows WHERE closed = 1 "
+                                              "AND decided = 0 ORDER BY closes_at LIMIT ?", (limit,)).fetchall()
+        return [WindowKey(*row) for row in rows]
+
+    def mark_window_decided(self, key: WindowKey) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE windows SET decided = 1 WHERE model = ? AND deployment = ? AND bucket = ? AND part = ?",
+                       (key.model, key.deployment, key.bucket, key.part))
 
     def window(self, key: WindowKey) -> Window | None:
         with self._errors():

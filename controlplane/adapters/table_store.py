@@ -326,6 +326,7 @@ class TableStore:
         pk = partition_of("|".join(target))
         operations: list[tuple] = []
         windows: dict[int, dict[str, Any]] = {}  # bucket -> the open window's entity (as it will be written)
+        full: dict[int, int] = {}  # bucket -> the part just filled: the next record opens the next part
         stored = duplicates = late = 0
         closed: list[WindowKey] = []
         with self._errors():
@@ -342,7 +343,9 @@ class TableStore:
                     if now >= spec.closes_at(bucket):
                         late += 1
                         continue
-                    window = windows.get(bucket) or self._open_window(pk, bucket, spec, operations)
+                    window = windows.get(bucket) or (
+                        self._new_window(pk, bucket, full[bucket] + 1, spec, operations) if bucket in full
+                        else self._open_window(pk, bucket, spec, operations))
                     windows[bucket] = window
                     window["Count"] += 1
                     stored += 1
@@ -352,7 +355,8 @@ class TableStore:
                     if window["Count"] >= spec.records:
                         window.update(Closed=True, Reason="records")
                         closed.append(WindowKey(*target, bucket, window["Part"]))
-                        windows[bucket] = self._new_window(pk, bucket, window["Part"] + 1, spec, operations)
+                        full[bucket] = window["Part"]
+                        del windows[bucket]
                 for (bucket, part), rows in samples.items():
                     operations.append(("create", {
                         "PartitionKey": pk, "Kind": "sample", **_chunks(dumps(rows)),
@@ -390,7 +394,8 @@ class TableStore:
     @staticmethod
     def _new_window(pk: str, bucket: int, part: int, spec: WindowSpec, operations: list) -> dict[str, Any]:
         window = {"PartitionKey": pk, "RowKey": f"w|{bucket:012d}|{part:05d}", "Kind": "window", "Bucket": bucket,
-                  "Part": part, "Count": 0, "Closed": False, "Reason": "", "ClosesAt": spec.closes_at(bucket)}
+                  "Part": part, "Count": 0, "Closed": False, "Reason": "", "ClosesAt": spec.closes_at(bucket),
+                  "Decided": False}
         operations.append(("create", window))  # a concurrent creator makes this conflict: re-read and retry
         return window
 
@@ -409,6 +414,23 @@ class TableStore:
                 model, deployment = unquote(row["PartitionKey"]).split("|", 1)
                 closed.append(WindowKey(model, deployment, row["Bucket"], row["Part"]))
         return closed
+
+    def undecided_windows(self, limit: int = 100) -> list[WindowKey]:
+        with self._errors():
+            rows = self._telemetry.query_entities("Kind eq 'window' and Closed eq true and Decided eq false")
+            keys = []
+            for row in rows:
+                model, deployment = unquote(row["PartitionKey"]).split("|", 1)
+                keys.append(WindowKey(model, deployment, row["Bucket"], row["Part"]))
+                if len(keys) >= limit:
+                    break
+        return keys
+
+    def mark_window_decided(self, key: WindowKey) -> None:
+        pk = partition_of(f"{key.model}|{key.deployment}")
+        with self._errors():
+            self._telemetry.update_entity({"PartitionKey": pk, "RowKey": f"w|{key.bucket:012d}|{key.part:05d}",
+                                           "Decided": True}, mode=UpdateMode.MERGE)
 
     def window(self, key: WindowKey) -> Window | None:
         pk = partition_of(f"{key.model}|{key.deployment}")
