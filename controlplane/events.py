@@ -16,7 +16,6 @@ MODEL_DEPLOYED = ML_PREFIX + "ModelDeployed"
 RUN_COMPLETED = ML_PREFIX + "RunCompleted"
 RUN_STATUS_CHANGED = ML_PREFIX + "RunStatusChanged"
 DATASET_DRIFT_DETECTED = ML_PREFIX + "DatasetDriftDetected"
-SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 

@@ -62,7 +62,6 @@ class TableStore:
     name = "tables"
 
     def __init__(self, service: TableServiceClient, prefix: str = "controlplane") -> None:
-        self._service = service
         with self._errors():
             self._ledger = service.create_table_if_not_exists(f"{prefix}ledger")
             self._telemetry = service.create_table_if_not_exists(f"{prefix}telemetry")
