@@ -55,6 +55,8 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
 class ServerProcess:
     """A server in a child process on a free loopback port; ``stop`` is graceful, ``kill`` is not."""
 
+    stop_signal = signal.SIGTERM
+
     def __init__(self) -> None:
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -65,9 +67,9 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -91,6 +93,8 @@ class Azurite(ServerProcess):
     In memory by default; ``persistent=True`` keeps data in a temporary workspace so a restart (an
     outage) finds it again.
     """
+
+    stop_signal = signal.SIGINT  # Azurite writes its persisted data on SIGINT, not on SIGTERM
 
     def __init__(self, persistent: bool = False) -> None:
         super().__init__()

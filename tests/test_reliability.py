@@ -1,0 +1,158 @@
+"""Failures in the middle of work: storage going away mid-batch, a host killed mid-delivery. After
+recovery the state is the state an undisturbed run reaches: nothing lost, nothing counted twice."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from controlplane.errors import TransientError
+from controlplane.ledger import Outcome
+from tests.support import Azurite, load_event, local_host
+
+
+def telemetry_batch(events=90, per_event=4):
+    from handlers.telemetry import RawTelemetry
+
+    now = "2026-11-22T10:00:00Z"
+    batch = []
+    for sequence in range(events):
+        records = [{"model": "churn", "version": "3", "endpoint": "churn-ep", "deployment": "green",
+                    "request_id": f"{sequence}-{i}", "timestamp": now, "inputs": {"age": 30 + i}, "outputs": {}}
+                   for i in range(per_event)]
+        batch.append(RawTelemetry("0", sequence, None, json.dumps(records).encode()))
+    return batch
+
+
+def test_storage_going_away_mid_batch_raises_for_the_retry_which_then_lands_exactly(services, monkeypatch):
+    from azure.data.tables import TableServiceClient
+
+    from controlplane.adapters.table_store import TableStore
+    from handlers.telemetry import receive_telemetry
+
+    azurite = Azurite(persistent=True).start()
+    try:
+        service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
+                                                            connection_timeout=2)
+        store = TableStore(service, prefix="outage")
+        services = replace(services, store=store)
+        services.clock.moment = services.clock.moment.replace(hour=10, minute=1)
+        real_chunk, chunks = TableStore._append_chunk, []
+
+        def first_chunk_then_outage(self, *args, **kwargs):
+            result = real_chunk(self, *args, **kwargs)
+            chunks.append(result)
+            if len(chunks) == 1:
+                azurite.stop()  # the storage account goes away between two transactions
+            return result
+
+        monkeypatch.setattr(TableStore, "_append_chunk", first_chunk_then_outage)
+        batch = telemetry_batch()
+        with pytest.raises(TransientError):  # the function raises: the host's retry policy runs
+            receive_telemetry(services, batch)
+        monkeypatch.undo()
+
+        azurite.start()  # the same account comes back with what it had
+        retry = receive_telemetry(services, batch)  # the retry redelivers the whole batch
+        assert retry.duplicates == chunks[0].stored  # the first transaction's records were kept, once
+        assert store.telemetry_count("churn", "green") == 90 * 4  # nothing lost, nothing twice
+    finally:
+        azurite.close()
+
+
+def test_a_decision_interrupted_by_an_outage_is_decided_once_after_recovery(services, monkeypatch):
+    from azure.data.tables import TableServiceClient
+
+    from controlplane.adapters.table_store import TableStore
+    from handlers.registry import receive_registry_event
+
+    azurite = Azurite(persistent=True).start()
+    try:
+        service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
+                                                            connection_timeout=2)
+        services = replace(services, store=TableStore(service, prefix="outage2"), lease=timedelta(seconds=30))
+        real_complete = TableStore.complete
+
+        def outage_before_completing(self, claim, decision):
+            azurite.stop()
+            return real_complete(self, claim, decision)
+
+        monkeypatch.setattr(TableStore, "complete", outage_before_completing)
+        event = load_event("eg_monitor_breach.json")[0]
+        with pytest.raises(TransientError):
+            receive_registry_event(services, event)
+        monkeypatch.undo()
+        azurite.start()
+
+        services.clock.advance(seconds=31)  # the claim's lease runs out: the retry takes the key over
+        decision = receive_registry_event(services, event)
+        assert decision.outcome is Outcome.RETRAIN
+        assert [d.outcome for d in services.store.decisions(model="churn")] == [Outcome.RETRAIN]
+        assert len(services.store.tasks()) == 1  # no orphan task from the interrupted attempt
+    finally:
+        azurite.close()
+
+
+def outcomes_by_event(path):
+    try:  # read-only: the host creates the database on its first event
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT body FROM decisions").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    found = {}
+    for (body,) in rows:
+        decision = json.loads(body)
+        if decision["outcome"] != "duplicate":
+            assert decision["event_id"] not in found, f"two decisions for {decision['event_id']}"
+            found[decision["event_id"]] = (decision["outcome"], decision["reason"])
+    return found
+
+
+def post_all(host, events):
+    """Deliver like Event Grid: retry each event until the host accepts it."""
+    for event in events:
+        for _ in range(400):
+            try:
+                if host.post_events([event]).status == 202:
+                    break
+            except OSError:
+                pass  # the host is down: Event Grid keeps retrying
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"{event['id']} never accepted")
+
+
+def test_a_host_killed_mid_delivery_and_restarted_converges_to_the_undisturbed_decisions(tmp_path):
+    template = load_event("eg_monitor_breach.json")[0]
+    events = []
+    for n in range(60):
+        event = json.loads(json.dumps(template))
+        event["id"] = f"crash-{n:03d}"
+        event["data"]["experimentName"] = ["churn-monitor", "defect-detector-drift", "ticket-classifier-monitor"][n % 3]
+        events.append(event)
+
+    calm = tmp_path / "calm"
+    calm.mkdir()
+    with local_host({"CONTROLPLANE_STORE": f"sqlite:///{calm}/cp.db"}, calm) as host:
+        post_all(host, events)
+    expected = outcomes_by_event(calm / "cp.db")
+
+    stormy = tmp_path / "stormy"
+    stormy.mkdir()
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{stormy}/cp.db", "CONTROLPLANE_LEASE_SECONDS": "1"}
+    with local_host(env, stormy) as host:
+        poster = threading.Thread(target=post_all, args=(host, events))
+        poster.start()
+        while len(outcomes_by_event(stormy / "cp.db")) < 20:
+            time.sleep(0.01)
+        host.kill()  # SIGKILL mid-delivery: no cleanup, claims may be left in progress
+        time.sleep(0.5)
+        host.start()  # the same store, a new process
+        poster.join(timeout=120)
+        post_all(host, events)  # Event Grid redelivers everything it is unsure about
+    assert outcomes_by_event(stormy / "cp.db") == expected
