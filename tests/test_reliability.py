@@ -156,3 +156,58 @@ def test_a_host_killed_mid_delivery_and_restarted_converges_to_the_undisturbed_d
         poster.join(timeout=120)
         post_all(host, events)  # Event Grid redelivers everything it is unsure about
     assert outcomes_by_event(stormy / "cp.db") == expected
+
+
+STORM_POLICY = """
+models:
+  - name: "defect-*"
+    profile: cv
+    review: {assignees: [vision-reviewers@contoso.com]}
+monitors: {defect-detector-drift: defect-detector}
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite", "tables"])
+def test_ten_thousand_deliveries_with_thirty_percent_duplicates_from_eight_posters(store, tmp_path, request):
+    import random
+    import uuid
+
+    (tmp_path / "policy.yaml").write_text(STORM_POLICY)
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "CONTROLPLANE_POLICY": str(tmp_path / "policy.yaml")}
+    if store == "tables":
+        env.update(CONTROLPLANE_STORE="tables", CONTROLPLANE_TABLE_PREFIX=f"storm{uuid.uuid4().hex[:8]}",
+                   AzureWebJobsStorage=request.getfixturevalue("azurite").connection_string)
+    template = load_event("eg_monitor_breach.json")[0]
+    template["data"]["experimentName"] = "defect-detector-drift"
+    unique = [{**template, "id": f"storm-{n:05d}"} for n in range(7000)]
+    rng = random.Random(8)
+    deliveries = unique + [rng.choice(unique) for _ in range(3000)]
+    rng.shuffle(deliveries)
+    shares = [deliveries[i::8] for i in range(8)]
+
+    with local_host(env, tmp_path) as host:
+        threads = [threading.Thread(target=post_all, args=(host, share)) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        decisions = host.decisions(limit=500)  # the API's page; the store is read in full below
+
+    assert decisions
+    if store == "sqlite":
+        with sqlite3.connect(tmp_path / "cp.db") as db:
+            outcomes = dict(db.execute("SELECT outcome, count(*) FROM decisions GROUP BY outcome").fetchall())
+            tasks = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            reviews = db.execute("SELECT count(*) FROM reviews").fetchone()[0]
+    else:
+        from azure.data.tables import TableServiceClient
+
+        from controlplane.adapters.table_store import TableStore
+
+        table_store = TableStore(TableServiceClient.from_connection_string(env["AzureWebJobsStorage"]),
+                                 prefix=env["CONTROLPLANE_TABLE_PREFIX"])
+        found = table_store.decisions(model="defect-detector", limit=20_000)
+        outcomes = {o: sum(d.outcome.value == o for d in found) for o in ("review", "duplicate")}
+        tasks, reviews = len(table_store.tasks(limit=100_000)), len(table_store.reviews(limit=100_000))
+    assert outcomes["review"] == 7000 and outcomes["duplicate"] == 3000  # none lost, none decided twice
+    assert tasks == 7000 and reviews == 7000  # one review (and its notice) per event
