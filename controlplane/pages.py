@@ -109,7 +109,8 @@ def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), 
     body = f"<h1>{escape(title)}</h1><h2>Reviews</h2>"
     body += _table(["review", "kind", "model", "state", "approvals", "expires"], review_rows) if review_rows else (
         "<p class='muted'>No reviews.</p>")
-    decision_rows = [[escape(d.decided_at.isoformat(timespec="seconds")), escape(d.event_type),
+    decision_rows = [[escape(d.decided_at.isoformat(timespec="seconds")),
+                      escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
                       escape(f"{d.model or '-'}:{d.version or '-'}"), escape(d.outcome.value), escape(d.reason)]
                      for d in decisions]
     if decision_rows:
