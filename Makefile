@@ -26,12 +26,19 @@ node_modules/.package-lock.json: package.json package-lock.json
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# Infrastructure checks (Bicep parsing, checkov) in their own virtualenv: their pins never touch $(VENV).
+# Pinned: a checkov release with new checks changes what `make test` demands of infra/.
+.tools/checkov/bin/checkov:
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
+	.tools/checkov/bin/python -m pip install --quiet checkov==3.3.30 pycep-parser==0.5.1
+
 ## run: start the control plane locally on http://127.0.0.1:$(PORT) (SQLite store, dry-run dispatch)
 run: $(VENV)/.runtime
 	$(PY) -m controlplane serve --port $(PORT)
 
 ## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
-test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium
+test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/checkov/bin/checkov
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

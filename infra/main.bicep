@@ -1,5 +1,7 @@
-// The control plane's Azure resources: one resource group holding the Function App (Flex
-// Consumption, Python 3.11) and what it reads and writes, reached with one user-assigned identity.
+// The control plane's Azure resources: one resource group holding the Function App (Flex Consumption, Python
+// 3.11) and what it reads and writes, reached with one user-assigned identity; plus, when an Azure ML workspace
+// is named, a role on that workspace and an Event Grid system topic on it. What needs the deployed function's
+// keys (the topic's subscription, the alerts action group) is created by infra/hooks/postdeploy.*.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -17,9 +19,24 @@ param telemetryEventHubName string = 'telemetry'
 @description('Consumer group the on_telemetry function reads with.')
 param telemetryConsumerGroup string = 'controlplane'
 
+@description('Principal (object) id allowed to send telemetry, for example a scoring deployment\'s managed identity; empty for none.')
+param telemetryProducerPrincipalId string = ''
+
+@allowed(['ServicePrincipal', 'User', 'Group'])
+@description('Kind of principal telemetryProducerPrincipalId is.')
+param telemetryProducerPrincipalType string = 'ServicePrincipal'
+
 @secure()
-@description('HMAC key for approval links, kept in Key Vault. Pass your own to keep links valid across provisions.')
-param approvalSigningKey string = '${newGuid()}${newGuid()}'
+@description('HMAC key for approval links (AZURE_APPROVAL_SIGNING_KEY). Empty: a key is generated on the first provision and kept by later ones.')
+param approvalSigningKey string = ''
+
+@secure()
+// checkov:skip=CKV_AZURE_131: not a hardcoded value: newGuid() draws a new random key for every deployment
+@description('A fresh random key on every deployment; stored only when no key exists yet and none is passed.')
+param generatedSigningKey string = '${newGuid()}${newGuid()}'
+
+@description('Key Vault of an earlier provision of this environment (azd keeps its AZURE_KEY_VAULT_NAME output). Set, it means the signing key already exists and is left as it is.')
+param provisionedKeyVaultName string = ''
 
 @description('Microsoft Teams workflow webhook URL for review and promotion notifications (optional).')
 param teamsWebhookUrl string = ''
@@ -37,14 +54,19 @@ param webhookSecret string = ''
 @description('Create an Event Grid topic that receives every decision as a CloudEvent.')
 param publishDecisions bool = false
 
-@description('Resource group of the existing Azure ML workspace the control plane acts on (same subscription).')
+@description('Resource group of the existing Azure ML workspace the control plane acts on (same subscription); empty means the control plane\'s own resource group.')
 param azureMlResourceGroup string = ''
 
 @description('Name of that Azure ML workspace; empty keeps dispatch in dry-run mode.')
 param azureMlWorkspace string = ''
 
+@description('Region of that workspace (its Event Grid system topic must be there); defaults to location.')
+param azureMlLocation string = location
+
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var useAzureMl = !empty(azureMlWorkspace)
+var mlResourceGroup = empty(azureMlResourceGroup) ? rg.name : azureMlResourceGroup
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -61,16 +83,47 @@ module app 'app/controlplane.bicep' = {
     resourceToken: resourceToken
     telemetryEventHubName: telemetryEventHubName
     telemetryConsumerGroup: telemetryConsumerGroup
-    approvalSigningKey: approvalSigningKey
+    approvalSigningKey: empty(approvalSigningKey) ? generatedSigningKey : approvalSigningKey
+    writeSigningKey: !empty(approvalSigningKey) || empty(provisionedKeyVaultName)
     teamsWebhookUrl: teamsWebhookUrl
     slackWebhookUrl: slackWebhookUrl
     webhookUrl: webhookUrl
     webhookSecret: webhookSecret
     publishDecisions: publishDecisions
-    azureMlResourceGroup: azureMlResourceGroup
+    azureMlResourceGroup: useAzureMl ? mlResourceGroup : ''
     azureMlWorkspace: azureMlWorkspace
+    telemetryProducerPrincipalId: telemetryProducerPrincipalId
+    telemetryProducerPrincipalType: telemetryProducerPrincipalType
   }
 }
 
+// Nothing is deployed into the workspace's resource group, so `azd down` never offers to delete it: the
+// identity's AzureML Data Scientist role on the workspace is assigned by the postdeploy hook.
+var mlWorkspaceId = resourceId(subscription().subscriptionId, mlResourceGroup,
+  'Microsoft.MachineLearningServices/workspaces', azureMlWorkspace)
+
+module registryEvents 'app/registry-events.bicep' = if (useAzureMl) {
+  name: 'registry-events'
+  scope: rg
+  params: {
+    location: azureMlLocation
+    tags: tags
+    resourceToken: resourceToken
+    workspaceId: mlWorkspaceId
+    storageAccountName: app.outputs.storageAccountName
+    deadLetterContainerName: app.outputs.deadLetterContainerName
+  }
+}
+
+// azd saves these in the environment; the postdeploy hooks and docs/deploy.md use them.
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output AZURE_FUNCTION_APP_HOSTNAME string = app.outputs.functionAppHostName
 output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_STORAGE_ACCOUNT_ID string = app.outputs.storageAccountId
+output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = app.outputs.deadLetterContainerName
+output AZURE_ML_SYSTEM_TOPIC_NAME string = useAzureMl ? registryEvents!.outputs.name : ''
+output AZURE_ML_WORKSPACE_ID string = useAzureMl ? mlWorkspaceId : ''
+output AZURE_CONTROLPLANE_PRINCIPAL_ID string = app.outputs.identityPrincipalId
+output AZURE_ACTION_GROUP_NAME string = 'ag-cp-${resourceToken}'
+output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName
+output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = app.outputs.logAnalyticsWorkspaceId

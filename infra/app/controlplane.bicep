@@ -6,6 +6,8 @@ param telemetryEventHubName string
 param telemetryConsumerGroup string
 @secure()
 param approvalSigningKey string
+@description('Write approvalSigningKey to Key Vault: on the first provision, or when a key is passed explicitly.')
+param writeSigningKey bool
 param teamsWebhookUrl string
 param slackWebhookUrl string
 param webhookUrl string
@@ -14,8 +16,15 @@ param webhookSecret string
 param publishDecisions bool
 param azureMlResourceGroup string
 param azureMlWorkspace string
+@description('Principal allowed to send telemetry to the event hub (a scoring deployment\'s identity); empty for none.')
+param telemetryProducerPrincipalId string
+param telemetryProducerPrincipalType string
 
 var deploymentContainer = 'app-package-${resourceToken}'
+// Event Grid dead-letters undeliverable Azure ML events here (see infra/hooks/postdeploy.*).
+var deadLetterContainer = 'eventgrid-deadletter'
+var signingKeySecretName = 'approval-signing-key'
+var decisionsTopicName = 'evgt-cp-${resourceToken}'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-cp-${resourceToken}'
@@ -24,11 +33,14 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: no virtual network here: the Functions host, azd and Event Grid dead-lettering reach the account publicly; shared keys are off, so every caller needs an Entra ID role
+  // checkov:skip=CKV_AZURE_43: the name is 'stcp' plus the 13-character lowercase resource token (17 characters, valid); checkov cannot evaluate the interpolation
   name: 'stcp${resourceToken}'
   location: location
   tags: tags
   kind: 'StorageV2'
-  sku: { name: 'Standard_LRS' }
+  // Geo-redundant: the decision ledger (Table storage) is the audit record of every promotion.
+  sku: { name: 'Standard_GRS' }
   properties: {
     allowSharedKeyAccess: false
     allowBlobPublicAccess: false
@@ -39,6 +51,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     name: 'default'
     resource packages 'containers' = { name: deploymentContainer }
     resource artifacts 'containers' = { name: 'artifacts' }
+    resource deadLetters 'containers' = { name: deadLetterContainer }
   }
 }
 
@@ -71,6 +84,7 @@ resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy exists only in some regions (and wants zone-redundant storage); forcing it would make the template fail elsewhere
   name: 'plan-cp-${resourceToken}'
   location: location
   tags: tags
@@ -80,6 +94,11 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: Event Grid, Azure Monitor action groups and reviewers' browsers call the app from the internet; function keys and signed links guard it
+  // checkov:skip=CKV_AZURE_17: callers (Event Grid, action groups, browsers) present no client certificates, and Flex Consumption does not support platform certificate features
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint; azd deploys the package to the blob container with Entra ID
+  // checkov:skip=CKV_AZURE_212: Flex Consumption sizes the app with functionAppConfig.scaleAndConcurrency; siteConfig.numberOfWorkers does not apply
+  // checkov:skip=CKV_AZURE_213: Flex Consumption keeps no fixed instance pool for App Service health check to evict from; GET /api/health (anonymous) serves external probes
   name: 'func-cp-${resourceToken}'
   location: location
   tags: union(tags, { 'azd-service-name': 'controlplane' })
@@ -99,12 +118,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: 2048 }
       runtime: { name: 'python', version: '3.11' }
     }
-    siteConfig: { minTlsVersion: '1.2' }
+    siteConfig: { minTlsVersion: '1.2', http20Enabled: true }
     keyVaultReferenceIdentity: identity.id
   }
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_109: the Function App resolves its Key Vault reference over the public endpoint (no virtual network integration); access is Entra ID RBAC only
+  // checkov:skip=CKV_AZURE_189: same reason: without a virtual network the app reaches the vault publicly; RBAC authorizes every read
   name: 'kv-cp-${resourceToken}'
   location: location
   tags: tags
@@ -116,21 +137,57 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
   }
-  resource signingKey 'secrets' = {
-    name: 'approval-signing-key'
-    properties: { value: approvalSigningKey, contentType: 'HMAC-SHA256 key for approval links' }
-  }
+}
+
+// Written on the first provision and whenever a key is passed; otherwise the stored key (and every open
+// approval link) survives the provision. Rotating = a new secret version (docs/deploy.md).
+resource signingKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (writeSigningKey) {
+  // checkov:skip=CKV_AZURE_41: an expiry would make Key Vault refuse the reference and stop every approval; the key is rotated by writing a new version instead
+  // checkov:skip=CKV_AZURE_114: checkov reads no properties of a conditional resource; contentType is set below
+  parent: vault
+  name: signingKeySecretName
+  properties: { value: approvalSigningKey, contentType: 'HMAC-SHA256 key for approval links' }
 }
 
 resource decisionsTopic 'Microsoft.EventGrid/topics@2024-06-01-preview' = if (publishDecisions) {
-  name: 'evgt-cp-${resourceToken}'
+  // checkov:skip=CKV_AZURE_192: checkov reads no properties of a conditional resource; disableLocalAuth is true below
+  // checkov:skip=CKV_AZURE_193: the app publishes from Flex Consumption without a virtual network, so the topic keeps its public endpoint; local auth is off, publishing needs EventGrid Data Sender
+  // checkov:skip=CKV_AZURE_191: the topic only receives; subscribers that deliver with a managed identity configure it on their own subscription
+  name: decisionsTopicName
   location: location
   tags: tags
   properties: { inputSchema: 'CloudEventSchemaV1_0', disableLocalAuth: true, publicNetworkAccess: 'Enabled' }
 }
 
+module rbac 'rbac.bicep' = {
+  name: 'controlplane-rbac'
+  params: {
+    identityId: identity.id
+    principalId: identity.properties.principalId
+    storageAccountName: storage.name
+    logAnalyticsName: logs.name
+    insightsName: insights.name
+    eventHubsNamespaceName: eventHubs.name
+    telemetryEventHubName: eventHubs::hub.name
+    vaultName: vault.name
+    publishDecisions: publishDecisions
+    decisionsTopicName: decisionsTopicName
+    telemetryProducerPrincipalId: telemetryProducerPrincipalId
+    telemetryProducerPrincipalType: telemetryProducerPrincipalType
+  }
+  dependsOn: [decisionsTopic]
+}
+
 // Names match local.settings.sample.json and controlplane/settings.py; connections are identity-based.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov reads every sites/config resource as the 'web' configuration; this one is 'appsettings', so these do not apply:
+  // checkov:skip=CKV_AZURE_13: App Service authentication is a site setting (authsettingsV2), not an app setting; docs/deploy.md shows how to turn it on
+  // checkov:skip=CKV_AZURE_63: HTTP logging is a 'web' configuration setting, not an app setting
+  // checkov:skip=CKV_AZURE_65: detailed error messages are a 'web' configuration setting, not an app setting
+  // checkov:skip=CKV_AZURE_66: failed request tracing is a 'web' configuration setting, not an app setting
+  // checkov:skip=CKV_AZURE_80: .NET Framework version does not apply to a Python app, and it is not an app setting
+  // checkov:skip=CKV_AZURE_88: Azure Files mounts are not app settings, and Flex Consumption runs from its blob package
+  // checkov:skip=CKV_AZURE_222: public network access is a site property (see functionApp), not an app setting
   parent: functionApp
   name: 'appsettings'
   properties: {
@@ -152,7 +209,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONTROLPLANE_LEASE_SECONDS: '300'
     CONTROLPLANE_TABLE_PREFIX: 'controlplane'
     CONTROLPLANE_PUBLIC_URL: 'https://${functionApp.properties.defaultHostName}'
-    APPROVAL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${vault::signingKey.properties.secretUri})'
+    // Versionless: the app follows the latest version of the secret, so rotation needs no new provision.
+    APPROVAL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${signingKeySecretName})'
     NOTIFY_TEAMS_WEBHOOK_URL: teamsWebhookUrl
     NOTIFY_SLACK_WEBHOOK_URL: slackWebhookUrl
     NOTIFY_WEBHOOK_URL: webhookUrl
@@ -165,68 +223,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TELEMETRY_EVENTHUB_NAME: telemetryEventHubName
     TELEMETRY_CONSUMER_GROUP: telemetryConsumerGroup
   }
-  dependsOn: [vaultRole]
-}
-
-// Data-plane roles for the identity (built-in role definition ids).
-var roles = {
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner (host leases, package)
-  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor (ledger)
-  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor (host)
-  eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde' // Azure Event Hubs Data Receiver (telemetry)
-  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher (App Insights)
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User (signing key reference)
-  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender (decisions topic)
-}
-
-resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
-  scope: vault
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
-  }
-}
-
-resource senderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (publishDecisions) {
-  name: guid(resourceGroup().id, identity.id, roles.eventGridDataSender, 'decisions')
-  scope: decisionsTopic
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
-  }
-}
-
-resource storageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in [roles.storageBlobDataOwner, roles.storageTableDataContributor, roles.storageQueueDataContributor]: {
-  name: guid(storage.id, identity.id, role)
-  scope: storage
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
-  }
-}]
-
-resource receiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(eventHubs.id, identity.id, roles.eventHubsDataReceiver)
-  scope: eventHubs
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataReceiver)
-  }
-}
-
-resource publisherRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(insights.id, identity.id, roles.monitoringMetricsPublisher)
-  scope: insights
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
-  }
+  // The Key Vault reference and the identity-based connections resolve only once the roles exist.
+  dependsOn: [rbac, signingKey]
 }
 
 output functionAppName string = functionApp.name
+output functionAppHostName string = functionApp.properties.defaultHostName
+output identityPrincipalId string = identity.properties.principalId
+output storageAccountName string = storage.name
+output storageAccountId string = storage.id
+output deadLetterContainerName string = deadLetterContainer
+output logAnalyticsWorkspaceId string = logs.id
+output keyVaultName string = vault.name

@@ -1,0 +1,142 @@
+# azd postdeploy hook (PowerShell): connects what needs the deployed function's keys.
+#
+#  1. Event Grid: subscribes the Azure ML workspace's system topic to the on_registry_event function through
+#     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
+#     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
+#  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
+#     on_alert function key. Point your alert rules at it.
+#
+# Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
+    throw 'postdeploy: the Azure CLI (az) is required'
+}
+
+function Invoke-Az {
+    # Native commands do not throw: stop on a non-zero exit code.
+    $output = & az @args
+    if ($LASTEXITCODE -ne 0) { throw "postdeploy: az $(($args | Select-Object -First 3) -join ' ') failed ($LASTEXITCODE)" }
+    return $output
+}
+
+function Protect-Url([string]$Url) {
+    # On Windows az is a batch file and cmd.exe would split the URL at '&': hand it over quoted.
+    if ([System.Environment]::OSVersion.Platform -eq 'Win32NT') { return '"' + $Url + '"' }
+    return $Url
+}
+
+function Wait-For([string]$What, [scriptblock]$Query) {
+    # The host writes its keys when it first starts on the new package: ask again for up to five minutes.
+    $ErrorActionPreference = 'Continue'  # a failed attempt (stderr) is expected while the host starts
+    for ($try = 0; $try -lt 30; $try++) {
+        $value = & $Query 2>$null
+        if ($LASTEXITCODE -eq 0 -and $value) { return "$value".Trim() }
+        Start-Sleep -Seconds 10
+    }
+    throw "postdeploy: $What did not appear within five minutes"
+}
+
+# azd passes the environment's values to hooks; load them when the script is run by hand.
+if (-not $env:AZURE_FUNCTION_APP_NAME -and (Get-Command azd -ErrorAction SilentlyContinue)) {
+    foreach ($line in (& azd env get-values)) {
+        if ($line -match '^([^=]+)=(.*)$') {
+            [Environment]::SetEnvironmentVariable($Matches[1], ($Matches[2] -replace '^"|"$'))
+        }
+    }
+}
+
+$rg = $env:AZURE_RESOURCE_GROUP
+$app = $env:AZURE_FUNCTION_APP_NAME
+if (-not $rg -or -not $app) { throw 'postdeploy: AZURE_RESOURCE_GROUP / AZURE_FUNCTION_APP_NAME are not set: run azd provision first' }
+$functionHost = $env:AZURE_FUNCTION_APP_HOSTNAME
+if (-not $functionHost) {
+    $functionHost = Invoke-Az functionapp show --resource-group $rg --name $app --query defaultHostName -o tsv
+}
+
+$workspaceId = $env:AZURE_ML_WORKSPACE_ID
+if ($workspaceId) {
+    # AzureML Data Scientist on the workspace, assigned here rather than in Bicep so that `azd down` never
+    # counts the workspace's resource group as part of this deployment.
+    $role = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+    $principal = $env:AZURE_CONTROLPLANE_PRINCIPAL_ID
+    if (-not $principal) { throw 'postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set' }
+    $existing = Invoke-Az role assignment list --assignee $principal --role $role --scope $workspaceId --query 'length(@)' -o tsv
+    if ("$existing".Trim() -eq '0') {
+        Write-Host "postdeploy: granting the control plane AzureML Data Scientist on $workspaceId"
+        Invoke-Az role assignment create --assignee-object-id $principal --assignee-principal-type ServicePrincipal `
+            --role $role --scope $workspaceId --output none
+    }
+}
+
+$subscription = 'on-registry-event'
+$topic = $env:AZURE_ML_SYSTEM_TOPIC_NAME
+if ($topic) {
+    $key = Wait-For 'the eventgrid_extension system key' {
+        az functionapp keys list --resource-group $rg --name $app --query 'systemKeys.eventgrid_extension' -o tsv
+    }
+    $endpoint = "https://$functionHost/runtime/webhooks/eventgrid?functionName=on_registry_event&code=$key"
+
+    Write-Host "postdeploy: subscribing on_registry_event to Event Grid system topic $topic"
+    Invoke-Az eventgrid system-topic event-subscription create `
+        --name $subscription `
+        --resource-group $rg `
+        --system-topic-name $topic `
+        --endpoint-type webhook `
+        --endpoint (Protect-Url $endpoint) `
+        --event-delivery-schema eventgridschema `
+        --included-event-types `
+            Microsoft.MachineLearningServices.ModelRegistered `
+            Microsoft.MachineLearningServices.ModelDeployed `
+            Microsoft.MachineLearningServices.RunCompleted `
+            Microsoft.MachineLearningServices.RunStatusChanged `
+            Microsoft.MachineLearningServices.DatasetDriftDetected `
+        --max-delivery-attempts 30 `
+        --event-ttl 1440 `
+        --output none | Out-Null
+
+    # The CLI sets dead-lettering only with Event Grid's own credentials, which a storage account without shared
+    # keys refuses; the ARM update sets it with the system topic's managed identity (granted in Bicep).
+    if (-not $env:AZURE_STORAGE_ACCOUNT_ID) { throw 'postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set' }
+    $container = if ($env:AZURE_EVENTGRID_DEADLETTER_CONTAINER) { $env:AZURE_EVENTGRID_DEADLETTER_CONTAINER } else { 'eventgrid-deadletter' }
+    $topicId = Invoke-Az eventgrid system-topic show --resource-group $rg --name $topic --query id -o tsv
+    $body = (New-TemporaryFile).FullName
+    try {
+        $patch = @{
+            deadLetterWithResourceIdentity = @{
+                identity              = @{ type = 'SystemAssigned' }
+                deadLetterDestination = @{
+                    endpointType = 'StorageBlob'
+                    properties   = @{ resourceId = $env:AZURE_STORAGE_ACCOUNT_ID; blobContainerName = $container }
+                }
+            }
+        } | ConvertTo-Json -Depth 5
+        [System.IO.File]::WriteAllText($body, $patch)  # UTF-8 without a byte order mark
+        Invoke-Az rest --method patch `
+            --url "$topicId/eventSubscriptions/$($subscription)?api-version=2022-06-15" `
+            --body "@$body" --output none | Out-Null
+    }
+    finally {
+        Remove-Item $body -ErrorAction SilentlyContinue
+    }
+}
+else {
+    Write-Host 'postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create'
+}
+
+$alertKey = Wait-For 'the on_alert function key' {
+    az functionapp function keys list --resource-group $rg --name $app --function-name on_alert --query default -o tsv
+}
+$actionGroup = if ($env:AZURE_ACTION_GROUP_NAME) { $env:AZURE_ACTION_GROUP_NAME } else { 'ag-controlplane' }
+
+Write-Host "postdeploy: pointing action group $actionGroup at https://$functionHost/api/alerts"
+Invoke-Az monitor action-group create `
+    --resource-group $rg `
+    --name $actionGroup `
+    --short-name ctrlplane `
+    --action webhook controlplane (Protect-Url "https://$functionHost/api/alerts?code=$alertKey") usecommonalertschema `
+    --tags "azd-env-name=$($env:AZURE_ENV_NAME)" `
+    --output none | Out-Null
+
+Write-Host "postdeploy: done. Use action group $actionGroup in the alert rules whose alerts the control plane should handle."

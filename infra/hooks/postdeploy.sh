@@ -1,0 +1,132 @@
+#!/bin/sh
+# azd postdeploy hook (POSIX shells): connects what needs the deployed function's keys.
+#
+#  1. Event Grid: subscribes the Azure ML workspace's system topic to the on_registry_event function through
+#     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
+#     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
+#  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
+#     on_alert function key. Point your alert rules at it.
+#
+# Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
+set -eu
+
+command -v az >/dev/null 2>&1 || { echo "postdeploy: the Azure CLI (az) is required" >&2; exit 1; }
+
+# azd passes the environment's values to hooks; load them when the script is run by hand.
+if [ -z "${AZURE_FUNCTION_APP_NAME:-}" ] && command -v azd >/dev/null 2>&1; then
+  values=$(mktemp)
+  azd env get-values > "$values"
+  while IFS= read -r line; do
+    case "$line" in
+      *=*)
+        value=${line#*=}; value=${value#\"}; value=${value%\"}
+        export "${line%%=*}=$value"
+        ;;
+    esac
+  done < "$values"
+  rm -f "$values"
+fi
+
+rg=${AZURE_RESOURCE_GROUP:?postdeploy: AZURE_RESOURCE_GROUP is not set: run azd provision first}
+app=${AZURE_FUNCTION_APP_NAME:?postdeploy: AZURE_FUNCTION_APP_NAME is not set: run azd provision first}
+host=${AZURE_FUNCTION_APP_HOSTNAME:-}
+[ -n "$host" ] || host=$(az functionapp show --resource-group "$rg" --name "$app" --query defaultHostName -o tsv)
+
+# The host writes its keys when it first starts on the new package: ask again for up to five minutes.
+wait_for() {
+  what=$1
+  shift
+  tries=0
+  while [ "$tries" -lt 30 ]; do
+    value=$("$@" 2>/dev/null || true)
+    if [ -n "$value" ]; then
+      printf '%s' "$value"
+      return 0
+    fi
+    tries=$((tries + 1))
+    sleep 10
+  done
+  echo "postdeploy: $what did not appear within five minutes" >&2
+  return 1
+}
+
+workspace_id=${AZURE_ML_WORKSPACE_ID:-}
+if [ -n "$workspace_id" ]; then
+  # AzureML Data Scientist on the workspace, assigned here rather than in Bicep so that `azd down` never
+  # counts the workspace's resource group as part of this deployment.
+  role=f6c7c914-8db3-469d-8ca1-694a8f32e121
+  principal=${AZURE_CONTROLPLANE_PRINCIPAL_ID:?postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set}
+  existing=$(az role assignment list --assignee "$principal" --role "$role" --scope "$workspace_id" \
+    --query "length(@)" -o tsv)
+  if [ "$existing" = "0" ]; then
+    echo "postdeploy: granting the control plane AzureML Data Scientist on $workspace_id"
+    az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal \
+      --role "$role" --scope "$workspace_id" --output none
+  fi
+fi
+
+subscription=on-registry-event
+topic=${AZURE_ML_SYSTEM_TOPIC_NAME:-}
+if [ -n "$topic" ]; then
+  key=$(wait_for "the eventgrid_extension system key" \
+    az functionapp keys list --resource-group "$rg" --name "$app" --query "systemKeys.eventgrid_extension" -o tsv)
+  endpoint="https://${host}/runtime/webhooks/eventgrid?functionName=on_registry_event&code=${key}"
+
+  echo "postdeploy: subscribing on_registry_event to Event Grid system topic $topic"
+  az eventgrid system-topic event-subscription create \
+    --name "$subscription" \
+    --resource-group "$rg" \
+    --system-topic-name "$topic" \
+    --endpoint-type webhook \
+    --endpoint "$endpoint" \
+    --event-delivery-schema eventgridschema \
+    --included-event-types \
+      Microsoft.MachineLearningServices.ModelRegistered \
+      Microsoft.MachineLearningServices.ModelDeployed \
+      Microsoft.MachineLearningServices.RunCompleted \
+      Microsoft.MachineLearningServices.RunStatusChanged \
+      Microsoft.MachineLearningServices.DatasetDriftDetected \
+    --max-delivery-attempts 30 \
+    --event-ttl 1440 \
+    --output none
+
+  # The CLI sets dead-lettering only with Event Grid's own credentials, which a storage account without shared
+  # keys refuses; the ARM update sets it with the system topic's managed identity (granted in Bicep).
+  topic_id=$(az eventgrid system-topic show --resource-group "$rg" --name "$topic" --query id -o tsv)
+  body=$(mktemp)
+  cat > "$body" <<EOF
+{
+  "deadLetterWithResourceIdentity": {
+    "identity": { "type": "SystemAssigned" },
+    "deadLetterDestination": {
+      "endpointType": "StorageBlob",
+      "properties": {
+        "resourceId": "${AZURE_STORAGE_ACCOUNT_ID:?postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set}",
+        "blobContainerName": "${AZURE_EVENTGRID_DEADLETTER_CONTAINER:-eventgrid-deadletter}"
+      }
+    }
+  }
+}
+EOF
+  az rest --method patch \
+    --url "${topic_id}/eventSubscriptions/${subscription}?api-version=2022-06-15" \
+    --body "@$body" --output none
+  rm -f "$body"
+else
+  echo "postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create"
+fi
+
+alert_key=$(wait_for "the on_alert function key" \
+  az functionapp function keys list --resource-group "$rg" --name "$app" --function-name on_alert --query default -o tsv)
+action_group=${AZURE_ACTION_GROUP_NAME:-ag-controlplane}
+
+echo "postdeploy: pointing action group $action_group at https://${host}/api/alerts"
+az monitor action-group create \
+  --resource-group "$rg" \
+  --name "$action_group" \
+  --short-name ctrlplane \
+  --action webhook controlplane "https://${host}/api/alerts?code=${alert_key}" usecommonalertschema \
+  --tags "azd-env-name=${AZURE_ENV_NAME:-}" \
+  --output none
+
+echo "postdeploy: done. Use action group $action_group in the alert rules whose alerts the control plane should handle."
