@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controlplane.events import TelemetryRecord
+from controlplane.events import TelemetryEvent, TelemetryRecord
 
 HASH_SPACE = 2 ** 63
 
@@ -72,3 +72,41 @@ def sample_row(record: TelemetryRecord) -> dict[str, Any]:
     """What a window keeps of a record for the drift check: its inputs, and its outputs as
     ``outputs.<name>`` so prediction drift can be checked beside feature drift."""
     return {**record.inputs, **{f"outputs.{name}": value for name, value in record.outputs.items()}}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one record of an event goes: its window's bucket, its hash, and whether the sample keeps it."""
+
+    index: int
+    record: TelemetryRecord
+    spec: WindowSpec
+    bucket: int
+    hash: int
+
+    @property
+    def kept(self) -> bool:
+        return self.hash < self.spec.keep_below
+
+
+def by_deployment(event: TelemetryEvent) -> dict[tuple[str, str], list[tuple[int, TelemetryRecord]]]:
+    """An event's records, with their index in the event, grouped by (model, deployment)."""
+    groups: dict[tuple[str, str], list[tuple[int, TelemetryRecord]]] = {}
+    for index, record in enumerate(event.records):
+        groups.setdefault((record.model, record.deployment), []).append((index, record))
+    return dict(sorted(groups.items()))
+
+
+def place(event: TelemetryEvent, records: list[tuple[int, TelemetryRecord]], spec_for, now: datetime
+          ) -> tuple[list[Placement], int]:
+    """The records' placements, and how many came too late: their window closed, grace period included."""
+    placements, late = [], 0
+    for index, record in records:
+        spec = spec_for(record.model)
+        bucket = spec.bucket(record.timestamp)
+        if now >= spec.closes_at(bucket):
+            late += 1
+            continue
+        placements.append(Placement(index, record, spec, bucket,
+                                    record_hash(event.partition, event.sequence_number, index)))
+    return placements, late

@@ -18,7 +18,7 @@ from controlplane.gateway import (
 )
 from controlplane.ledger import Decision, Task, TaskState
 from controlplane.ports import AppendResult, Claim
-from controlplane.windows import Window, WindowKey, record_hash, sample_row
+from controlplane.windows import Window, WindowKey, by_deployment, place, sample_row
 
 
 class FakeClock:
@@ -173,18 +173,15 @@ class FakeStore:
             stored = duplicates = late = 0
             closed = []
             for event in events:
-                for target in {(r.model, r.deployment) for r in event.records}:
-                    records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
+                for target, records in by_deployment(event).items():
                     if (target, event.partition, event.sequence_number) in self.seen_events:
                         duplicates += len(records)
                         continue
                     self.seen_events.add((target, event.partition, event.sequence_number))
-                    for index, record in records:
-                        spec = spec_for(record.model)
-                        bucket = spec.bucket(record.timestamp)
-                        if now >= spec.closes_at(bucket):
-                            late += 1
-                            continue
+                    placements, too_late = place(event, records, spec_for, now)
+                    late += too_late
+                    for p in placements:
+                        spec, bucket = p.spec, p.bucket
                         parts = [k for k in self.windows if k[:3] == (*target, bucket)]
                         part = max((k[3] for k in parts), default=-1)
                         if part < 0 or self.windows[(*target, bucket, part)]["closed"]:
@@ -194,9 +191,8 @@ class FakeStore:
                                                                      "decided": False}
                         window = self.windows[(*target, bucket, part)]
                         window["count"] += 1
-                        digest = record_hash(event.partition, event.sequence_number, index)
-                        if digest < spec.keep_below:
-                            window["rows"].append((digest, sample_row(record)))
+                        if p.kept:
+                            window["rows"].append((p.hash, sample_row(p.record)))
                         stored += 1
                         if window["count"] >= spec.records:
                             window.update(closed=True, reason="records")

@@ -21,7 +21,7 @@ from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
-from controlplane.windows import Window, WindowKey, WindowSpec, record_hash, sample_row
+from controlplane.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -273,30 +273,26 @@ class SqliteStore:
             windows: dict[tuple[str, str, int], list[int]] = {}  # (model, deployment, bucket) -> [part, count]
             full: dict[tuple[str, str, int], int] = {}  # the part just filled: the next record opens the next
             for event in events:
-                for target in {(r.model, r.deployment) for r in event.records}:
+                for target, records in by_deployment(event).items():
                     fresh = db.execute("INSERT OR IGNORE INTO telemetry_events VALUES (?, ?, ?, ?)",
                                        (*target, event.partition, event.sequence_number)).rowcount
-                    records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
                     if not fresh:
                         duplicates += len(records)
                         continue
-                    for index, r in records:
-                        spec = spec_for(r.model)
-                        bucket = spec.bucket(r.timestamp)
-                        if now >= spec.closes_at(bucket):
-                            late += 1
-                            continue
+                    placements, too_late = place(event, records, spec_for, now)
+                    late += too_late
+                    for p in placements:
+                        spec, bucket = p.spec, p.bucket
                         slot = windows.get((*target, bucket)) or self._open_window(
                             db, *target, bucket, spec, full[(*target, bucket)] + 1 if (*target, bucket) in full
                             else None)
                         windows[(*target, bucket)] = slot
                         slot[1] += 1
-                        key = WindowKey(r.model, r.deployment, bucket, slot[0])
-                        digest = record_hash(event.partition, event.sequence_number, index)
-                        if digest < spec.keep_below:
+                        key = WindowKey(*target, bucket, slot[0])
+                        if p.kept:
                             db.execute("INSERT OR IGNORE INTO window_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                       (*target, bucket, slot[0], digest, event.partition, event.sequence_number,
-                                        index, dumps(sample_row(r))))
+                                       (*target, bucket, slot[0], p.hash, event.partition, event.sequence_number,
+                                        p.index, dumps(sample_row(p.record))))
                         stored += 1
                         if slot[1] >= spec.records:  # full: close it, the bucket's next records open the next part
                             db.execute("UPDATE windows SET count = ?, closed = 1, reason = 'records' WHERE model = ? "

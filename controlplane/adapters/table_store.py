@@ -40,7 +40,7 @@ from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
 from controlplane.settings import Settings
-from controlplane.windows import Window, WindowKey, WindowSpec, record_hash, sample_row
+from controlplane.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
 
 AZURITE_CONNECTION = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -301,8 +301,7 @@ class TableStore:
                          now: datetime) -> AppendResult:
         groups: dict[tuple[str, str], list[tuple[TelemetryEvent, list[tuple[int, Any]]]]] = {}
         for event in events:
-            for target in sorted({(r.model, r.deployment) for r in event.records}):
-                records = [(i, r) for i, r in enumerate(event.records) if (r.model, r.deployment) == target]
+            for target, records in by_deployment(event).items():
                 groups.setdefault(target, []).append((event, records))
         total = AppendResult(0, 0)
         for target, items in groups.items():
@@ -336,21 +335,18 @@ class TableStore:
                     continue
                 operations.append(("create", {"PartitionKey": pk, "RowKey": seen_key, "Kind": "seen"}))
                 samples: dict[tuple[int, int], list] = {}
-                for index, record in records:
-                    spec = spec_for(record.model)
-                    bucket = spec.bucket(record.timestamp)
-                    if now >= spec.closes_at(bucket):
-                        late += 1
-                        continue
+                placements, too_late = place(event, records, spec_for, now)
+                late += too_late
+                for p in placements:
+                    spec, bucket = p.spec, p.bucket
                     window = windows.get(bucket) or (
                         self._new_window(pk, bucket, full[bucket] + 1, spec, operations) if bucket in full
                         else self._open_window(pk, bucket, spec, operations))
                     windows[bucket] = window
                     window["Count"] += 1
                     stored += 1
-                    digest = record_hash(event.partition, event.sequence_number, index)
-                    if digest < spec.keep_below:
-                        samples.setdefault((bucket, window["Part"]), []).append([digest, sample_row(record)])
+                    if p.kept:
+                        samples.setdefault((bucket, window["Part"]), []).append([p.hash, sample_row(p.record)])
                     if window["Count"] >= spec.records:
                         window.update(Closed=True, Reason="records")
                         closed.append(WindowKey(*target, bucket, window["Part"]))
