@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from controlplane.adapters.identity import app_credential
 from controlplane.errors import PermanentError, TransientError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -43,11 +44,8 @@ class BlobArtifacts:
     def _blob(self, name: str):
         from azure.storage.blob import BlobClient
 
-        if self._credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            self._credential = DefaultAzureCredential()
-        return BlobClient.from_blob_url(f"{self.container_url}/{check_name(name)}", credential=self._credential)
+        return BlobClient.from_blob_url(f"{self.container_url}/{check_name(name)}",
+                                        credential=self._credential or app_credential())
 
     def save(self, name: str, data: bytes, content_type: str) -> str:
         from azure.core.exceptions import AzureError

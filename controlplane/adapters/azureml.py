@@ -9,11 +9,11 @@ costs ~1.5 s of cold start).
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors, reason_of
+from controlplane.adapters.identity import Lazy, app_credential
 from controlplane.gateway import (
     DeploymentInfo,
     DeploymentRequest,
@@ -126,22 +126,16 @@ class AzureMLGateway:
         self._credential = credential
         # The SDK draws progress bars on the console for uploads and long operations: noise in a function host.
         self._client_kwargs = {"show_progress": False, **client_kwargs}
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = Lazy(self._build)
+
+    def _build(self) -> Any:
+        from azure.ai.ml import MLClient
+
+        return MLClient(self._credential or app_credential(), self.subscription_id, self.resource_group,
+                        self.workspace, **self._client_kwargs)
 
     def _ml(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from azure.ai.ml import MLClient
-
-                credential = self._credential
-                if credential is None:
-                    from azure.identity import DefaultAzureCredential
-
-                    credential = DefaultAzureCredential()
-                self._client = MLClient(credential, self.subscription_id, self.resource_group, self.workspace,
-                                        **self._client_kwargs)
-            return self._client
+        return self._client.get()
 
     # -- data -------------------------------------------------------------------------------------------------
 

@@ -70,12 +70,12 @@ class EvidentlyDriftChecker:
 def _download_blob(url: str) -> bytes:
     """A blob's bytes, read with the app's managed identity (Storage Blob Data Reader on the datastore)."""
     from azure.core.exceptions import AzureError
-    from azure.identity import DefaultAzureCredential
     from azure.storage.blob import BlobClient
 
+    from controlplane.adapters.identity import app_credential
     from controlplane.errors import TransientError
 
     try:
-        return BlobClient.from_blob_url(url, credential=DefaultAzureCredential()).download_blob().readall()
+        return BlobClient.from_blob_url(url, credential=app_credential()).download_blob().readall()
     except AzureError as error:
         raise TransientError(f"reference {url}: {error}") from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.adapters.identity import Lazy, app_credential
 from controlplane.errors import PermanentError, TransientError
 from controlplane.ledger import Task
 
@@ -14,23 +15,17 @@ class EventGridPublisher:
     def __init__(self, endpoint: str, key: str = "", credential: Any = None, **client_kwargs: Any) -> None:
         self._endpoint, self._key, self._credential = endpoint, key, credential
         self._client_kwargs = client_kwargs
-        self._client = None
+        self._client = Lazy(self._build)
 
-    def _publisher(self):
-        if self._client is None:
-            from azure.eventgrid import EventGridPublisherClient
+    def _build(self):
+        from azure.eventgrid import EventGridPublisherClient
 
-            credential = self._credential
-            if credential is None and self._key:
-                from azure.core.credentials import AzureKeyCredential
+        credential = self._credential
+        if credential is None and self._key:
+            from azure.core.credentials import AzureKeyCredential
 
-                credential = AzureKeyCredential(self._key)
-            if credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                credential = DefaultAzureCredential()
-            self._client = EventGridPublisherClient(self._endpoint, credential, **self._client_kwargs)
-        return self._client
+            credential = AzureKeyCredential(self._key)
+        return EventGridPublisherClient(self._endpoint, credential or app_credential(), **self._client_kwargs)
 
     def dispatch(self, task: Task) -> dict:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -40,7 +35,7 @@ class EventGridPublisher:
         event = CloudEvent(source=request["source"], type=request["type"], subject=request.get("subject"),
                            data=request["data"], id=task.id)  # the task id: a resend is the same event
         try:
-            self._publisher().send(event)
+            self._client.get().send(event)
         except (ServiceRequestError, ServiceResponseError) as error:
             raise TransientError(f"event grid unreachable: {error}") from error
         except HttpResponseError as error:

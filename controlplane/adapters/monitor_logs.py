@@ -7,12 +7,12 @@ the read: a rollout gate must not pass on half of the evidence.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors
+from controlplane.adapters.identity import Lazy, app_credential
 from controlplane.errors import TransientError
 from controlplane.gateway import GatewayError
 from controlplane.monitoring import DeploymentHealth
@@ -56,21 +56,15 @@ class MonitorLogsProbe:
         self.workspace_id = workspace_id
         self._credential = credential
         self._client_kwargs = client_kwargs
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = Lazy(self._build)
+
+    def _build(self) -> Any:
+        from azure.monitor.query import LogsQueryClient
+
+        return LogsQueryClient(self._credential or app_credential(), **self._client_kwargs)
 
     def _logs(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from azure.monitor.query import LogsQueryClient
-
-                credential = self._credential
-                if credential is None:
-                    from azure.identity import DefaultAzureCredential
-
-                    credential = DefaultAzureCredential()
-                self._client = LogsQueryClient(credential, **self._client_kwargs)
-            return self._client
+        return self._client.get()
 
     def deployment_health(self, endpoint: str, deployments: Sequence[str], start: datetime,
                           end: datetime) -> dict[str, DeploymentHealth]:

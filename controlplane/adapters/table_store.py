@@ -75,10 +75,9 @@ class TableStore:
                 connection = AZURITE_CONNECTION
             service = TableServiceClient.from_connection_string(connection, **options)
         else:
-            from azure.identity import DefaultAzureCredential
+            from controlplane.adapters.identity import app_credential
 
-            service = TableServiceClient(endpoint=settings.storage_account_url, credential=DefaultAzureCredential(),
-                                         **options)
+            service = TableServiceClient(endpoint=settings.storage_account_url, credential=app_credential(), **options)
         return cls(service, settings.table_prefix)
 
     @contextmanager
