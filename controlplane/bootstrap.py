@@ -55,12 +55,14 @@ def build(settings: Settings) -> Services:
 
         routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
     gateway, health = workspace(settings)
+    from controlplane.adapters.artifacts import artifacts_for
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
     from controlplane.adapters.local_work import LocalWork
 
-    checker = EvidentlyDriftChecker(artifacts(settings), settings.public_url, Path(settings.policy_path).parent,
+    kept = artifacts_for(settings.artifacts_location)
+    checker = EvidentlyDriftChecker(kept, settings.public_url, Path(settings.policy_path).parent,
                                     gateway=gateway)
-    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, artifacts(settings))
+    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept)
     if settings.dispatch == "azureml":
         from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 
@@ -70,7 +72,7 @@ def build(settings: Settings) -> Services:
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
-                    drift=checker)
+                    drift=checker, artifacts=kept)
 
 
 def workspace(settings: Settings):
@@ -113,13 +115,6 @@ def approval_key(settings: Settings) -> bytes:
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
-
-
-def artifacts(settings: Settings | None = None):
-    """Where reports and labelling exports are kept (a directory, or a blob container)."""
-    from controlplane.adapters.artifacts import artifacts_for
-
-    return artifacts_for((settings or Settings.from_env()).artifacts_location)
 
 
 def reset(replacement: Services | None = None) -> None:

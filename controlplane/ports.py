@@ -178,3 +178,4 @@ class Services:
     publish_decisions: bool = False  # an Event Grid topic receives every decision
     health: HealthProbe | None = None  # deployment health for rollout gates
     drift: DriftChecker | None = None  # window drift checks
+    artifacts: Any = None  # reports and labelling exports: save(name, data, content_type), load(name)

@@ -138,7 +138,8 @@ def test_the_storm_guard_joins_a_running_job_then_keeps_the_cooldown_and_budget(
     assert cooled.outcome is Outcome.NO_ACTION and "cooldown" in cooled.reason and cooled.tasks == ()
 
 
-def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_report(wire, diabetes, tmp_path):
+def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_report(wire, diabetes, tmp_path,
+                                                                                   app_functions):
     services, artifacts = wire(lambda ref: policy_text(ref, profile="cv"), diabetes[diabetes.age < 50])
     [decision] = send(services, diabetes[diabetes.age >= 50].head(150)).windows
     assert decision.outcome is Outcome.REVIEW and decision.reviews[0].kind.value == "drift"
@@ -159,6 +160,19 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     assert decision.evidence["report_url"].endswith(f"/api/reports/{name}")
     html = artifacts.load(f"reports/{name}.html").decode()
     assert "age" in html and len(html) > 10_000
+
+    import azure.functions as func
+
+    from controlplane import bootstrap
+
+    report = app_functions["report"].get_user_function()
+    bootstrap.reset(replace(services, artifacts=artifacts))
+    try:
+        served = report(func.HttpRequest("GET", f"/api/reports/{name}", body=b"", route_params={"name": name}))
+        missing = report(func.HttpRequest("GET", "/api/reports/nope", body=b"", route_params={"name": "nope"}))
+    finally:
+        bootstrap.reset()
+    assert served.status_code == 200 and served.get_body().decode() == html and missing.status_code == 404
 
 
 def test_scheduled_retraining_fires_once_per_scheduled_second_through_the_guard(wire, diabetes):

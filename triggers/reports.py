@@ -15,7 +15,7 @@ def report(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane.errors import ControlPlaneError, PermanentError
 
     try:
-        found = bootstrap.artifacts().load(f"reports/{req.route_params['name']}.html")
+        found = bootstrap.services().artifacts.load(f"reports/{req.route_params['name']}.html")
     except PermanentError as error:
         return error_response(400, "name", str(error))
     except ControlPlaneError as error:
