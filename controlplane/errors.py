@@ -7,7 +7,8 @@
     │   ├── InvalidEvent         a payload field is missing or malformed (names the field's path)
     │   │   └── UnsupportedEvent a well-formed event of a type the control plane does not handle
     │   ├── PolicyError          the policy file is invalid (names the key path)
-    │   └── ConfigurationError   a setting is missing or malformed (names the setting)
+    │   ├── ConfigurationError   a setting is missing or malformed (names the setting)
+    │   └── Unauthorized         a caller's credentials were refused (401) or lack a right (403)
     └── TransientError           a dependency failed for now: the host should retry
         ├── StoreUnavailable     the decision store cannot be reached or timed out
         └── EventInProgress      another instance is handling the same event right now
@@ -55,6 +56,16 @@ class ConfigurationError(PermanentError):
         self.setting = setting
         self.reason = reason
         super().__init__(f"setting {setting}: {reason}")
+
+
+class Unauthorized(PermanentError):
+    """A request's credentials were refused: ``status`` is 401 (missing, malformed, expired, wrong issuer or
+    audience, bad signature) or 403 (a valid token without the required role); ``reason`` says which."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status}: {reason}")
 
 
 class TransientError(ControlPlaneError):

@@ -259,11 +259,121 @@ class Defaults(_Strict):
     mode: Mode = Mode.ENFORCE
 
 
+SEVERITIES = ("Sev0", "Sev1", "Sev2", "Sev3", "Sev4")  # most severe first
+ACTIONS = ("rollback", "scale", "retrain", "review", "notify")
+
+
+def _severities(values: list[str]) -> list[str]:
+    unknown = [v for v in values if v not in SEVERITIES]
+    if unknown:
+        raise ValueError(f"unknown severity {unknown[0]!r}; one of {', '.join(SEVERITIES)}")
+    return values
+
+
+class AlertMatch(_Strict):
+    """Which alerts a rule takes: every field given must match (globs and names ignore case)."""
+
+    rule: str | None = Field(None, description="Glob on the alert rule's name.")
+    signal_type: str | None = Field(None, description="Metric, Log, Activity Log, Service Health, Resource Health.")
+    metric: str | None = Field(None, description="Glob on the metric (or log alert measure) of any condition.")
+    severity: list[str] = Field(default_factory=list, description="Severities taken, e.g. [Sev0, Sev1]; empty: all.")
+    target: str | None = Field(None, description="Glob on the target: 'endpoint', 'endpoint/deployment' or the "
+                                                 "resource ID.")
+
+    @field_validator("severity")
+    @classmethod
+    def _known_severities(cls, severity: list[str]) -> list[str]:
+        return _severities(severity)
+
+    def matches(self, rule: str, signal_type: str, metrics: list[str], severity: str, targets: list[str]) -> bool:
+        def glob(pattern: str | None, values: list[str]) -> bool:
+            return pattern is None or any(fnmatch.fnmatchcase(v.lower(), pattern.lower()) for v in values)
+
+        return (glob(self.rule, [rule]) and glob(self.metric, metrics) and glob(self.target, targets)
+                and (self.signal_type is None or self.signal_type.lower() == signal_type.lower())
+                and (not self.severity or severity in self.severity))
+
+
+class ScaleAction(_Strict):
+    """How the deployment an alert names is scaled: by a step, within bounds."""
+
+    by: int = Field(1, description="Instances to add (negative: to remove).")
+    min_instances: int = Field(1, ge=1, description="Never fewer instances than this.")
+    max_instances: int = Field(10, ge=1, description="Never more instances than this.")
+
+    @model_validator(mode="after")
+    def _sane(self) -> ScaleAction:
+        if self.by == 0:
+            raise ValueError("by must add or remove at least one instance")
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances {self.min_instances} is more than max_instances {self.max_instances}")
+        return self
+
+
+class RollbackAction(_Strict):
+    """Which deployments an alert may roll back: those the control plane rolled out recently."""
+
+    max_age_hours: float = Field(24, gt=0, description="Only deployments rolled out this recently are rolled back.")
+
+
+class AlertRule(_Strict):
+    """What an alert that matches leads to. Actions run when its incident opens, never on a repeated alert."""
+
+    name: str = Field(description="The rule's name, recorded on every decision it makes.")
+    match: AlertMatch = AlertMatch()
+    actions: list[str] = Field(default_factory=lambda: ["notify"], min_length=1,
+                               description="Any of rollback, scale, retrain, review, notify.")
+    owner: str | None = Field(None, pattern="^(infrastructure|ml)$",
+                              description="Team reviewing it (default: infrastructure for infrastructure signals).")
+    mode: Mode = Field(Mode.ENFORCE, description="enforce | shadow (decide and record, dispatch nothing).")
+    scale: ScaleAction = ScaleAction()
+    rollback: RollbackAction = RollbackAction()
+    notify: list[str] = Field(default_factory=list, description="Channels told besides the severity's tier.")
+    cooldown_minutes: float = Field(60, ge=0, description="An incident reopened this soon after its last actions "
+                                                          "notifies only.")
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, actions: list[str]) -> list[str]:
+        for action in actions:
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        return actions
+
+
 class Alerts(_Strict):
-    """Where alert notifications go until an alert rule says otherwise."""
+    """Azure Monitor alerts: the rules, who is told at each severity, and who reviews."""
 
     notify: list[str] = Field(default_factory=lambda: ["infrastructure"],
-                              description="Channels told about alerts (infrastructure loop).")
+                              description="Channels told about an alert whose severity has no tier.")
+    tiers: dict[str, list[str]] = Field(default_factory=dict,
+                                        description="Severity -> channels told, e.g. Sev0: [oncall, infrastructure].")
+    teams: dict[str, list[str]] = Field(
+        default_factory=lambda: {"infrastructure": ["infrastructure"], "ml": ["ml-leads"]},
+        description="Assignees of alert reviews per owner team (infrastructure, ml).")
+    review_ttl_hours: float = Field(72, gt=0, description="How long an alert review stays open.")
+    signals_minutes: float = Field(60, gt=0, description="How far back notifications and reviews look at the "
+                                                         "target's metrics and logs.")
+    rules: list[AlertRule] = Field(default_factory=list, description="First matching rule wins; none: notify.")
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, tiers: dict[str, list[str]]) -> dict[str, list[str]]:
+        _severities(list(tiers))
+        return tiers
+
+    @field_validator("teams")
+    @classmethod
+    def _both_teams(cls, teams: dict[str, list[str]]) -> dict[str, list[str]]:
+        for team in ("infrastructure", "ml"):
+            if not teams.get(team):
+                raise ValueError(f"team {team!r} needs at least one assignee")
+        return teams
+
+    def channels(self, severity: str, rule: AlertRule | None) -> list[str]:
+        """Who is told about an incident of this severity (the tier, else ``notify``) and the rule's extras."""
+        told = self.tiers.get(severity, self.notify) + (rule.notify if rule else [])
+        return list(dict.fromkeys(told))
 
 
 class PolicyDocument(_Strict):
@@ -319,6 +429,11 @@ class Policy:
         return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
                             mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
                             promotion=rule.promotion, drift=rule.drift)
+
+    def alert_rule(self, rule: str, signal_type: str, metrics: list[str], severity: str,
+                   targets: list[str]) -> AlertRule | None:
+        return next((r for r in self.document.alerts.rules
+                     if r.match.matches(rule, signal_type, metrics, severity, targets)), None)
 
     def model_for_monitor(self, monitor: str) -> str | None:
         return self.document.monitors.get(monitor)

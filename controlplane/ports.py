@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controlplane.events import TelemetryEvent
+from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -109,6 +110,16 @@ class DecisionStore(Protocol):
 
     def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
         """Like ``update_review``: replace and record atomically, only from the revision read."""
+
+    def incident(self, group: str) -> Incident | None:
+        """The latest incident of an alert group (open, or the last one closed)."""
+
+    def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
+        """Most recently updated first."""
+
+    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
+        """Write ``updated`` for its group: created when ``current`` is None, else replacing ``current`` only if
+        nobody changed it since it was read; False when somebody did (re-read and try again)."""
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""

@@ -65,6 +65,20 @@ def resume_rollout(services: Services, rollout_id: str) -> Rollout:
     return services.store.rollout(rollout_id)
 
 
+def halt_rollout(services: Services, rollout: Rollout, why: str) -> None:
+    """Stop a rollout whose deployment something else rolls back (an alert's incident), so that no sweep
+    moves its traffic again; the caller restores the traffic. Re-reads when a sweep moved it meanwhile."""
+    for _ in range(5):
+        if rollout is None or rollout.state not in (*ACTIVE, RolloutState.PAUSED):
+            return
+        if _transition(services, rollout, replace(rollout, state=RolloutState.ROLLED_BACK), Outcome.ROLLBACK,
+                       f"rollout of {_label(rollout)} on {rollout.endpoint} stopped at {rollout.current}: {why}",
+                       {"stopped_by": why}):
+            return
+        rollout = services.store.rollout(rollout.id)
+    raise TransientError(f"rollout {rollout.id} kept moving while it was being stopped")
+
+
 def _advance(services: Services, rollout: Rollout) -> bool:
     if services.gateway is None or services.health is None:
         raise TransientError("no Azure ML workspace or health probe is configured for rollouts")

@@ -43,6 +43,7 @@ class FakeStore:
         self.outbox: dict[str, Task] = {}
         self.review_book: dict[str, object] = {}
         self.rollout_book: dict[str, object] = {}
+        self.incident_book: dict[str, object] = {}
         self.seen_events: set = set()
         self.windows: dict[tuple, dict] = {}
         self.down = False
@@ -125,6 +126,23 @@ class FakeStore:
                 return False
             self.rollout_book[current.id] = updated
             self._insert(decision)
+            return True
+
+    def incident(self, group):
+        self._check()
+        return self.incident_book.get(group)
+
+    def incidents(self, state=None, limit=100):
+        self._check()
+        found = [i for i in self.incident_book.values() if state is None or i.state is state]
+        return sorted(found, key=lambda i: i.updated_at, reverse=True)[:limit]
+
+    def put_incident(self, current, updated):
+        with self._lock:
+            self._check()
+            if self.incident_book.get(updated.group) != current:
+                return False
+            self.incident_book[updated.group] = updated
             return True
 
     def update_review(self, current, updated, decision):

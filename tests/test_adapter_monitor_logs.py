@@ -133,3 +133,135 @@ def test_a_connection_failure_is_a_transient_error(error):
         probe.deployment_health("churn-ep", ["blue"], START, END)
 
     assert raised.value.__cause__ is error
+
+
+# --- recent signals: what an alert's target did, from the traffic log and the routed platform metrics ---
+
+RESOURCE_ID = ("/subscriptions/00000000-aaaa-bbbb-cccc-000000000001/resourceGroups/ml-rg/providers/"
+               "Microsoft.MachineLearningServices/workspaces/ml-ws/onlineEndpoints/churn-ep")
+CPU = "CpuUtilizationPercentage"
+
+
+def at(minute: int) -> datetime:
+    return START + timedelta(minutes=minute)
+
+
+def test_signals_are_one_query_over_both_tables_for_the_window_with_names_quoted():
+    probe, transport = probe_answering(body("logs_signals_traffic_and_metrics"))
+
+    probe.recent_signals(RESOURCE_ID, "churn-ep", 'green"', [CPU, CPU], START, END, bin_minutes=5)
+
+    (sent,) = transport.sent
+    assert (sent.method, sent.path) == ("POST", f"/v1/workspaces/{WORKSPACE_ID}/query")
+    assert sent.body["timespan"] == "2026-11-22T10:00:00.000Z/2026-11-22T10:30:00.000Z"
+    query = sent.body["query"]
+    assert query.startswith("let traffic = AmlOnlineEndpointTrafficLog\n") and "\nunion\n" in query
+    assert 'EndpointName == @"churn-ep" and DeploymentName == @"green"""' in query
+    assert query.count("by TimeGenerated = bin(TimeGenerated, 5m)") == 2
+    assert "percentile(TotalDurationMs, 95)" in query and "countif(toint(ResponseCode) >= 500)" in query
+    assert f'AzureMetrics\n| where ResourceId =~ @"{RESOURCE_ID}" and MetricName in (@"{CPU}")\n' in query
+    assert "avg(Average)" in query and "max(Maximum)" in query
+
+
+def test_signals_come_back_as_series_per_bin_and_a_summary_for_whoever_is_on_call():
+    probe, _ = probe_answering(body("logs_signals_traffic_and_metrics"))
+
+    signals = probe.recent_signals(RESOURCE_ID, "churn-ep", "green", [CPU, "MemoryUtilizationPercentage"],
+                                   START, END)
+
+    assert signals.summary == (
+        "churn-ep/green, 10:00 to 10:30 UTC: 1,240 requests, p95 latency 812 ms (peak 950 ms at 10:05), 5xx 2.1%. "
+        "CpuUtilizationPercentage averaged 91.2% (peak 97.0% at 10:05). No data for MemoryUtilizationPercentage.")
+    series = {s.name: s for s in signals.series}
+    assert [s.name for s in signals.series] == ["requests", "p95 latency", "5xx share", CPU]
+    assert [(s.name, s.unit) for s in signals.series] == [
+        ("requests", "count"), ("p95 latency", "ms"), ("5xx share", "ratio"), (CPU, "Percent")]
+    # Bins without a logged request are zeros, not gaps.
+    assert series["requests"].points == tuple(zip([at(m) for m in range(0, 30, 5)], [300, 320, 0, 310, 310, 0],
+                                                  strict=True))
+    assert series["p95 latency"].points == ((at(0), 640.0), (at(5), 950.0), (at(15), 700.5), (at(20), 690.0))
+    assert series["5xx share"].points == ((at(0), 0.01), (at(5), 12 / 320), (at(15), 5 / 310), (at(20), 6 / 310))
+    assert series[CPU].points == ((at(0), 88.0), (at(5), 95.5), (at(10), 90.1), (at(15), 91.2))
+    assert all(t.tzinfo == UTC for s in signals.series for t, _ in s.points)
+    assert (signals.source, signals.start, signals.end) == (f"log-analytics:{WORKSPACE_ID}", START, END)
+    assert type(signals).from_json(signals.to_json()) == signals
+
+
+def test_no_row_at_all_says_so_and_where_the_logs_should_come_from():
+    probe, _ = probe_answering(body("logs_signals_empty"))
+
+    signals = probe.recent_signals(RESOURCE_ID, "churn-ep", None, [CPU], START, END)
+
+    assert signals.series == ()
+    assert signals.summary == (
+        "No traffic or metrics found for churn-ep from 10:00 to 10:30 UTC. Check that diagnostic settings send "
+        f"AmlOnlineEndpointTrafficLog and AllMetrics to Log Analytics workspace {WORKSPACE_ID}.")
+
+
+def test_without_an_endpoint_only_the_metrics_are_read():
+    probe, transport = probe_answering(body("logs_signals_metrics_only"))
+
+    signals = probe.recent_signals(RESOURCE_ID, None, None, [CPU, "RequestsPerMinute"], START, END, bin_minutes=1)
+
+    query = transport.sent[0].body["query"]
+    assert query.startswith("AzureMetrics\n") and "AmlOnlineEndpointTrafficLog" not in query and "union" not in query
+    assert "bin(TimeGenerated, 1m)" in query
+    assert [(s.name, s.unit, s.points) for s in signals.series] == [
+        (CPU, "Percent", ((at(0), 40.0), (at(5), 60.0))),
+        ("RequestsPerMinute", "", ((at(0), 80.0), (at(5), 120.0))),
+    ]
+    # Without a logged Maximum, the peak is the highest bin average.
+    assert signals.summary == ("churn-ep, 10:00 to 10:30 UTC: CpuUtilizationPercentage averaged 50.0% (peak 71.5% at "
+                               "10:05). RequestsPerMinute averaged 100.0 (peak 120.0 at 10:05).")
+
+
+def test_without_metrics_only_the_traffic_log_is_read():
+    probe, transport = probe_answering(body("logs_signals_empty"))
+
+    signals = probe.recent_signals("", "churn-ep", None, [CPU], START, END)
+
+    query = transport.sent[0].body["query"]
+    assert "AzureMetrics" not in query and 'EndpointName == @"churn-ep";' in query and "DeploymentName" not in query
+    assert "AllMetrics" not in signals.summary and "AmlOnlineEndpointTrafficLog" in signals.summary
+
+
+def test_nothing_to_read_sends_nothing():
+    probe, transport = probe_answering(body("logs_signals_empty"))
+
+    signals = probe.recent_signals(RESOURCE_ID, None, None, [], START, END)
+
+    assert transport.sent == [] and signals.series == () and signals.summary
+
+
+def test_a_signal_name_with_a_line_break_is_refused_before_anything_is_sent():
+    probe, transport = probe_answering(body("logs_signals_empty"))
+
+    with pytest.raises(PermanentError, match="recent_signals.*line break"):
+        probe.recent_signals(RESOURCE_ID, None, None, ["Cpu\n| take 0"], START, END)
+
+    assert transport.sent == []
+
+
+def test_a_partial_signals_result_is_a_transient_error():
+    probe, _ = probe_answering(body("logs_signals_partial_error"))
+
+    with pytest.raises(TransientError, match="recent_signals.*PartialError"):
+        probe.recent_signals(RESOURCE_ID, "churn-ep", "green", [CPU], START, END)
+
+
+@pytest.mark.parametrize("status, expected", [(403, PermanentError), (429, TransientError), (503, TransientError)])
+def test_a_refused_signals_query_is_permanent_and_throttling_transient(status, expected):
+    probe, _ = probe_answering((status, one_api_error("Failure", f"HTTP {status} from Log Analytics")))
+
+    with pytest.raises(expected, match=rf"recent_signals.*{status}"):
+        probe.recent_signals(RESOURCE_ID, "churn-ep", "green", [CPU], START, END)
+
+
+@pytest.mark.parametrize("bin_minutes", [0, -5, 2.5, True])
+def test_a_bin_that_is_not_a_positive_whole_number_of_minutes_is_refused(bin_minutes):
+    probe, transport = probe_answering(body("logs_signals_empty"))
+
+    with pytest.raises(PermanentError, match="bin_minutes"):
+        probe.recent_signals(RESOURCE_ID, "churn-ep", None, [CPU], START, END, bin_minutes=bin_minutes)
+
+    assert transport.sent == []

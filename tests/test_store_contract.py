@@ -329,3 +329,36 @@ def test_a_window_filled_exactly_leaves_no_empty_part_and_is_undecided_until_mar
     assert store.undecided_windows() == []
     store.append_telemetry([telemetry_event(9, n=1)], lambda m: SPEC, T0)
     assert store.window(WindowKey("churn", "green", bucket, 1)).count == 1
+
+
+def an_alert(alert_id="a1", condition="Fired", severity="Sev2", at=T0):
+    from controlplane.events import Alert
+
+    return Alert(alert_id=alert_id, rule="latency", rule_id="", severity=severity, signal_type="Metric",
+                 monitor_condition=condition, monitoring_service="Platform", targets=(), configuration_items=(),
+                 fired_at=at, resolved_at=at if condition == "Resolved" else None, description="", conditions=())
+
+
+def test_an_incident_is_created_once_and_changes_only_from_the_revision_it_was_read_at(store):
+    from controlplane.incidents import IncidentState, observe
+
+    opened, _ = observe(None, an_alert(), "g1", "latency", "churn-ep/blue", timedelta(hours=1), T0)
+    assert store.incident("g1") is None
+    assert store.put_incident(None, opened) is True
+    assert store.put_incident(None, opened) is False  # a concurrent opener lost: it re-reads
+    assert store.incident("g1") == opened
+
+    repeated, _ = observe(opened, an_alert("a2"), "g1", "latency", "churn-ep/blue", timedelta(hours=1),
+                          T0 + timedelta(minutes=5))
+    closed, _ = observe(opened, an_alert("a1", "Resolved"), "g1", "latency", "churn-ep/blue", timedelta(hours=1),
+                        T0 + timedelta(minutes=9))
+    assert store.put_incident(opened, repeated) is True
+    assert store.put_incident(opened, closed) is False  # read before the repeat: stale
+    assert store.incident("g1") == repeated and repeated.fired == 2
+
+    other, _ = observe(None, an_alert("b1"), "g2", "cpu", "churn-ep/green", timedelta(hours=1),
+                       T0 + timedelta(minutes=7))
+    store.put_incident(None, other)
+    assert [i.group for i in store.incidents()] == ["g2", "g1"]  # most recently updated first
+    assert [i.group for i in store.incidents(IncidentState.OPEN, limit=1)] == ["g2"]
+    assert store.incidents(IncidentState.CLOSED) == []

@@ -17,6 +17,7 @@ from typing import Any
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
+from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
@@ -42,6 +43,9 @@ CREATE TABLE IF NOT EXISTS reviews (
 CREATE INDEX IF NOT EXISTS reviews_by_state ON reviews (state, created_at DESC);
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
+    body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (
+    grp TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS telemetry_events (
     model TEXT NOT NULL, deployment TEXT NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -259,6 +263,28 @@ class SqliteStore:
 
     def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
         return self._replace_guarded("rollouts", current, updated, decision)
+
+    def incident(self, group: str) -> Incident | None:
+        with self._errors():
+            row = self._connection().execute("SELECT body FROM incidents WHERE grp = ?", (group,)).fetchone()
+        return Incident.from_json(json.loads(row[0])) if row else None
+
+    def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
+        where, parameters = ("WHERE state = ? ", (state.value,)) if state else ("", ())
+        with self._errors():
+            rows = self._connection().execute(
+                f"SELECT body FROM incidents {where}ORDER BY updated_at DESC LIMIT ?", (*parameters, limit))
+            return [Incident.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+
+    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
+        values = (updated.state.value, updated.updated_at.isoformat(), updated.revision, dumps(updated.to_json()))
+        with self._transaction() as db:
+            if current is None:
+                return db.execute("INSERT OR IGNORE INTO incidents VALUES (?, ?, ?, ?, ?)",
+                                  (updated.group, *values)).rowcount == 1
+            changed = db.execute("UPDATE incidents SET state = ?, updated_at = ?, revision = ?, body = ? "
+                                 "WHERE grp = ? AND revision = ?", (*values, updated.group, current.revision))
+            return changed.rowcount == 1
 
     def ping(self) -> None:
         with self._errors():

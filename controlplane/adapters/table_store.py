@@ -7,7 +7,8 @@ Layout of the ledger table, one partition per model (``_`` when an event names n
 - ``decision|<inverted time>|<id>``: a decision, newest first within the partition;
 - ``task|<id>``: an outbox task;
 - ``review|<id>``: a human review, changed only under its ETag;
-- ``rollout|<id>``: a progressive rollout, likewise.
+- ``rollout|<id>``: a progressive rollout, likewise;
+- ``incident|<group>`` in partition ``_incidents``: the latest incident of an alert group, likewise.
 
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
 (same table, same partition), so they land together or not at all. Claims and task updates use
@@ -35,6 +36,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
+from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
@@ -47,6 +49,7 @@ AZURITE_CONNECTION = (
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
+INCIDENTS = "_incidents"  # the partition of incidents (no model name starts with '_')
 CHUNK_CHARS = 30_000
 EVENTS_PER_TRANSACTION = 30  # a dedupe row and a sample row per event, and the windows they move
 CONFLICT_RETRIES = 50  # a string property holds at most 64 KiB of UTF-16
@@ -284,6 +287,42 @@ class TableStore:
                 if _status(exc) in (409, 412):
                     return False
                 raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+        return True
+
+    @staticmethod
+    def _incident_entity(incident: Incident) -> dict[str, Any]:
+        return {"PartitionKey": INCIDENTS, "RowKey": f"incident|{incident.group}", "Kind": "incident",
+                "State": incident.state.value, "UpdatedAt": incident.updated_at, "Revision": incident.revision,
+                **_chunks(dumps(incident.to_json()))}
+
+    def incident(self, group: str) -> Incident | None:
+        with self._errors():
+            try:
+                return Incident.from_json(_body(self._ledger.get_entity(INCIDENTS, f"incident|{group}")))
+            except ResourceNotFoundError:
+                return None
+
+    def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
+        found = self._bodies("incident", "State eq @state", state=state.value) if state else self._bodies("incident")
+        return sorted(map(Incident.from_json, found), key=lambda i: i.updated_at, reverse=True)[:limit]
+
+    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
+        entity = self._incident_entity(updated)
+        with self._errors():
+            if current is None:
+                try:
+                    self._ledger.create_entity(entity)
+                except ResourceExistsError:
+                    return False
+                return True
+            try:
+                row = self._ledger.get_entity(INCIDENTS, entity["RowKey"])
+                if row["Revision"] != current.revision:
+                    return False
+                self._ledger.update_entity(entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
+                                           match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return False
         return True
 
     def ping(self) -> None:
