@@ -58,11 +58,14 @@ def build(settings: Settings) -> Services:
     from controlplane.adapters.artifacts import artifacts_for
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
     from controlplane.adapters.local_work import LocalWork
+    from controlplane.adapters.signals import EnrichedNotifier, SignalsCache
 
     kept = artifacts_for(settings.artifacts_location)
     checker = EvidentlyDriftChecker(kept, settings.public_url, Path(settings.policy_path).parent,
                                     gateway=gateway)
-    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept)
+    signals = SignalsCache(health, kept)
+    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept, signals)
+    routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
     if settings.dispatch == "azureml":
         from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 
@@ -72,7 +75,7 @@ def build(settings: Settings) -> Services:
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
-                    drift=checker, artifacts=kept)
+                    drift=checker, artifacts=kept, alert_auth=alert_auth(settings))
 
 
 def workspace(settings: Settings):
@@ -89,6 +92,16 @@ def workspace(settings: Settings):
 
     simulated = SimulatedWorkspace(settings.simulation_path)
     return simulated, simulated
+
+
+def alert_auth(settings: Settings):
+    """Entra ID secure-webhook tokens on /api/alerts, when a tenant and audience are configured."""
+    if not settings.alerts_auth_tenant_id:
+        return None
+    from controlplane.adapters.secure_webhook import SecureWebhookValidator
+
+    return SecureWebhookValidator(settings.alerts_auth_tenant_id, settings.alerts_auth_audience,
+                                  authority=settings.alerts_auth_authority)
 
 
 def build_store(settings: Settings):

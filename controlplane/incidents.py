@@ -74,8 +74,9 @@ def target_of(alert: Alert) -> Target:
     endpoint = deployment = None
     for candidate in alert.targets:
         found = _RESOURCE.search(candidate)
-        if found:
-            resource, endpoint, deployment = candidate, found["endpoint"], found["deployment"]
+        if found:  # ARM compares names case-insensitively and alerts may upper-case the ID: keep the usual form
+            resource, endpoint, deployment = candidate, found["endpoint"].lower(), found["deployment"]
+            deployment = deployment.lower() if deployment else None
             break
     named = {k.lower(): str(v) for c in alert.conditions for k, v in c.dimensions.items()}
     named.update({k.lower(): str(v) for k, v in alert.custom_properties.items() if isinstance(v, (str, int))})

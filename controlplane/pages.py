@@ -10,8 +10,10 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
+from controlplane.charts import line_chart
 from controlplane.ledger import Decision
-from controlplane.reviews import Review, ReviewState
+from controlplane.monitoring import Signals
+from controlplane.reviews import Review, ReviewKind, ReviewState
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:64rem;color:#1b1b1b;
@@ -62,7 +64,26 @@ def metrics_table(evidence: Mapping[str, Any]) -> str:
                   rows)
 
 
-def review_page(review: Review, *, token: str = "", approver: str = "", message: str = "") -> str:
+def alert_section(evidence: Mapping[str, Any], signals: Signals | None) -> str:
+    """The alert behind an alert review: its incident and conditions, and its target's recent signals."""
+    facts = _table([], [[escape(name), escape(str(evidence.get(key) or "-"))] for name, key in (
+        ("alert rule", "rule"), ("severity", "severity"), ("signal", "signal_type"), ("target", "target"),
+        ("incident", "incident"), ("owner team", "owner"), ("fired", "fired_at"))])
+    conditions = _table(["metric", "operator", "threshold", "value", "dimensions"], [
+        [escape(str(c.get("metric", ""))), escape(str(c.get("operator", ""))), _number(c.get("threshold")),
+         _number(c.get("value")), escape(", ".join(f"{k}={v}" for k, v in (c.get("dimensions") or {}).items()))]
+        for c in evidence.get("conditions") or []])
+    if signals is None:
+        recent = "<p class='muted'>The target's recent metrics and logs are being read; reload in a minute.</p>"
+    else:
+        recent = (f"<p id='signals-summary'>{escape(signals.summary)}</p>"
+                  + "".join(f"<figure>{line_chart(series)}</figure>" for series in signals.series)
+                  + f"<p class='muted'>Source: {escape(signals.source)}</p>")
+    return f"<h2>Alert</h2>{facts}<h2>Conditions</h2>{conditions}<h2>Recent signals</h2>{recent}"
+
+
+def review_page(review: Review, *, token: str = "", approver: str = "", message: str = "",
+                signals: Signals | None = None) -> str:
     evidence = review.evidence
     title = f"{review.kind.value.title()} review: {review.model or '-'}:{review.version or '-'}"
     facts = _table([], [
@@ -94,7 +115,9 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
                 "<button type='submit' name='decision' value='approve' id='approve'>Approve</button>"
                 "<button type='submit' name='decision' value='reject' id='reject'>Reject</button></p></form>")
     notice = f"<p role='status'><strong>{escape(message)}</strong></p>" if message else ""
-    body = (f"<h1>{escape(title)}</h1>{notice}{facts}<h2>Metrics</h2>{metrics_table(evidence)}"
+    details = (alert_section(evidence, signals) if review.kind is ReviewKind.ALERT
+               else f"<h2>Metrics</h2>{metrics_table(evidence)}")
+    body = (f"<h1>{escape(title)}</h1>{notice}{facts}{details}"
             + (f"<h2>Evidence</h2><ul>{''.join(links)}</ul>" if links else "")
             + (f"<h2>Tags</h2>{tag_table}" if tag_table else "") + signal_html
             + f"<h2>Votes</h2>{votes}{form}")

@@ -190,3 +190,4 @@ class Services:
     health: HealthProbe | None = None  # deployment health for rollout gates
     drift: DriftChecker | None = None  # window drift checks
     artifacts: Any = None  # reports and labelling exports: save(name, data, content_type), load(name)
+    alert_auth: Any = None  # Entra secure-webhook tokens for /api/alerts: validate(authorization) -> claims

@@ -36,6 +36,10 @@ AZUREML_RESOURCE_GROUP = "AZUREML_RESOURCE_GROUP"
 AZUREML_WORKSPACE = "AZUREML_WORKSPACE"
 LOGS_WORKSPACE_ID = "CONTROLPLANE_LOGS_WORKSPACE_ID"
 ARTIFACTS = "CONTROLPLANE_ARTIFACTS"
+ALERTS_AUTH_TENANT_ID = "ALERTS_AUTH_TENANT_ID"
+ALERTS_AUTH_AUDIENCE = "ALERTS_AUTH_AUDIENCE"
+ALERTS_AUTH_AUTHORITY = "ALERTS_AUTH_AUTHORITY"
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
@@ -72,6 +76,9 @@ class Settings:
     azureml_workspace: str = ""
     logs_workspace_id: str = ""
     artifacts: str = ""  # a directory or an https blob container URL; default beside the SQLite database
+    alerts_auth_tenant_id: str = ""  # with the audience: /api/alerts requires Entra secure-webhook tokens
+    alerts_auth_audience: str = ""
+    alerts_auth_authority: str = DEFAULT_AUTHORITY
 
     @property
     def local_state(self) -> str:
@@ -120,7 +127,8 @@ class Settings:
         if not account_url and env.get(f"{STORAGE}__accountName"):
             account_url = f"https://{env[f'{STORAGE}__accountName']}.table.core.windows.net"
         urls = {name: env.get(name, "") for name in (PUBLIC_URL, NOTIFY_TEAMS_WEBHOOK_URL, NOTIFY_SLACK_WEBHOOK_URL,
-                                                     NOTIFY_WEBHOOK_URL, EVENTGRID_TOPIC_ENDPOINT)}
+                                                     NOTIFY_WEBHOOK_URL, EVENTGRID_TOPIC_ENDPOINT,
+                                                     ALERTS_AUTH_AUTHORITY)}
         for name, url in urls.items():
             if url and not url.startswith(("https://", "http://")):
                 raise ConfigurationError(name, f"expected an http(s) URL, got {url!r}")
@@ -132,6 +140,12 @@ class Settings:
             for name, value in azureml.items():
                 if not value:
                     raise ConfigurationError(name, "required when CONTROLPLANE_DISPATCH is 'azureml'")
+        tenant, audience = env.get(ALERTS_AUTH_TENANT_ID, ""), env.get(ALERTS_AUTH_AUDIENCE, "")
+        if bool(tenant) != bool(audience):
+            missing, given = (ALERTS_AUTH_AUDIENCE, ALERTS_AUTH_TENANT_ID) if tenant else (ALERTS_AUTH_TENANT_ID,
+                                                                                           ALERTS_AUTH_AUDIENCE)
+            raise ConfigurationError(missing, f"required with {given} (together they turn on secure-webhook "
+                                              "tokens for /api/alerts)")
         signing_key = env.get(APPROVAL_SIGNING_KEY, "")
         if signing_key and len(signing_key) < 32:
             raise ConfigurationError(APPROVAL_SIGNING_KEY, "use at least 32 characters of random text")
@@ -147,7 +161,9 @@ class Settings:
                        azureml_subscription_id=azureml[AZUREML_SUBSCRIPTION_ID],
                        azureml_resource_group=azureml[AZUREML_RESOURCE_GROUP],
                        azureml_workspace=azureml[AZUREML_WORKSPACE], logs_workspace_id=azureml[LOGS_WORKSPACE_ID],
-                       artifacts=env.get(ARTIFACTS, ""))
+                       artifacts=env.get(ARTIFACTS, ""), alerts_auth_tenant_id=tenant,
+                       alerts_auth_audience=audience,
+                       alerts_auth_authority=urls[ALERTS_AUTH_AUTHORITY] or DEFAULT_AUTHORITY)
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

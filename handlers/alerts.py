@@ -33,7 +33,6 @@ from handlers.actions import retrain
 from handlers.record import decide_once, record_invalid
 from handlers.rollout import halt_rollout
 
-ROLLBACK = "online_endpoints.rollback"
 DEFAULT_COOLDOWN = timedelta(minutes=AlertRule.model_fields["cooldown_minutes"].default)
 _PRECEDENCE = (Outcome.ROLLBACK, Outcome.SCALE, Outcome.RETRAIN, Outcome.REVIEW, Outcome.NOTIFY)
 
@@ -66,8 +65,8 @@ def locate(services: Services, target: Target) -> Target:
     if target.endpoint is None:
         return target
     for rollout in services.store.rollouts(limit=100):
-        if rollout.endpoint == target.endpoint and (
-                rollout.deployment == target.deployment
+        if same(rollout.endpoint, target.endpoint) and (
+                same(rollout.deployment, target.deployment)
                 or (target.deployment is None and rollout.state is RolloutState.COMPLETED)):
             return replace(target, model=rollout.model, version=rollout.version)
     if services.gateway is None:
@@ -76,8 +75,13 @@ def locate(services: Services, target: Target) -> Target:
         state = services.gateway.get_endpoint(target.endpoint)
     except NotFound:
         return target
-    serving = next((d for d in state.deployments if d.name == (target.deployment or state.serving())), None)
+    serving = next((d for d in state.deployments if same(d.name, target.deployment or state.serving())), None)
     return replace(target, **model_of(serving.model)) if serving else target
+
+
+def same(name: str | None, other: str | None) -> bool:
+    """Azure resource names compare without case."""
+    return name is not None and other is not None and name.lower() == other.lower()
 
 
 def model_of(reference: str) -> dict[str, str | None]:
@@ -192,13 +196,14 @@ def _plan_actions(services: Services, alert: Alert, target: Target, rule: AlertR
 
 
 def _rollback(services: Services, target: Target, rule: AlertRule, state: EndpointState, plan: _Plan) -> None:
-    deployment = target.deployment or state.serving()
+    deployment = state.serving() if target.deployment is None else next(
+        (name for name in state.traffic if same(name, target.deployment)), target.deployment)
     if not deployment or not state.traffic.get(deployment):
         plan.refused.append(f"rollback: {deployment or 'no deployment'} serves no live traffic on {state.name}")
         return
     since = services.clock.now() - timedelta(hours=rule.rollback.max_age_hours)
-    rollout = next((r for r in services.store.rollouts(limit=100) if r.endpoint == state.name
-                    and r.deployment == deployment and r.created_at >= since), None)
+    rollout = next((r for r in services.store.rollouts(limit=100) if same(r.endpoint, state.name)
+                    and same(r.deployment, deployment) and r.created_at >= since), None)
     if rollout is None:
         plan.refused.append(f"rollback: {deployment} was not rolled out by the control plane in the last "
                             f"{rule.rollback.max_age_hours:g} h, so there is no known previous deployment")
@@ -212,8 +217,8 @@ def _rollback(services: Services, target: Target, rule: AlertRule, state: Endpoi
     size = rollout.policy["instance_count"]
     scale = {name: size for name in rollout.baseline if existing[name].instance_count < size}
     plan.tasks.append(TaskDraft(TaskKind.ROLLBACK, f"azureml:endpoint/{state.name}", {
-        "operation": ROLLBACK, "endpoint": state.name, "traffic": dict(rollout.baseline), "mirror": {},
-        "scale": scale, "from_deployment": deployment}))
+        "operation": "online_endpoints.rollback", "endpoint": state.name, "traffic": dict(rollout.baseline),
+        "mirror": {}, "scale": scale, "from_deployment": deployment}))
     plan.outcomes.append(Outcome.ROLLBACK)
     plan.done.append(f"rolling {state.name} back from {deployment} to "
                      + ", ".join(f"{name} {share}%" for name, share in rollout.baseline.items()))
@@ -225,7 +230,7 @@ def _rollback(services: Services, target: Target, rule: AlertRule, state: Endpoi
 
 def _scale(target: Target, rule: AlertRule, state: EndpointState, plan: _Plan) -> None:
     name = target.deployment or state.serving()
-    deployment = next((d for d in state.deployments if d.name == name), None)
+    deployment = next((d for d in state.deployments if same(d.name, name)), None)
     if deployment is None:
         plan.refused.append(f"scale: no deployment {name or '(none serving)'} on {state.name}")
         return

@@ -6,11 +6,14 @@ answers 409.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from typing import Any
 
+from controlplane.errors import TransientError
 from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
+from controlplane.monitoring import Signals
 from controlplane.ports import Services
 from controlplane.reviews import Review, ReviewKind, ReviewState, VoteError, approval_url, cast_vote, verify_token
 
@@ -24,6 +27,19 @@ def get_review(services: Services, review_id: str) -> Review:
     if review is None:
         raise VoteError(404, f"no review {review_id!r}", field="id")
     return review
+
+
+def review_signals(services: Services, review: Review) -> Signals | None:
+    """An alert review's target signals as the outbox read and kept them; None until it has."""
+    spec = review.evidence.get("signals")
+    if not isinstance(spec, dict) or services.artifacts is None:
+        return None
+    try:
+        kept = services.artifacts.load(spec["artifact"])
+    except TransientError as error:  # the page shows the rest and says the signals are not there yet
+        logger.warning("signals of review %s unreadable for now: %s", review.id, error)
+        return None
+    return Signals.from_json(json.loads(kept)) if kept else None
 
 
 def approval_link(services: Services, review_id: str, approver: str) -> str:

@@ -51,6 +51,9 @@ param webhookUrl string = ''
 @description('Secret signing the generic webhook bodies (required with webhookUrl).')
 param webhookSecret string = ''
 
+@description('Entra app registration (audience) whose ActionGroupsSecureWebhook role secure-webhook action groups carry; empty: function key only.')
+param alertsAuthAudience string = ''
+
 @description('Create an Event Grid topic that receives every decision as a CloudEvent.')
 param publishDecisions bool = false
 
@@ -89,6 +92,7 @@ module app 'app/controlplane.bicep' = {
     slackWebhookUrl: slackWebhookUrl
     webhookUrl: webhookUrl
     webhookSecret: webhookSecret
+    alertsAuthAudience: alertsAuthAudience
     publishDecisions: publishDecisions
     azureMlResourceGroup: useAzureMl ? mlResourceGroup : ''
     azureMlWorkspace: azureMlWorkspace

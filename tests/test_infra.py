@@ -26,7 +26,7 @@ AZURE_ML_EVENTS = ["ModelRegistered", "ModelDeployed", "RunCompleted", "RunStatu
 # Settings the platform reads, not the code: the sample has them for Core Tools only.
 LOCAL_ONLY = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"}
 # Setting families the code owns: each one Bicep sets must be documented in the sample.
-OWNED_PREFIXES = ("CONTROLPLANE_", "AZUREML_", "NOTIFY_", "EVENTGRID_", "APPROVAL_", "TELEMETRY_")
+OWNED_PREFIXES = ("CONTROLPLANE_", "AZUREML_", "NOTIFY_", "EVENTGRID_", "APPROVAL_", "TELEMETRY_", "ALERTS_")
 
 PARSE_ALL = """
 import json, sys

@@ -62,13 +62,14 @@ def rsa_keys() -> list[rsa.RSAPrivateKey]:
     return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
 
 
-@pytest.fixture
-def jwks(rsa_keys):
-    state = Jwks()
-    state.publish(("kid-1", rsa_keys[0]))
+@pytest.fixture(scope="module")
+def jwks_server():
+    """One loopback server for the module; each test gets a fresh ``Jwks`` state to serve (``jwks`` fixture)."""
+    served: list[Jwks] = [Jwks()]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            state = served[0]
             with state.lock:
                 state.hits += 1
                 state.paths.append(self.path)
@@ -85,13 +86,22 @@ def jwks(rsa_keys):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.handle_error = lambda request, client_address: None  # a client that timed out and hung up
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.authority = f"http://127.0.0.1:{server.server_address[1]}/"
-    yield state
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def jwks(jwks_server, rsa_keys) -> Jwks:
+    served, authority = jwks_server
+    state = Jwks()
+    state.authority = authority
+    state.publish(("kid-1", rsa_keys[0]))
+    served[0] = state
+    return state
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 Answers fast: record and decide here, dispatch later from the outbox. Action groups retry 408,
 429, 503 and 504, so a failure of ours (store down, bad setting or policy) answers 503 and the alert
 comes again; a bad payload answers 400 naming the field, and is kept as an ``invalid`` decision.
+Besides the function key, Entra ID secure-webhook tokens are required when configured: a missing or
+invalid token answers 401, a token without the ``ActionGroupsSecureWebhook`` role 403 (nothing recorded).
 """
 from __future__ import annotations
 
@@ -17,14 +19,19 @@ bp = func.Blueprint()
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
+    from controlplane.errors import ControlPlaneError, Unauthorized
     from handlers.alerts import receive_alert
 
-    body = req.get_body()
-    if len(body) > MAX_BODY_BYTES:
-        return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
     try:
-        receipt = receive_alert(bootstrap.services(), body)
+        services = bootstrap.services()
+        if services.alert_auth is not None:
+            services.alert_auth.validate(req.headers.get("Authorization"))
+        body = req.get_body()
+        if len(body) > MAX_BODY_BYTES:
+            return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+        receipt = receive_alert(services, body)
+    except Unauthorized as error:
+        return error_response(error.status, "Authorization", error.reason)
     except ControlPlaneError as error:
         return error_response(503, "service", str(error))
     if receipt.error is not None:

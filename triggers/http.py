@@ -16,4 +16,6 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 def error_response(status: int, field: str, reason: str, **extra: Any) -> func.HttpResponse:
     headers = {"Retry-After": "30"} if status in (429, 503) else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     return json_response(status, {"error": {"field": field, "reason": reason}, **extra}, headers)

@@ -62,11 +62,12 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane.errors import ControlPlaneError
     from controlplane.pages import review_page
     from controlplane.reviews import VoteError, verify_token
-    from handlers.reviews import get_review
+    from handlers.reviews import get_review, review_signals
 
     try:
         services = bootstrap.services()
         found = get_review(services, req.route_params["id"])
+        signals = review_signals(services, found)
     except VoteError as error:
         return error_response(error.status, "id", error.reason)
     except ControlPlaneError as error:
@@ -78,10 +79,11 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
         try:
             approver = verify_token(services.approval_key, token, found.id, services.clock.now()).approver
         except VoteError as error:
-            return _html(review_page(found, message=f"This link cannot be used: {error.reason}"), error.status)
+            return _html(review_page(found, message=f"This link cannot be used: {error.reason}", signals=signals),
+                         error.status)
         except ControlPlaneError as error:  # no signing key configured
             return error_response(503, "service", str(error))
-    return _html(review_page(found, token=token, approver=approver))
+    return _html(review_page(found, token=token, approver=approver, signals=signals))
 
 
 @bp.function_name("review_decision")

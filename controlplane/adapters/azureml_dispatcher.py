@@ -6,7 +6,8 @@ what the workspace answered, which the outbox keeps as the task's result:
     jobs.create_or_update                     -> submit_pipeline   (retraining)
     online_deployments.begin_create_or_update -> deploy            (staging promotion, at 0% traffic)
     online_deployments.scale                  -> scale
-    online_endpoints.set_traffic              -> set_traffic       (rollback)
+    online_endpoints.set_traffic              -> set_traffic
+    online_endpoints.rollback                 -> scale the previous deployments back up, then set_traffic
 
 Exactly-once rests on the names in the requests, not on anything kept here: a job or deployment name derived
 from the idempotency key makes a repeated dispatch (after a timeout, a crash or a replay) find what the first
@@ -28,6 +29,7 @@ SUBMIT_JOB = "jobs.create_or_update"
 DEPLOY = "online_deployments.begin_create_or_update"
 SCALE = "online_deployments.scale"
 SET_TRAFFIC = "online_endpoints.set_traffic"
+ROLLBACK = "online_endpoints.rollback"
 
 
 class AzureMLDispatcher:
@@ -36,7 +38,8 @@ class AzureMLDispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._operations: dict[str, Callable[[_Request], dict]] = {
-            SUBMIT_JOB: self._submit_job, DEPLOY: self._deploy, SCALE: self._scale, SET_TRAFFIC: self._set_traffic}
+            SUBMIT_JOB: self._submit_job, DEPLOY: self._deploy, SCALE: self._scale, SET_TRAFFIC: self._set_traffic,
+            ROLLBACK: self._rollback}
 
     def dispatch(self, task: Task) -> dict:
         operation = task.request.get("operation")
@@ -81,6 +84,15 @@ class AzureMLDispatcher:
         traffic = request.shares("traffic")
         mirror = request.shares("mirror") if request.get("mirror") is not None else None
         return _endpoint(self._gateway.set_traffic(request.text("endpoint"), traffic, mirror))
+
+
+    def _rollback(self, request: _Request) -> dict:
+        """Traffic back to the deployments that served before, each first scaled back to its serving size
+        (a finished rollout left it at one instance). Every call is absolute, so a repeat changes nothing."""
+        endpoint = request.text("endpoint")
+        scaled = [_deployment(self._gateway.scale(endpoint, name, count))
+                  for name, count in request.shares("scale").items()] if request.get("scale") else []
+        return {**self._set_traffic(request), "scaled": scaled}
 
 
 def _deployment(info: DeploymentInfo) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Work the control plane does itself from the outbox: drift reports for reviewers and the window's
-rows exported for labelling (JSON Lines, one sampled row per line)."""
+"""Work the control plane does itself from the outbox: drift reports for reviewers, the window's rows
+exported for labelling (JSON Lines, one sampled row per line), and an alert target's recent signals
+kept for its review page."""
 from __future__ import annotations
 
 import json
@@ -12,12 +13,18 @@ from controlplane.windows import WindowKey
 class LocalWork:
     name = "local"
 
-    def __init__(self, store, policy, checker, artifacts) -> None:
+    def __init__(self, store, policy, checker, artifacts, signals=None) -> None:
         self._store, self._policy, self._checker, self._artifacts = store, policy, checker, artifacts
+        self._signals = signals
 
     def dispatch(self, task: Task) -> dict:
         request = task.request
         operation = request.get("operation")
+        if operation == "alert.signals":
+            if self._signals is None:
+                raise PermanentError("alert.signals: no signal reader is configured")
+            spec = request["signals"]
+            return {"signals": spec["artifact"], "summary": self._signals.get(spec).summary}
         window = request.get("window") or {}
         key = WindowKey(window["model"], window["deployment"], window["bucket"], window["part"])
         rule = self._policy.rule_for(key.model)

@@ -165,6 +165,7 @@ class SecureWebhookValidator:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 body = response.read(MAX_JWKS_BYTES)
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the response
             raise TransientError(f"signing keys at {self.jwks_url} answered HTTP {error.code}") from error
         except (OSError, http.client.HTTPException) as error:  # URLError, timeouts and refused connections
             raise TransientError(f"signing keys at {self.jwks_url} could not be fetched: {error}") from error

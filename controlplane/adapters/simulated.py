@@ -24,7 +24,7 @@ from controlplane.gateway import (
     PipelineRequest,
     validate_traffic,
 )
-from controlplane.monitoring import DeploymentHealth
+from controlplane.monitoring import DeploymentHealth, Series, Signals
 
 _lock = threading.Lock()
 
@@ -62,6 +62,12 @@ class SimulatedWorkspace:
             state["health"].setdefault(endpoint, {})[deployment] = {
                 "requests": requests, "p95_latency_ms": p95_latency_ms, "error_rate": error_rate}
         self._change("simulation.set_health", {"endpoint": endpoint, "deployment": deployment}, change)
+
+    def set_signals(self, target: str, series: Sequence[Series]) -> None:
+        """What ``recent_signals`` answers for ``target`` (``endpoint/deployment``, ``endpoint`` or a resource ID)."""
+        def change(state):
+            state.setdefault("signals", {})[target] = [s.to_json() for s in series]
+        self._change("simulation.set_signals", {"target": target}, change)
 
     # -- Gateway ------------------------------------------------------------------------------------
     def get_model(self, name: str, version: str) -> ModelInfo:
@@ -161,6 +167,17 @@ class SimulatedWorkspace:
         scripted = self._load()["health"].get(endpoint, {})
         return {name: DeploymentHealth(name, **scripted[name]) if name in scripted
                 else DeploymentHealth(name, 0, None, None) for name in deployments}
+
+    def recent_signals(self, resource_id: str, endpoint: str | None, deployment: str | None,
+                       metrics: Sequence[str], start: datetime, end: datetime, bin_minutes: int = 5) -> Signals:
+        name = f"{endpoint}/{deployment}" if endpoint and deployment else endpoint or resource_id.lower()
+        scripted = [Series.from_json(s) for s in self._load().get("signals", {}).get(name, [])]
+        series = tuple(Series(s.name, s.unit, tuple(p for p in s.points if start <= p[0] <= end)) for s in scripted)
+        said = [f"{s.name} {s.points[-1][1]:g} {s.unit} at {s.points[-1][0]:%H:%M} "
+                f"(peak {max(v for _, v in s.points):g})" for s in series if s.points]
+        summary = f"{name}, {start:%H:%M} to {end:%H:%M} UTC (simulated workspace): " + (
+            "; ".join(said) if said else "no signals scripted for this target")
+        return Signals(summary, tuple(s for s in series if s.points), "simulated", start, end)
 
     def requests(self) -> list[dict[str, Any]]:
         return self._load()["requests"]

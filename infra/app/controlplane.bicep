@@ -13,6 +13,7 @@ param slackWebhookUrl string
 param webhookUrl string
 @secure()
 param webhookSecret string
+param alertsAuthAudience string
 param publishDecisions bool
 param azureMlResourceGroup string
 param azureMlWorkspace string
@@ -217,6 +218,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     NOTIFY_WEBHOOK_SECRET: webhookSecret
     EVENTGRID_TOPIC_ENDPOINT: publishDecisions ? decisionsTopic!.properties.endpoint : ''
     EVENTGRID_TOPIC_KEY: ''
+    // With an audience, /api/alerts also requires Entra secure-webhook tokens from this tenant.
+    ALERTS_AUTH_TENANT_ID: empty(alertsAuthAudience) ? '' : tenant().tenantId
+    ALERTS_AUTH_AUDIENCE: alertsAuthAudience
+    ALERTS_AUTH_AUTHORITY: environment().authentication.loginEndpoint
     TelemetryEventHub__fullyQualifiedNamespace: '${eventHubs.name}.servicebus.windows.net'
     TelemetryEventHub__credential: 'managedidentity'
     TelemetryEventHub__clientId: identity.properties.clientId
