@@ -341,7 +341,8 @@ def test_the_review_page_shows_the_alert_its_signals_and_a_chart(services, tmp_p
     assert "being read" in review_page(review)
 
     [task] = [t for t in decision.tasks if t.kind is TaskKind.REVIEW]
-    LocalWork(services.store, services.policy, None, artifacts, SignalsCache(CountingReader(), artifacts)).dispatch(task)
+    work = LocalWork(services.store, services.policy, None, artifacts, SignalsCache(CountingReader(), artifacts))
+    work.dispatch(task)
     page = review_page(review, signals=review_signals(services, review))
 
     assert "CpuUtilizationPercentage" in page and "churn-ep/blue" in page
@@ -365,3 +366,77 @@ def test_the_azureml_dispatcher_scales_the_previous_deployment_up_before_moving_
     assert operations == ["scale", "set_traffic", "scale", "set_traffic"]
     assert workspace.endpoints[ENDPOINT].traffic == {"green": 100}
     assert result["serving"] == again["serving"] == "green" and result["scaled"][0]["instance_count"] == 2
+
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+AUDIENCE = "api://controlplane-alerts"
+
+
+@pytest.fixture
+def entra(tmp_path):
+    """A loopback stand-in for Entra's signing-key endpoint, and a way to mint tokens with its key."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys = json.dumps({"keys": [{**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1"}]}).encode()
+
+    class Keys(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(keys)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def token(roles=("ActionGroupsSecureWebhook",), audience=AUDIENCE):
+        now = int(datetime.now(UTC).timestamp())
+        claims = {"iss": f"https://sts.windows.net/{TENANT}/", "aud": audience, "iat": now, "nbf": now,
+                  "exp": now + 3600, "roles": list(roles), "appid": "461e8683-5575-4561-ac7f-899cc907d62a"}
+        return "Bearer " + jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    yield f"http://127.0.0.1:{server.server_port}", token
+    server.shutdown()
+    server.server_close()
+
+
+def test_with_secure_webhooks_on_bad_tokens_get_401_or_403_and_record_nothing(app_functions, services, entra):
+    import azure.functions as func
+
+    from controlplane import bootstrap
+    from controlplane.adapters.secure_webhook import SecureWebhookValidator
+
+    authority, token = entra
+    wired = replace(services, alert_auth=SecureWebhookValidator(TENANT, AUDIENCE, authority=authority))
+    bootstrap.reset(wired)
+    on_alert = app_functions["on_alert"].get_user_function()
+
+    def post(authorization=None, body=None):
+        body = body or event_bytes("alert_latency_blue_fired.json")
+        headers = {"Authorization": authorization} if authorization else {}
+        return on_alert(func.HttpRequest("POST", "/api/alerts", body=body, headers=headers))
+
+    try:
+        missing, forged = post(), post("Bearer not.a.token")
+        no_role, wrong_audience = post(token(roles=("Reader",))), post(token(audience="api://someone-else"))
+        oversized = post(token(), b" " * (600 * 1024))
+        accepted = post(token())
+    finally:
+        bootstrap.reset()
+
+    assert (missing.status_code, forged.status_code, wrong_audience.status_code) == (401, 401, 401)
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert no_role.status_code == 403
+    assert "ActionGroupsSecureWebhook" in json.loads(no_role.get_body())["error"]["reason"]
+    assert json.loads(forged.get_body())["error"]["field"] == "Authorization"
+    assert oversized.status_code == 413
+    assert accepted.status_code == 200 and json.loads(accepted.get_body())["decision"]["outcome"] == "rollback"
+    assert len(wired.store.decisions()) == 1  # refused requests leave nothing behind
