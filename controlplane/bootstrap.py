@@ -66,12 +66,14 @@ def build(settings: Settings) -> Services:
     signals = SignalsCache(health, kept)
     routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept, signals)
     routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
-    if settings.dispatch == "azureml":
-        from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
+    from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 
-        azureml = AzureMLDispatcher(gateway)
-        routes.update({kind: azureml for kind in (TaskKind.RETRAINING, TaskKind.PROMOTION, TaskKind.ROLLBACK,
-                                                  TaskKind.SCALE)})
+    # Rollback and scale change live endpoints, as rollouts do: in dry run they act on the simulated
+    # workspace too, so its traffic and instance counts stay the ones later decisions read.
+    kinds = (TaskKind.ROLLBACK, TaskKind.SCALE)
+    if settings.dispatch == "azureml":
+        kinds += (TaskKind.RETRAINING, TaskKind.PROMOTION)
+    routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway)))
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,

@@ -39,19 +39,49 @@ def breach(monitor: str, features: list[tuple[str, str, float, float]]) -> dict[
         "runTags": {"azureml_modelmonitor_threshold_breached": BREACH.format(str(items))}})
 
 
-def alert(condition: str, alert_id: str) -> dict[str, Any]:
+def alert(condition: str, alert_id: str, *, rule: str, metric: str, value: float, threshold: str,
+          severity: str, target: str, dimensions: dict[str, str]) -> dict[str, Any]:
+    """A metric alert in the common alert schema, as an Azure Monitor action group posts it."""
     return {"schemaId": "azureMonitorCommonAlertSchema", "data": {
         "essentials": {"alertId": f"/subscriptions/0/providers/Microsoft.AlertsManagement/alerts/{alert_id}",
-                       "alertRule": "churn-ep-latency-p95", "severity": "Sev2", "signalType": "Metric",
+                       "alertRule": rule, "severity": severity, "signalType": "Metric",
                        "monitorCondition": condition, "monitoringService": "Platform",
-                       "alertTargetIDs": [f"{WORKSPACE.lower()}/onlineendpoints/churn-ep"], "firedDateTime": _now(),
+                       "alertTargetIDs": [f"{WORKSPACE.lower()}/onlineendpoints/{target}"], "firedDateTime": _now(),
                        **({"resolvedDateTime": _now()} if condition == "Resolved" else {}),
-                       "description": "p95 latency of churn-ep above 500 ms"},
+                       "description": f"{metric} of {target} above {threshold}"},
         "alertContext": {"conditionType": "SingleResourceMultipleMetricCriteria", "condition": {
-            "windowSize": "PT5M", "allOf": [{"metricName": "RequestLatency_P95", "operator": "GreaterThan",
-                                             "threshold": "500", "timeAggregation": "Average",
-                                             "dimensions": [{"name": "deployment", "value": "green"}],
-                                             "metricValue": 812.4}]}}}}
+            "windowSize": "PT5M", "allOf": [{"metricName": metric, "operator": "GreaterThan", "threshold": threshold,
+                                             "timeAggregation": "Average", "metricValue": value,
+                                             "dimensions": [{"name": k, "value": v}
+                                                            for k, v in dimensions.items()]}]}}}}
+
+
+def latency(condition: str, alert_id: str, deployment: str) -> dict[str, Any]:
+    return alert(condition, alert_id, rule="churn-ep-latency-p95", metric="RequestLatency_P95", value=1250.0,
+                 threshold="500", severity="Sev1", target="churn-ep", dimensions={"deployment": deployment})
+
+
+def cpu(alert_id: str, deployment: str) -> dict[str, Any]:
+    return alert("Fired", alert_id, rule="churn-ep-cpu", metric="CpuUtilizationPercentage", value=94.2,
+                 threshold="85", severity="Sev2", target=f"churn-ep/deployments/{deployment}",
+                 dimensions={"instanceId": f"{deployment}-6d8f7c9b54-k2x7p"})
+
+
+def script_signals(workspace: Any, fresh: str) -> None:
+    """What the simulated workspace's logs say about the last hour: the fresh deployment slowed down
+    twenty minutes ago; the old one runs hot on the traffic it took back."""
+    from datetime import timedelta
+
+    from controlplane.monitoring import Series
+
+    now = datetime.now(UTC)
+    at = [now - timedelta(minutes=55 - 5 * n) for n in range(12)]
+    p95 = [96, 98, 95, 99, 97, 101, 240, 610, 890, 1040, 1190, 1250]
+    workspace.set_signals(f"churn-ep/{fresh}", [
+        Series("p95 latency", "ms", tuple(zip(at, map(float, p95), strict=True))),
+        Series("requests", "count", tuple((t, 400.0) for t in at))])
+    workspace.set_signals("churn-ep/blue", [Series("CpuUtilizationPercentage", "Percent", tuple(
+        (t, float(v)) for t, v in zip(at, [12, 11, 13, 12, 12, 14, 15, 18, 64, 88, 93, 94], strict=True)))])
 
 
 def telemetry(model: str, deployment: str, inputs, n: int) -> list[dict[str, Any]]:
@@ -107,8 +137,19 @@ def scenario() -> list[tuple[str, str, str, Any]]:
         *window_events("defect-detector", "blue", darker_images, "1"),
         ("ticket-classifier drifts (NLP, shadow mode)", "POST", webhook, [breach("ticket-classifier-monitor", [
             ("channel", "JensenShannonDistance", 0.18, 0.1)])]),
-        ("p95 latency alert fires on churn-ep", "POST", "/api/alerts", alert("Fired", "a1")),
-        ("the alert resolves", "POST", "/api/alerts", alert("Resolved", "a1")),
+    ]
+
+
+def alerts(fresh: str) -> list[tuple[str, str, str, Any]]:
+    """The infrastructure loop: a latency alert on a fresh deployment, then CPU pressure on the old one."""
+    sweep = ("the sweep timer drains the outbox", "POST", "/admin/functions/sweep", {"input": ""})
+    return [
+        (f"p95 latency alert fires on {fresh[:22]}", "POST", "/api/alerts", latency("Fired", "lat-1", fresh)),
+        ("it fires again while the incident is open", "POST", "/api/alerts", latency("Fired", "lat-2", fresh)),
+        sweep,
+        ("the latency alert resolves", "POST", "/api/alerts", latency("Resolved", "lat-1", fresh)),
+        ("CPU alert fires on blue", "POST", "/api/alerts", cpu("cpu-1", "blue")),
+        sweep,
         ("a malformed alert is posted", "POST", "/api/alerts", {"schemaId": "azureMonitorCommonAlertSchema"}),
     ]
 
@@ -228,6 +269,26 @@ def run() -> int:
     for _, method, path, body in approvals(base, version="4"):
         call(base, method, path, body)
     rollout(base, healthy_until=1, version="4")
+
+    services = bootstrap.services()
+    fresh = next(r.deployment for r in services.store.rollouts() if r.version == "3")
+    script_signals(services.gateway, fresh)
+    print(f"    alerts: churn:3 serves churn-ep from {fresh}, rolled out minutes ago")
+    first = len(steps) + 4
+    for step, (description, method, path, body) in enumerate(alerts(fresh), first):
+        status, _ = call(base, method, path, body)
+        print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+        endpoint = services.gateway.get_endpoint("churn-ep")
+        if path.endswith("sweep"):
+            sizes = {d.name[:22]: d.instance_count for d in endpoint.deployments}
+            print(f"    churn-ep live {({k[:22]: v for k, v in endpoint.traffic.items() if v})}  instances {sizes}")
+    [told] = [t for t in services.store.tasks(limit=200) if t.request.get("event") == "incident.opened"
+              and t.request.get("channel") == "oncall"]
+    summary = told.result["would_send"]["text"].splitlines()[-1]
+    print(f"    the on-call notice carries the target's last hour: {summary}")
+    [review] = [r for r in services.store.reviews() if r.kind.value == "alert"]
+    print(f"    infrastructure review {review.id} for {', '.join(review.approvers)}: "
+          f"{base}/api/reviews/{review.id}")
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
     decisions = list(reversed(listing["decisions"]))

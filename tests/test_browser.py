@@ -70,3 +70,38 @@ def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(
         assert page.locator("h1").inner_text() == "MLOps control plane"
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         page.close()
+
+
+def test_an_infrastructure_review_shows_the_alert_and_its_targets_recent_signals_as_charts(browser, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from controlplane.adapters.simulated import SimulatedWorkspace
+    from controlplane.monitoring import Series
+    from tests.support import event_bytes
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    workspace = SimulatedWorkspace(tmp_path / "simulated-workspace.json")  # beside the database: the host's
+    workspace.seed_endpoint("churn-ep", "blue", "azureml:churn:4", instance_count=2)
+    fired = datetime(2026, 11, 22, 12, 7, tzinfo=UTC)  # the fixture's firedDateTime
+    at = [fired - timedelta(minutes=50 - 5 * n) for n in range(11)]
+    workspace.set_signals("churn-ep/blue", [Series("CpuUtilizationPercentage", "Percent", tuple(
+        (t, float(v)) for t, v in zip(at, [20, 22, 21, 25, 40, 61, 75, 83, 90, 93, 94], strict=True)))])
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, tmp_path) as host:
+        host.env["CONTROLPLANE_PUBLIC_URL"] = host.url
+        assert request("POST", f"{host.url}/api/alerts", event_bytes("alert_cpu_blue_fired.json")).status == 200
+        assert request("POST", f"{host.url}/admin/functions/sweep", '{"input": ""}').status == 202
+        [review] = request("GET", f"{host.url}/api/reviews?state=open").json()["reviews"]
+        assert review["kind"] == "alert" and review["approvers"] == ["infra-oncall@contoso.com"]
+
+        page = browser.new_page()
+        page.goto(link(host, review["id"], "infra-oncall@contoso.com"))
+        chart = page.locator("figure svg[role=img]")
+        assert chart.count() == 1 and chart.bounding_box()["height"] > 50  # drawn, not blocked by the CSP
+        assert "11 points" in chart.get_attribute("aria-label")
+        assert "CpuUtilizationPercentage" in chart.get_attribute("aria-label")
+        assert "peak 94" in page.locator("#signals-summary").inner_text()
+        assert page.locator("#approve").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "alert-review.png"), full_page=True)
+        page.close()
+    assert workspace.get_endpoint("churn-ep").deployments[0].instance_count == 3  # the sweep scaled it
