@@ -276,8 +276,13 @@ def run() -> int:
     print(f"    alerts: churn:3 serves churn-ep from {fresh}, rolled out minutes ago")
     first = len(steps) + 4
     for step, (description, method, path, body) in enumerate(alerts(fresh), first):
-        status, _ = call(base, method, path, body)
+        status, reply = call(base, method, path, body)
         print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+        decided = reply.get("decision") if isinstance(reply, dict) else None
+        if isinstance(decided, dict):
+            print(f"    {decided['outcome']}: {decided['reason'].split(': ', 1)[-1]}")
+        elif isinstance(reply, dict) and "error" in reply:
+            print(f"    recorded invalid: {reply['error']['field']}: {reply['error']['reason']}")
         endpoint = services.gateway.get_endpoint("churn-ep")
         if path.endswith("sweep"):
             sizes = {d.name[:22]: d.instance_count for d in endpoint.deployments}

@@ -228,5 +228,21 @@ def _jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Compact, deterministic JSON of any ledger value."""
-    return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True, default=str)
+    """Compact, deterministic JSON of any ledger value (one pass: only what JSON lacks is converted)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (Decision, Task)):  # plain records: the encoder converts their fields as it goes
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)

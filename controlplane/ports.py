@@ -81,6 +81,10 @@ class DecisionStore(Protocol):
 
     def decision(self, decision_id: str) -> Decision | None: ...
 
+    def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
+        """When the model's latest retraining jobs were decided, and their names, newest first (the storm
+        guard's question, answered without reading whole decisions)."""
+
     def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]: ...
 
     def task(self, task_id: str) -> Task | None: ...
@@ -123,6 +127,10 @@ class DecisionStore(Protocol):
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
+
+    def checkpoint(self) -> None:
+        """Housekeeping the sweep does off the request path (SQLite copies its write-ahead log into the
+        database); nothing where there is none."""
 
 
 class TelemetryStore(Protocol):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from controlplane.errors import ControlPlaneError
-from controlplane.ledger import Decision, Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
+from controlplane.ledger import Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
 from controlplane.policy import Mode, Profile, ResolvedRule
 from controlplane.ports import Services
 from controlplane.reviews import ReviewKind
@@ -93,24 +93,22 @@ def _guard(services: Services, model: str, cooldown_hours: float, daily_budget: 
     now = services.clock.now()
     # Only the latest `daily_budget` retrainings can matter: the newest for the job and the cooldown,
     # all of them for the budget.
-    started: list[Decision] = [d for d in services.store.decisions(model=model, limit=daily_budget,
-                                                                   outcomes=[Outcome.RETRAIN]) if d.tasks]
+    started = services.store.retraining_jobs(model, daily_budget)
     if not started:
         return None
-    latest = started[0]
-    job = latest.evidence.get("job")
-    if job and services.gateway is not None:
+    latest_at, job = started[0]
+    if services.gateway is not None:
         try:
             status = services.gateway.get_job(job).status
         except ControlPlaneError:
             status = ""
         if status.lower() in RUNNING:
             return f"joined the retraining already running ({job}, {status})", {"attached_to": job, "status": status}
-    if now - latest.decided_at < timedelta(hours=cooldown_hours):
-        until = latest.decided_at + timedelta(hours=cooldown_hours)
-        return (f"cooldown after {job or latest.id} until {until.isoformat(timespec='minutes')}",
-                {"cooldown_until": until.isoformat(), "last": latest.id})
-    today = [d for d in started if now - d.decided_at < timedelta(days=1)]
+    if now - latest_at < timedelta(hours=cooldown_hours):
+        until = latest_at + timedelta(hours=cooldown_hours)
+        return (f"cooldown after {job} until {until.isoformat(timespec='minutes')}",
+                {"cooldown_until": until.isoformat(), "last": job})
+    today = [at for at, _ in started if now - at < timedelta(days=1)]
     if len(today) >= daily_budget:
         return f"daily budget of {daily_budget} retrainings reached", {"budget": daily_budget, "used": len(today)}
     return None

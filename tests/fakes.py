@@ -16,7 +16,7 @@ from controlplane.gateway import (
     NotFound,
     PipelineRequest,
 )
-from controlplane.ledger import Decision, Task, TaskState
+from controlplane.ledger import Decision, Outcome, Task, TaskState
 from controlplane.ports import AppendResult, Claim
 from controlplane.windows import Window, WindowKey, by_deployment, place, sample_row
 
@@ -161,6 +161,10 @@ class FakeStore:
                  and (not event_types or d.event_type in event_types)]
         return [d for _, _, d in sorted(found, key=lambda item: item[:2], reverse=True)][:limit]
 
+    def retraining_jobs(self, model, limit):
+        found = self.decisions(model=model, limit=len(self.ledger), outcomes=[Outcome.RETRAIN])
+        return [(d.decided_at, d.evidence["job"]) for d in found if d.evidence.get("job")][:limit]
+
     def decision(self, decision_id):
         return next((d for d in self.ledger if d.id == decision_id), None)
 
@@ -181,6 +185,9 @@ class FakeStore:
             self._check()
             if self.outbox.get(current.id) == current:
                 self.outbox[current.id] = updated
+
+    def checkpoint(self):
+        self._check()
 
     def ping(self):
         self._check()

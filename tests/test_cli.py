@@ -84,9 +84,11 @@ def test_the_demo_tells_the_whole_story():
                      "drift.window", "retraining held back: cooldown", "defect-detector    review",
                      "labelling.export", "report.render",
                      "approved by ana@contoso.com, bo@contoso.com", "rollout.completed", "rollout.rolled_back",
-                     "rolled back at 10%", "incident opened; rolling churn-ep back from churn-v3-",
-                     "incident repeated (alert 2 of this incident)", "incident resolved; told oncall, infrastructure",
-                     "scaling churn-ep/blue from 2 to 3 instances", "review by the infrastructure team",
+                     "rolled back at 10%", "rollback: incident opened; rolling churn-ep back from churn-v3-",
+                     "no_action: incident repeated (alert 2 of this incident)",
+                     "notify: incident resolved; told oncall, infrastructure",
+                     "scale: incident opened; scaling churn-ep/blue from 2 to 3 instances; review by the "
+                     "infrastructure team", "recorded invalid: data: required field is missing",
                      "churn-ep live {'blue': 100}", "the on-call notice carries the target's last hour",
                      "infrastructure review"):
         assert expected in out, expected

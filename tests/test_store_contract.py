@@ -362,3 +362,21 @@ def test_an_incident_is_created_once_and_changes_only_from_the_revision_it_was_r
     assert [i.group for i in store.incidents()] == ["g2", "g1"]  # most recently updated first
     assert [i.group for i in store.incidents(IncidentState.OPEN, limit=1)] == ["g2"]
     assert store.incidents(IncidentState.CLOSED) == []
+
+
+def test_retraining_jobs_are_the_latest_that_started_a_job_newest_first(store):
+    from dataclasses import replace
+
+    for n, (outcome, job) in enumerate([(Outcome.RETRAIN, "job-1"), (Outcome.NO_ACTION, None),
+                                        (Outcome.RETRAIN, None), (Outcome.RETRAIN, "job-2"),
+                                        (Outcome.RETRAIN, "job-3")]):
+        decision = decision_for(f"rt:{n}", at=T0 + timedelta(minutes=n), outcome=outcome)
+        decision = replace(decision, evidence={"job": job} if job else {"shadow_task": {}})
+        store.complete(store.claim(f"rt:{n}", "churn", T0, LEASE), decision)
+    store.complete(store.claim("rt:other", "fraud", T0, LEASE),
+                   replace(decision_for("rt:other", model="fraud", at=T0 + timedelta(hours=1)), evidence={"job": "x"}))
+
+    assert store.retraining_jobs("churn", 2) == [(T0 + timedelta(minutes=4), "job-3"),
+                                                 (T0 + timedelta(minutes=3), "job-2")]
+    assert [job for _, job in store.retraining_jobs("churn", 5)] == ["job-3", "job-2", "job-1"]
+    assert store.retraining_jobs("nobody", 3) == []

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
     body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_outcome ON decisions (model, outcome, decided_at DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_model_outcome ON decisions (model, outcome, decided_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS window_rows (
     PRIMARY KEY (model, deployment, bucket, part, hash, partition, seq, idx));
 """
 
+
+WAL_PAGES = 10_000
 
 _ADDED_COLUMNS = (
     ("decisions", "outcome", "TEXT NOT NULL DEFAULT ''"),
@@ -96,6 +98,8 @@ class SqliteStore:
             connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints (which sync to disk) run from the sweep timer; this only bounds the log (~40 MB).
+            connection.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             self._local.connection = connection
         return connection
 
@@ -122,6 +126,10 @@ class SqliteStore:
     def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
         token = uuid.uuid4().hex
         until = (now + lease).isoformat()
+        with self._errors():  # the common case, a new key: one statement, one commit
+            if self._connection().execute("INSERT OR IGNORE INTO claims VALUES (?, ?, 'INPROGRESS', ?, ?, NULL, ?)",
+                                          (key, partition, token, until, now.isoformat())).rowcount == 1:
+                return Claim(key=key, partition=partition, token=token)
         with self._transaction() as db:
             row = db.execute("SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
             if row is None:
@@ -159,14 +167,16 @@ class SqliteStore:
     @staticmethod
     def _insert(db: sqlite3.Connection, decision: Decision) -> None:
         db.execute("INSERT INTO decisions (id, model, decided_at, body, outcome, event_type) VALUES (?, ?, ?, ?, ?, ?)",
-                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision.to_json()),
+                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision),
                     decision.outcome.value, decision.event_type))
-        db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
-            (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task.to_json()))
-            for task in decision.tasks])
-        db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?)", [
-            (review.id, review.state.value, review.created_at.isoformat(), review.revision, dumps(review.to_json()))
-            for review in decision.reviews])
+        if decision.tasks:
+            db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
+                (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task))
+                for task in decision.tasks])
+        if decision.reviews:
+            db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?)", [
+                (review.id, review.state.value, review.created_at.isoformat(), review.revision,
+                 dumps(review)) for review in decision.reviews])
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = ()) -> list[Decision]:
@@ -183,6 +193,14 @@ class SqliteStore:
             rows = self._connection().execute(
                 f"SELECT body FROM decisions {where}ORDER BY decided_at DESC, seq DESC LIMIT ?", (*parameters, limit))
             return [Decision.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+
+    def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT decided_at, job FROM (SELECT decided_at, seq, json_extract(body, '$.evidence.job') AS job "
+                "FROM decisions WHERE model = ? AND outcome = 'retrain') WHERE job IS NOT NULL "
+                "ORDER BY decided_at DESC, seq DESC LIMIT ?", (model, limit)).fetchall()
+        return [(datetime.fromisoformat(at), job) for at, job in rows]
 
     def decision(self, decision_id: str) -> Decision | None:
         with self._errors():
@@ -214,7 +232,7 @@ class SqliteStore:
         with self._transaction() as db:
             db.execute("UPDATE tasks SET state = ?, due_at = ?, body = ? WHERE id = ? AND state = ? AND "
                        "json_extract(body, '$.attempts') = ?",
-                       (updated.state.value, updated.due_at.isoformat(), dumps(updated.to_json()), current.id,
+                       (updated.state.value, updated.due_at.isoformat(), dumps(updated), current.id,
                         current.state.value, current.attempts))
 
     def review(self, review_id: str) -> Review | None:
@@ -240,7 +258,7 @@ class SqliteStore:
         """Replace a row still at ``current.revision`` and write ``decision``, in one transaction."""
         with self._transaction() as db:
             changed = db.execute(f"UPDATE {table} SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
-                                 (updated.state.value, updated.revision, dumps(updated.to_json()), current.id,
+                                 (updated.state.value, updated.revision, dumps(updated), current.id,
                                   current.revision)).rowcount
             if changed != 1:
                 return False
@@ -251,7 +269,7 @@ class SqliteStore:
         with self._transaction() as db:
             return db.execute("INSERT OR IGNORE INTO rollouts VALUES (?, ?, ?, ?, ?)",
                               (rollout.id, rollout.state.value, rollout.created_at.isoformat(), rollout.revision,
-                               dumps(rollout.to_json()))).rowcount == 1
+                               dumps(rollout))).rowcount == 1
 
     def rollout(self, rollout_id: str) -> Rollout | None:
         with self._errors():
@@ -277,7 +295,7 @@ class SqliteStore:
             return [Incident.from_json(json.loads(body)) for (body,) in rows.fetchall()]
 
     def put_incident(self, current: Incident | None, updated: Incident) -> bool:
-        values = (updated.state.value, updated.updated_at.isoformat(), updated.revision, dumps(updated.to_json()))
+        values = (updated.state.value, updated.updated_at.isoformat(), updated.revision, dumps(updated))
         with self._transaction() as db:
             if current is None:
                 return db.execute("INSERT OR IGNORE INTO incidents VALUES (?, ?, ?, ?, ?)",
@@ -289,6 +307,11 @@ class SqliteStore:
     def ping(self) -> None:
         with self._errors():
             self._connection().execute("SELECT count(*) FROM claims").fetchone()
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database now, off the request path (the sweep calls it)."""
+        with self._errors():
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     # -- TelemetryStore -----------------------------------------------------------------------
     def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],

@@ -151,10 +151,9 @@ class TableStore:
 
     def _decision_entities(self, pk: str, decision: Decision) -> list[dict[str, Any]]:
         inverted = _MAX_TIME_MS - int(decision.decided_at.timestamp() * 1000)
-        body = decision.to_json()
         entities = [{"PartitionKey": pk, "RowKey": f"decision|{inverted:013d}|{decision.id}", "Kind": "decision",
                      "DecisionId": decision.id, "DecidedAt": decision.decided_at, "Outcome": decision.outcome.value,
-                     "EventType": decision.event_type, **_chunks(dumps(body))}]
+                     "EventType": decision.event_type, **_chunks(dumps(decision))}]
         entities += [self._task_entity(pk, task) for task in decision.tasks]
         entities += [self._review_entity(pk, review) for review in decision.reviews]
         return entities
@@ -163,12 +162,12 @@ class TableStore:
     def _review_entity(pk: str, review: Review) -> dict[str, Any]:
         return {"PartitionKey": pk, "RowKey": f"review|{review.id}", "Kind": "review", "ReviewId": review.id,
                 "State": review.state.value, "CreatedAt": review.created_at, "Revision": review.revision,
-                **_chunks(dumps(review.to_json()))}
+                **_chunks(dumps(review))}
 
     @staticmethod
     def _task_entity(pk: str, task: Task) -> dict[str, Any]:
         return {"PartitionKey": pk, "RowKey": f"task|{task.id}", "Kind": "task", "State": task.state.value,
-                "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task.to_json()))}
+                "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task))}
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = ()) -> list[Decision]:
@@ -191,6 +190,20 @@ class TableStore:
                 found = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
                                key=lambda row: row["RowKey"].split("|")[1])[:limit]
         return [Decision.from_json(_body(row)) for row in found]
+
+    def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
+        jobs: list[tuple[datetime, str]] = []
+        with self._errors():
+            rows = self._ledger.query_entities(
+                "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}' and Outcome eq 'retrain'",
+                parameters={"pk": partition_of(model)}, results_per_page=limit)
+            for row in rows:  # newest first; a shadow retraining started no job
+                job = _body(row)["evidence"].get("job")
+                if job:
+                    jobs.append((_aware(row["DecidedAt"]), job))
+                if len(jobs) == limit:
+                    break
+        return jobs
 
     def _bodies(self, kind: str, condition: str = "", **parameters: Any) -> list[dict[str, Any]]:
         """The JSON bodies of every row of one kind matching ``condition``, across partitions."""
@@ -243,7 +256,7 @@ class TableStore:
     def _rollout_entity(pk: str, rollout: Rollout) -> dict[str, Any]:
         return {"PartitionKey": pk, "RowKey": f"rollout|{rollout.id}", "Kind": "rollout", "RolloutId": rollout.id,
                 "State": rollout.state.value, "CreatedAt": rollout.created_at, "Revision": rollout.revision,
-                **_chunks(dumps(rollout.to_json()))}
+                **_chunks(dumps(rollout))}
 
     def create_rollout(self, rollout: Rollout) -> bool:
         with self._errors():
@@ -293,7 +306,7 @@ class TableStore:
     def _incident_entity(incident: Incident) -> dict[str, Any]:
         return {"PartitionKey": INCIDENTS, "RowKey": f"incident|{incident.group}", "Kind": "incident",
                 "State": incident.state.value, "UpdatedAt": incident.updated_at, "Revision": incident.revision,
-                **_chunks(dumps(incident.to_json()))}
+                **_chunks(dumps(incident))}
 
     def incident(self, group: str) -> Incident | None:
         with self._errors():
@@ -328,6 +341,9 @@ class TableStore:
     def ping(self) -> None:
         with self._errors():
             next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
+
+    def checkpoint(self) -> None:
+        """Nothing to do: every write is already in the service."""
 
     # -- TelemetryStore -----------------------------------------------------------------------
     # One partition per model and deployment holds its windows (``w|<bucket>|<part>``), one dedupe row

@@ -4,7 +4,9 @@
 #     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
 #     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
-#     on_alert function key. Point your alert rules at it.
+#     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
+#     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
+#     sends an Entra ID token for that registration. Whoever runs the hook must own the registration.
 #
 # Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
 $ErrorActionPreference = 'Stop'
@@ -130,12 +132,31 @@ $alertKey = Wait-For 'the on_alert function key' {
 }
 $actionGroup = if ($env:AZURE_ACTION_GROUP_NAME) { $env:AZURE_ACTION_GROUP_NAME } else { 'ag-controlplane' }
 
-Write-Host "postdeploy: pointing action group $actionGroup at https://$functionHost/api/alerts"
+# The webhook receiver: NAME URI [useaadauth OBJECT_ID IDENTIFIER_URI].
+$receiver = @('webhook', 'controlplane', (Protect-Url "https://$functionHost/api/alerts?code=$alertKey"))
+$audience = $env:ALERTS_AUTH_AUDIENCE
+if ($audience) {
+    # Secure webhook: the receiver names the app registration by its object id and Application ID URI (the
+    # audience itself when it is a URI, else the registration's first one). The function key stays in the URL.
+    $appObjectId = "$(Invoke-Az ad app show --id $audience --query id -o tsv)".Trim()
+    $identifierUri = if ($audience -match '://') { $audience } else {
+        "$(Invoke-Az ad app show --id $audience --query 'identifierUris[0]' -o tsv)".Trim()
+    }
+    if (-not $appObjectId -or -not $identifierUri) {
+        throw "postdeploy: app registration $audience (ALERTS_AUTH_AUDIENCE) has no object id or Application ID URI"
+    }
+    $receiver += @('useaadauth', $appObjectId, $identifierUri)
+    Write-Host "postdeploy: pointing action group $actionGroup at https://$functionHost/api/alerts (secure webhook for $identifierUri)"
+}
+else {
+    Write-Host "postdeploy: pointing action group $actionGroup at https://$functionHost/api/alerts"
+}
+
 Invoke-Az monitor action-group create `
     --resource-group $rg `
     --name $actionGroup `
     --short-name ctrlplane `
-    --action webhook controlplane (Protect-Url "https://$functionHost/api/alerts?code=$alertKey") usecommonalertschema `
+    --action @receiver usecommonalertschema `
     --tags "azd-env-name=$($env:AZURE_ENV_NAME)" `
     --output none | Out-Null
 

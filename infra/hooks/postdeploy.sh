@@ -5,7 +5,9 @@
 #     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
 #     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
-#     on_alert function key. Point your alert rules at it.
+#     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
+#     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
+#     sends an Entra ID token for that registration. Whoever runs the hook must own the registration.
 #
 # Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
 set -eu
@@ -120,12 +122,32 @@ alert_key=$(wait_for "the on_alert function key" \
   az functionapp function keys list --resource-group "$rg" --name "$app" --function-name on_alert --query default -o tsv)
 action_group=${AZURE_ACTION_GROUP_NAME:-ag-controlplane}
 
-echo "postdeploy: pointing action group $action_group at https://${host}/api/alerts"
+# The webhook receiver: NAME URI [useaadauth OBJECT_ID IDENTIFIER_URI], built in the positional parameters.
+set -- webhook controlplane "https://${host}/api/alerts?code=${alert_key}"
+audience=${ALERTS_AUTH_AUDIENCE:-}
+if [ -n "$audience" ]; then
+  # Secure webhook: the receiver names the app registration by its object id and Application ID URI (the
+  # audience itself when it is a URI, else the registration's first one). The function key stays in the URL.
+  app_object_id=$(az ad app show --id "$audience" --query id -o tsv)
+  case "$audience" in
+    *://*) identifier_uri=$audience ;;
+    *) identifier_uri=$(az ad app show --id "$audience" --query "identifierUris[0]" -o tsv) ;;
+  esac
+  if [ -z "$app_object_id" ] || [ -z "$identifier_uri" ]; then
+    echo "postdeploy: app registration $audience (ALERTS_AUTH_AUDIENCE) has no object id or Application ID URI" >&2
+    exit 1
+  fi
+  set -- "$@" useaadauth "$app_object_id" "$identifier_uri"
+  echo "postdeploy: pointing action group $action_group at https://${host}/api/alerts (secure webhook for $identifier_uri)"
+else
+  echo "postdeploy: pointing action group $action_group at https://${host}/api/alerts"
+fi
+
 az monitor action-group create \
   --resource-group "$rg" \
   --name "$action_group" \
   --short-name ctrlplane \
-  --action webhook controlplane "https://${host}/api/alerts?code=${alert_key}" usecommonalertschema \
+  --action "$@" usecommonalertschema \
   --tags "azd-env-name=${AZURE_ENV_NAME:-}" \
   --output none
 
