@@ -76,8 +76,8 @@ class DecisionStore(Protocol):
         """Write a decision that needs no claim (``duplicate`` records)."""
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                  event_types: Sequence[str] = ()) -> list[Decision]:
-        """Newest first, optionally for one model, some outcomes and some event types."""
+                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
+        """Newest first, optionally for one model (and version), some outcomes and some event types."""
 
     def decision(self, decision_id: str) -> Decision | None: ...
 

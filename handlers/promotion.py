@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from controlplane.errors import PermanentError
-from controlplane.events import ModelRegistered
+from controlplane.events import MODEL_DEPLOYED, ModelRegistered
 from controlplane.ledger import Decision, Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
 from controlplane.policy import Mode, Production, Promotion, ResolvedRule
 from controlplane.ports import Services
@@ -25,17 +25,16 @@ SETS_CHAMPION = "controlplane.champion"  # evidence key naming the endpoint a de
 def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Services, key: str) -> Verdict:
     promotion: Promotion = rule.promotion
     model, version = event.model, event.version
-    history = services.store.decisions(model=model, limit=500, outcomes=HISTORY_OUTCOMES)
     evidence: dict[str, Any] = {"rule": rule.rule, "endpoint": promotion.endpoint, "tags": dict(event.tags)}
 
-    earlier = next((d for d in history if d.version == version and d.outcome in _PROMOTION_OUTCOMES
-                    and "shadow" not in d.evidence), None)  # a shadow verdict dispatched nothing
+    earlier = next((d for d in _verdicts(services, model, version) if "shadow" not in d.evidence),
+                   None)  # a shadow verdict dispatched nothing
     if earlier is not None:
         return Verdict(Outcome.NO_ACTION, f"{model}:{version} was decided already ({earlier.outcome.value}, "
                        f"decision {earlier.id}); not promoted again", model=model, version=version,
                        evidence={**evidence, "earlier_decision": earlier.id})
 
-    champion = find_champion(services, promotion.endpoint, model, history)
+    champion = find_champion(services, promotion.endpoint, model)
     evidence["champion"] = f"{champion[0]}:{champion[1]}" if champion else None
     if champion and champion[0] == model and _version_key(version) <= _version_key(champion[1]):
         return Verdict(Outcome.NO_ACTION, f"{model}:{version} is not newer than the champion {model}:{champion[1]} "
@@ -61,7 +60,7 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
         return Verdict(Outcome.REJECT, reason, model=model, version=version, evidence=evidence)
 
     if champion is not None:
-        champion_metrics = champion_facts(services, champion, history)
+        champion_metrics = champion_facts(services, champion)
         evidence["champion_metrics"] = champion_metrics
         gate = promotion.primary_gate()
         if gate.metric in champion_metrics:
@@ -89,9 +88,15 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
     return _enforce(rule, verdict)
 
 
-_PROMOTION_OUTCOMES = {Outcome.PROMOTE, Outcome.REQUEST_APPROVAL, Outcome.REJECT, Outcome.INCONCLUSIVE}
-# What promotion reads back: its own verdicts, deployments recorded (no_action) and champions made (promote).
-HISTORY_OUTCOMES = [*_PROMOTION_OUTCOMES, Outcome.NO_ACTION]
+_PROMOTION_OUTCOMES = [Outcome.PROMOTE, Outcome.REQUEST_APPROVAL, Outcome.REJECT, Outcome.INCONCLUSIVE]
+# The decisions that put a model on an endpoint: a finished rollout, a dispatched production promotion,
+# a deployment Azure ML reported.
+_CHAMPION_EVENTS = ["rollout.completed", "promotion.dispatched", MODEL_DEPLOYED]
+
+
+def _verdicts(services: Services, model: str, version: str) -> list[Decision]:
+    """Promotion verdicts recorded for one model version, newest first (a handful at most)."""
+    return services.store.decisions(model=model, limit=20, outcomes=_PROMOTION_OUTCOMES, version=version)
 
 
 def _enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:
@@ -156,13 +161,11 @@ def candidate_facts(event: ModelRegistered, promotion: Promotion,
     return metrics, registrant, looked_up
 
 
-def champion_facts(services: Services, champion: tuple[str, str], history: list[Decision]) -> dict[str, float]:
+def champion_facts(services: Services, champion: tuple[str, str]) -> dict[str, float]:
     """The champion's metrics as recorded when it was registered, else from the workspace."""
     name, version = champion
-    if any(decision.model != name for decision in history[:1]):
-        history = services.store.decisions(model=name, limit=500, outcomes=HISTORY_OUTCOMES)
-    for decision in history:
-        if decision.model == name and decision.version == version and "metrics" in decision.evidence:
+    for decision in _verdicts(services, name, version):
+        if "metrics" in decision.evidence:
             return dict(decision.evidence["metrics"])
     if services.gateway is not None:
         try:
@@ -173,7 +176,7 @@ def champion_facts(services: Services, champion: tuple[str, str], history: list[
     return {}
 
 
-def find_champion(services: Services, endpoint: str, model: str, history: list[Decision]) -> tuple[str, str] | None:
+def find_champion(services: Services, endpoint: str, model: str) -> tuple[str, str] | None:
     """The model serving ``endpoint`` now: live traffic from the workspace, else the ledger."""
     if services.gateway is not None:
         try:
@@ -185,10 +188,10 @@ def find_champion(services: Services, endpoint: str, model: str, history: list[D
             if deployment.name == serving and deployment.model.count(":") >= 2:
                 _, name, version = deployment.model.rsplit(":", 2)
                 return name, version
-    for decision in history:  # newest first
+    for decision in services.store.decisions(model=model, limit=50, event_types=_CHAMPION_EVENTS):  # newest first
         if decision.evidence.get(SETS_CHAMPION) == endpoint:
             return decision.model, decision.version
-        if decision.evidence.get("endpoint") == endpoint and decision.event_type.endswith("ModelDeployed"):
+        if decision.evidence.get("endpoint") == endpoint and decision.event_type == MODEL_DEPLOYED:
             return decision.model, decision.version
     return None
 

@@ -154,11 +154,11 @@ class FakeStore:
             self._insert(decision)
             return True
 
-    def decisions(self, model=None, limit=50, outcomes=(), event_types=()):
+    def decisions(self, model=None, limit=50, outcomes=(), event_types=(), version=None):
         self._check()
         found = [(d.decided_at, n, d) for n, d in enumerate(self.ledger)
                  if (model is None or d.model == model) and (not outcomes or d.outcome in outcomes)
-                 and (not event_types or d.event_type in event_types)]
+                 and (not event_types or d.event_type in event_types) and (version is None or d.version == version)]
         return [d for _, _, d in sorted(found, key=lambda item: item[:2], reverse=True)][:limit]
 
     def retraining_jobs(self, model, limit):

@@ -129,6 +129,16 @@ def test_a_version_already_decided_is_not_promoted_again(services):
     assert again.outcome is Outcome.NO_ACTION and first.id in again.reason and again.tasks == ()
 
 
+def test_a_version_is_remembered_however_many_decisions_follow_it(services):
+    first = receive_registry_event(services, registered("4", accuracy="0.91", rmse="2.9"))
+    run = load_event("eg_run_status_changed_docs.json")[0]
+    for n in range(600):  # run events of the same model pile up in its history
+        receive_registry_event(services, {**run, "id": f"run-{n}", "data": {**run["data"],
+                                                                           "runTags": {"model_name": "churn"}}})
+    again = receive_registry_event(services, registered("4", event_id="much-later", accuracy="0.91", rmse="2.9"))
+    assert again.outcome is Outcome.NO_ACTION and first.id in again.reason and again.tasks == ()
+
+
 def test_shadow_mode_records_the_verdict_and_opens_nothing(services):
     decision = receive_registry_event(services, registered(model="churn-shadow", accuracy="0.91"))
     assert decision.outcome is Outcome.REQUEST_APPROVAL and "shadow mode" in decision.reason

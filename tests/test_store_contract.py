@@ -380,3 +380,19 @@ def test_retraining_jobs_are_the_latest_that_started_a_job_newest_first(store):
                                                  (T0 + timedelta(minutes=3), "job-2")]
     assert [job for _, job in store.retraining_jobs("churn", 5)] == ["job-3", "job-2", "job-1"]
     assert store.retraining_jobs("nobody", 3) == []
+
+
+def test_decisions_filter_by_version_among_many_others(store):
+    from dataclasses import replace
+
+    keys = [("v3", "3", Outcome.REQUEST_APPROVAL), *((f"n{n}", "3", Outcome.NO_ACTION) for n in range(30)),
+            ("v4", "4", Outcome.REJECT)]
+    for n, (key, version, outcome) in enumerate(keys):
+        decision = replace(decision_for(key, outcome=outcome, at=T0 + timedelta(seconds=n)), version=version)
+        store.complete(store.claim(key, "churn", T0, LEASE), decision)
+
+    verdicts = store.decisions(model="churn", limit=5, outcomes=[Outcome.REQUEST_APPROVAL, Outcome.REJECT],
+                               version="3")
+    assert [d.evidence["key"] for d in verdicts] == ["v3"]
+    assert [d.evidence["key"] for d in store.decisions(model="churn", version="4")] == ["v4"]
+    assert len(store.decisions(model="churn", version="3", limit=100)) == 31

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_model_outcome ON decisions (model, outcome, decided_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_model_event ON decisions (model, event_type, decided_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
@@ -87,6 +88,7 @@ class SqliteStore:
     def _migrate(self) -> None:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables alone)."""
         db = self._connection()
+        db.execute("DROP INDEX IF EXISTS decisions_by_outcome")  # replaced by decisions_by_model_outcome
         for table, column, definition in _ADDED_COLUMNS:
             present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
@@ -179,19 +181,27 @@ class SqliteStore:
                  dumps(review)) for review in decision.reviews])
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                  event_types: Sequence[str] = ()) -> list[Decision]:
+                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
         conditions, parameters = [], []
         if model is not None:
             conditions.append("model = ?")
             parameters.append(model)
+        if version is not None:
+            conditions.append("json_extract(body, '$.version') = ?")
+            parameters.append(version)
         for column, values in (("outcome", [o.value for o in outcomes]), ("event_type", list(event_types))):
             if values:
                 conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 parameters += values
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        # A model's decisions of some outcomes or event types are a few among many: read them through the
+        # index that holds just those (and sort them) rather than walk all of the model's decisions in order.
+        index = ("INDEXED BY decisions_by_model_outcome " if model is not None and outcomes
+                 else "INDEXED BY decisions_by_model_event " if model is not None and event_types else "")
         with self._errors():
             rows = self._connection().execute(
-                f"SELECT body FROM decisions {where}ORDER BY decided_at DESC, seq DESC LIMIT ?", (*parameters, limit))
+                f"SELECT body FROM decisions {index}{where}ORDER BY decided_at DESC, seq DESC LIMIT ?",
+                (*parameters, limit))
             return [Decision.from_json(json.loads(body)) for (body,) in rows.fetchall()]
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:

@@ -170,7 +170,7 @@ class TableStore:
                 "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task))}
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                  event_types: Sequence[str] = ()) -> list[Decision]:
+                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
         parameters: dict[str, Any] = {}
         filters = []
         for prefix, column, values in (("o", "Outcome", [o.value for o in outcomes]),
@@ -185,11 +185,11 @@ class TableStore:
                 rows = self._ledger.query_entities(
                     "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'" + extra,
                     parameters={"pk": partition_of(model), **parameters}, results_per_page=limit)
-                found = list(islice(rows, limit))
             else:  # across partitions: Table Storage cannot order, so read and sort
-                found = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
-                               key=lambda row: row["RowKey"].split("|")[1])[:limit]
-        return [Decision.from_json(_body(row)) for row in found]
+                rows = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
+                              key=lambda row: row["RowKey"].split("|")[1])
+            found = (Decision.from_json(_body(row)) for row in rows)
+            return list(islice((d for d in found if version is None or d.version == version), limit))
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         jobs: list[tuple[datetime, str]] = []
