@@ -12,7 +12,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -77,10 +77,10 @@ class Review:
         return {vote.approver.lower() for vote in self.votes if vote.decision == "approve"}
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("created_at", "expires_at"):
-            data[key] = data[key].isoformat()
-        data["votes"] = [{**v, "at": v["at"].isoformat()} for v in data["votes"]]
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # the evidence is JSON already: no deep copy
+        data.update(kind=self.kind.value, state=self.state.value, approvers=list(self.approvers),
+                    created_at=self.created_at.isoformat(), expires_at=self.expires_at.isoformat(),
+                    votes=[{**asdict(v), "at": v.at.isoformat()} for v in self.votes])
         return data
 
     @staticmethod

@@ -188,7 +188,7 @@ def find_champion(services: Services, endpoint: str, model: str) -> tuple[str, s
             if deployment.name == serving and deployment.model.count(":") >= 2:
                 _, name, version = deployment.model.rsplit(":", 2)
                 return name, version
-    for decision in services.store.decisions(model=model, limit=50, event_types=_CHAMPION_EVENTS):  # newest first
+    for decision in services.store.decisions(model=model, limit=20, event_types=_CHAMPION_EVENTS):  # newest first
         if decision.evidence.get(SETS_CHAMPION) == endpoint:
             return decision.model, decision.version
         if decision.evidence.get("endpoint") == endpoint and decision.event_type == MODEL_DEPLOYED:

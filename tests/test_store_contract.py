@@ -396,3 +396,34 @@ def test_decisions_filter_by_version_among_many_others(store):
     assert [d.evidence["key"] for d in verdicts] == ["v3"]
     assert [d.evidence["key"] for d in store.decisions(model="churn", version="4")] == ["v4"]
     assert len(store.decisions(model="churn", version="3", limit=100)) == 31
+
+
+def test_a_database_from_the_first_schema_is_upgraded_and_its_decisions_stay_findable(tmp_path):
+    import sqlite3
+
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.ledger import dumps
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE claims (key TEXT PRIMARY KEY, partition TEXT NOT NULL, state TEXT NOT NULL,
+            token TEXT NOT NULL, lease_until TEXT NOT NULL, decision_id TEXT, updated_at TEXT NOT NULL);
+        CREATE TABLE decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT,
+            decided_at TEXT NOT NULL, body TEXT NOT NULL);
+        CREATE INDEX decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
+        CREATE TABLE tasks (id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL,
+            due_at TEXT NOT NULL, body TEXT NOT NULL);""")
+    earlier = decision_for("old:1", outcome=Outcome.REQUEST_APPROVAL)
+    old.execute("INSERT INTO decisions (id, model, decided_at, body) VALUES (?, ?, ?, ?)",
+                (earlier.id, earlier.model, earlier.decided_at.isoformat(), dumps(earlier)))
+    old.commit()
+    old.close()
+
+    store = SqliteStore(str(path))
+
+    [found] = store.decisions(model="churn", outcomes=[Outcome.REQUEST_APPROVAL], version="3")
+    assert found.id == earlier.id
+    assert store.decisions(model="churn", event_types=["test"])[0].id == earlier.id
+    store.complete(store.claim("new:1", "churn", T0, LEASE), decision_for("new:1", at=T0 + timedelta(minutes=1)))
+    assert [d.evidence["key"] for d in store.decisions(model="churn")] == ["new:1", "old:1"]

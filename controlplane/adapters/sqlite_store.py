@@ -32,8 +32,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
     body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_model_outcome ON decisions (model, outcome, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_model_event ON decisions (model, event_type, decided_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
@@ -65,11 +63,22 @@ CREATE TABLE IF NOT EXISTS window_rows (
 
 WAL_PAGES = 10_000
 
+# Columns added since the first schema: (table, column, definition, backfill of existing rows).
 _ADDED_COLUMNS = (
-    ("decisions", "outcome", "TEXT NOT NULL DEFAULT ''"),
-    ("decisions", "event_type", "TEXT NOT NULL DEFAULT ''"),
-    ("windows", "decided", "INTEGER NOT NULL DEFAULT 0"),
+    ("decisions", "outcome", "TEXT NOT NULL DEFAULT ''",
+     "UPDATE decisions SET outcome = json_extract(body, '$.outcome')"),
+    ("decisions", "event_type", "TEXT NOT NULL DEFAULT ''",
+     "UPDATE decisions SET event_type = json_extract(body, '$.event_type')"),
+    ("decisions", "version", "TEXT", "UPDATE decisions SET version = json_extract(body, '$.version')"),
+    ("windows", "decided", "INTEGER NOT NULL DEFAULT 0", ""),
 )
+# Indexes on added columns, created once the columns exist.
+_ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS decisions_by_model_outcome ON decisions (model, outcome, decided_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_model_event ON decisions (model, event_type, decided_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS decisions_by_model_version ON decisions (model, version);
+DROP INDEX IF EXISTS decisions_by_outcome;
+"""
 
 
 class SqliteStore:
@@ -86,13 +95,16 @@ class SqliteStore:
             self._migrate()
 
     def _migrate(self) -> None:
-        """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables alone)."""
+        """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables alone),
+        filled in for the rows already there, and the indexes on them."""
         db = self._connection()
-        db.execute("DROP INDEX IF EXISTS decisions_by_outcome")  # replaced by decisions_by_model_outcome
-        for table, column, definition in _ADDED_COLUMNS:
+        for table, column, definition, backfill in _ADDED_COLUMNS:
             present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                if backfill:
+                    db.execute(backfill)
+        db.executescript(_ADDED_INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -168,9 +180,10 @@ class SqliteStore:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, decision: Decision) -> None:
-        db.execute("INSERT INTO decisions (id, model, decided_at, body, outcome, event_type) VALUES (?, ?, ?, ?, ?, ?)",
-                   (decision.id, decision.model, decision.decided_at.isoformat(), dumps(decision),
-                    decision.outcome.value, decision.event_type))
+        db.execute("INSERT INTO decisions (id, model, decided_at, body, outcome, event_type, version) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", (decision.id, decision.model, decision.decided_at.isoformat(),
+                                                    dumps(decision), decision.outcome.value, decision.event_type,
+                                                    decision.version))
         if decision.tasks:
             db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
                 (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task))
@@ -187,16 +200,17 @@ class SqliteStore:
             conditions.append("model = ?")
             parameters.append(model)
         if version is not None:
-            conditions.append("json_extract(body, '$.version') = ?")
+            conditions.append("version = ?")
             parameters.append(version)
         for column, values in (("outcome", [o.value for o in outcomes]), ("event_type", list(event_types))):
             if values:
                 conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 parameters += values
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        # A model's decisions of some outcomes or event types are a few among many: read them through the
-        # index that holds just those (and sort them) rather than walk all of the model's decisions in order.
-        index = ("INDEXED BY decisions_by_model_outcome " if model is not None and outcomes
+        # A model's decisions of one version, some outcomes or some event types are a few among many: read
+        # them through the index that holds just those (and sort them) rather than walk all in order.
+        index = ("INDEXED BY decisions_by_model_version " if model is not None and version is not None
+                 else "INDEXED BY decisions_by_model_outcome " if model is not None and outcomes
                  else "INDEXED BY decisions_by_model_event " if model is not None and event_types else "")
         with self._errors():
             rows = self._connection().execute(
