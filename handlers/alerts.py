@@ -138,7 +138,7 @@ def decide_alert(services: Services, alert: Alert, target: Target, key: str) -> 
     reason += "".join(f"; {done}" for done in plan.done) + "".join(f"; not done: {why}" for why in plan.refused)
     if effect.tells and (rule is None or "notify" in rule.actions or plan.refused):
         channels = alerts.channels(alert.severity, rule)
-        plan.tasks += [_notice(alert, target, incident, effect, channel, reason, metrics, alerts.signals_minutes)
+        plan.tasks += [_notice(alert, target, incident, effect, channel, reason, alerts.signals_minutes)
                        for channel in channels]
         plan.outcomes.append(Outcome.NOTIFY)
         reason += f"; told {', '.join(channels)}" if channels else "; nobody to tell at this severity"
@@ -267,8 +267,7 @@ def _review(services: Services, alert: Alert, target: Target, rule: AlertRule, i
             plan: _Plan) -> None:
     alerts = services.policy.document.alerts
     owner = rule.owner or ("infrastructure" if is_infrastructure(alert) else "ml")
-    metrics = [c.metric for c in alert.conditions if c.metric]
-    signals = _signals(alert, target, incident, "review", metrics, alerts.signals_minutes)
+    signals = _signals(alert, target, incident, "review", alerts.signals_minutes)
     plan.reviews.append(ReviewDraft(
         kind=ReviewKind.ALERT, approvers=tuple(alerts.teams[owner]), quorum=1,
         ttl=timedelta(hours=alerts.review_ttl_hours), separation_of_duties=False,
@@ -281,21 +280,21 @@ def _review(services: Services, alert: Alert, target: Target, rule: AlertRule, i
 
 
 def _notice(alert: Alert, target: Target, incident: Incident, effect: Effect, channel: str, text: str,
-            metrics: list[str], minutes: float) -> TaskDraft:
+            minutes: float) -> TaskDraft:
     return TaskDraft(TaskKind.NOTIFY, f"channel/{channel}", {
         "operation": "notify", "channel": channel, "event": f"incident.{effect.value}",
         "subject": f"[{alert.severity}] {alert.rule} {effect.value.replace('_', ' ')}: {target.name}",
         "text": alert.description + ("\n" if alert.description else "") + text, "incident_id": incident.id,
         "alert_id": alert.alert_id, "targets": list(alert.targets),
-        "signals": _signals(alert, target, incident, effect.value, metrics, minutes)})
+        "signals": _signals(alert, target, incident, effect.value, minutes)})
 
 
-def _signals(alert: Alert, target: Target, incident: Incident, purpose: str, metrics: list[str],
-             minutes: float) -> dict[str, Any]:
+def _signals(alert: Alert, target: Target, incident: Incident, purpose: str, minutes: float) -> dict[str, Any]:
     """What the outbox reads about the target when it delivers a notice or review (and where it keeps it)."""
     end: datetime = alert.resolved_at or alert.fired_at
     return {"resource_id": target.resource_id, "endpoint": target.endpoint, "deployment": target.deployment,
-            "metrics": metrics, "start": (end - timedelta(minutes=minutes)).isoformat(), "end": end.isoformat(),
+            "metrics": [c.metric for c in alert.conditions if c.metric],
+            "start": (end - timedelta(minutes=minutes)).isoformat(), "end": end.isoformat(),
             "artifact": f"incidents/{incident.id}/signals-{purpose}.json"}
 
 
