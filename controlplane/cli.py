@@ -9,6 +9,7 @@
     tasks replay [--limit N]                              every dead-lettered task back to pending
     rollouts list [--state STATE]                         progressive rollouts, newest first
     rollouts resume ROLLOUT_ID                            watch a paused rollout's step again
+    incidents [--state open|closed] [--limit N]           alert incidents, most recently changed first
     reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
     demo                                                  replay a scenario against a fresh local host
 """
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     rollout_list = rollout_commands.add_parser("list", help="print rollouts, newest first")
     rollout_list.add_argument("--state", choices=["starting", "observing", "paused", "rolled_back", "completed"])
     rollout_commands.add_parser("resume", help="watch a paused rollout's step again").add_argument("rollout_id")
+
+    incidents = commands.add_parser("incidents", help="alert incidents, most recently changed first")
+    incidents.add_argument("--state", choices=["open", "closed"])
+    incidents.add_argument("--limit", type=int, default=50)
 
     reviews = commands.add_parser("reviews", help="approval links for local use")
     review_commands = reviews.add_subparsers(dest="reviews_command", required=True)
@@ -122,6 +127,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "decisions":
         for decision in services.store.decisions(model=args.model, limit=args.limit):
             print(json.dumps(decision.to_json()))
+    elif args.command == "incidents":
+        from controlplane.incidents import IncidentState
+
+        for incident in services.store.incidents(IncidentState(args.state) if args.state else None, args.limit):
+            print(json.dumps(incident.to_json()))
     elif args.command == "tasks":
         from controlplane import taskops
 

@@ -68,11 +68,11 @@ class Target:
 
 
 def target_of(alert: Alert) -> Target:
-    """The endpoint from the alert's target IDs (or a dimension or custom property naming it), the
-    deployment from the target ID, a metric or log dimension, or a custom property."""
+    """The endpoint from the alert's target IDs or configuration items (or a dimension or custom property
+    naming it), the deployment from that ID, a metric or log dimension, or a custom property."""
     resource = alert.targets[0] if alert.targets else ""
     endpoint = deployment = None
-    for candidate in alert.targets:
+    for candidate in (*alert.targets, *alert.configuration_items):
         found = _RESOURCE.search(candidate)
         if found:  # ARM compares names case-insensitively and alerts may upper-case the ID: keep the usual form
             resource, endpoint, deployment = candidate, found["endpoint"].lower(), found["deployment"]

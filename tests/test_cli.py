@@ -93,3 +93,20 @@ def test_the_demo_tells_the_whole_story():
                      "infrastructure review"):
         assert expected in out, expected
     assert "-> 500" not in out
+
+
+def test_incidents_lists_open_and_closed_incidents(tmp_path):
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
+    from controlplane import bootstrap
+    from controlplane.settings import Settings
+    from handlers.alerts import receive_alert
+    from tests.support import event_bytes
+
+    services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
+    for name in ("alert_latency_blue_fired.json", "alert_latency_blue_resolved.json", "alert_cpu_blue_fired.json"):
+        receive_alert(services, event_bytes(name))
+
+    every = [json.loads(line) for line in cli("incidents", env=env).stdout.splitlines()]
+    assert sorted((i["target"], i["state"]) for i in every) == [("churn-ep/blue", "closed"), ("churn-ep/blue", "open")]
+    [open_one] = [json.loads(line) for line in cli("incidents", "--state", "open", env=env).stdout.splitlines()]
+    assert open_one["rule"] == "churn-ep-blue-cpu" and open_one["fired"] == 1 and open_one["id"].endswith("-1")

@@ -87,6 +87,11 @@ def test_targets_come_from_resource_ids_dimensions_and_custom_properties():
                                                               dimensions={"EndpointName": "churn-ep",
                                                                           "DeploymentName": "blue"}),))
     assert target_of(log).name == "churn-ep/blue"
+    workspace = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/la"
+    item = alert(targets=(workspace,), signal_type="Log", configuration_items=(
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/"
+        "onlineEndpoints/Fraud-EP/deployments/Blue",))
+    assert (target_of(item).endpoint, target_of(item).deployment) == ("fraud-ep", "blue")
     custom = alert(targets=("/subscriptions/s/x",), custom_properties={"endpoint": "fraud-ep"})
     assert target_of(custom).name == "fraud-ep"
     storage = alert(targets=("/subscriptions/S/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/Data",))
