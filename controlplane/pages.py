@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from controlplane.charts import line_chart
+from controlplane.incidents import Incident
 from controlplane.ledger import Decision
 from controlplane.monitoring import Signals
 from controlplane.reviews import Review, ReviewKind, ReviewState
@@ -124,7 +125,8 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
     return _page(title, body)
 
 
-def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), title: str = "Reviews") -> str:
+def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), title: str = "Reviews",
+                 incidents: Iterable[Incident] = ()) -> str:
     review_rows = [[f"<a href='{_review_href(r)}'>{escape(r.id)}</a>", escape(r.kind.value),
                     escape(f"{r.model or '-'}:{r.version or '-'}"), _state(r.state),
                     escape(f"{len(r.approvals)}/{r.quorum}"), escape(r.expires_at.isoformat(timespec="minutes"))]
@@ -132,6 +134,11 @@ def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), 
     body = f"<h1>{escape(title)}</h1><h2>Reviews</h2>"
     body += _table(["review", "kind", "model", "state", "approvals", "expires"], review_rows) if review_rows else (
         "<p class='muted'>No reviews.</p>")
+    incident_rows = [[escape(i.id), escape(i.rule), escape(i.target), escape(i.severity), escape(str(i.fired)),
+                      escape(i.opened_at.isoformat(timespec="minutes"))] for i in incidents]
+    if incident_rows:
+        body += "<h2>Open incidents</h2>" + _table(["incident", "alert rule", "target", "severity", "alerts",
+                                                    "opened"], incident_rows)
     decision_rows = [[escape(d.decided_at.isoformat(timespec="seconds")),
                       escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
                       escape(f"{d.model or '-'}:{d.version or '-'}"), escape(d.outcome.value), escape(d.reason)]

@@ -103,5 +103,8 @@ def test_an_infrastructure_review_shows_the_alert_and_its_targets_recent_signals
         assert "peak 94" in page.locator("#signals-summary").inner_text()
         assert page.locator("#approve").count() == 1
         page.screenshot(path=str(ARTIFACTS / "alert-review.png"), full_page=True)
+        page.goto(f"{host.url}/api/ui")
+        incidents = page.locator("h2:has-text('Open incidents') + table tbody tr")
+        assert incidents.count() == 1 and "churn-ep/blue" in incidents.first.inner_text()
         page.close()
     assert workspace.get_endpoint("churn-ep").deployments[0].instance_count == 3  # the sweep scaled it

@@ -123,15 +123,17 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
 def ui(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.errors import ControlPlaneError
+    from controlplane.incidents import IncidentState
     from controlplane.pages import reviews_page
     from controlplane.reviews import ReviewState
 
     try:
         store = bootstrap.services().store
         pending, recent = store.reviews(ReviewState.OPEN, limit=100), store.decisions(limit=50)
+        incidents = store.incidents(IncidentState.OPEN, limit=50)
     except ControlPlaneError as error:
         return error_response(503, "service", str(error))
-    return _html(reviews_page(pending, recent, title="MLOps control plane"))
+    return _html(reviews_page(pending, recent, title="MLOps control plane", incidents=incidents))
 
 
 def _is_form(req: func.HttpRequest) -> bool:
