@@ -440,3 +440,21 @@ def test_with_secure_webhooks_on_bad_tokens_get_401_or_403_and_record_nothing(ap
     assert oversized.status_code == 413
     assert accepted.status_code == 200 and json.loads(accepted.get_body())["decision"]["outcome"] == "rollback"
     assert len(wired.store.decisions()) == 1  # refused requests leave nothing behind
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "tables"])
+def test_an_incident_opens_repeats_and_resolves_on_the_real_stores(kind, make_store, workspace):
+    wired = services_with(workspace, store=make_store(kind))
+    wired.store.create_rollout(a_rollout())
+
+    opened = decide(wired, "alert_latency_blue_fired.json")
+    wired.clock.advance(minutes=5)
+    again = decide(wired, "alert_latency_blue_fired_again.json")
+    wired.clock.advance(minutes=10)
+    resolved = decide(wired, "alert_latency_blue_resolved.json")
+
+    assert [d.outcome for d in (opened, again, resolved)] == [Outcome.ROLLBACK, Outcome.NO_ACTION, Outcome.NOTIFY]
+    [incident] = wired.store.incidents()
+    assert incident.state is IncidentState.CLOSED and incident.fired == 2 and incident.revision == 3
+    history = wired.store.decisions(model="churn", event_types=["alert.fired", "alert.resolved"])
+    assert [d.id for d in history] == [resolved.id, again.id, opened.id]
