@@ -22,7 +22,7 @@ from controlplane.errors import InvalidEvent, PermanentError, TransientError
 from controlplane.events import Alert
 from controlplane.gateway import EndpointState, NotFound
 from controlplane.incidents import Effect, Incident, Target, group_of, is_infrastructure, observe, target_of
-from controlplane.ledger import Decision, Outcome, ReviewDraft, Source, TaskDraft, TaskKind, Verdict
+from controlplane.ledger import Decision, Outcome, ReviewDraft, Source, TaskDraft, TaskKind, Verdict, digest
 from controlplane.parsing import parse_alert
 from controlplane.parsing.fields import parse_json
 from controlplane.policy import AlertRule, Mode
@@ -295,7 +295,7 @@ def _signals(alert: Alert, target: Target, incident: Incident, purpose: str, min
     return {"resource_id": target.resource_id, "endpoint": target.endpoint, "deployment": target.deployment,
             "metrics": [c.metric for c in alert.conditions if c.metric],
             "start": (end - timedelta(minutes=minutes)).isoformat(), "end": end.isoformat(),
-            "artifact": f"incidents/{incident.id}/signals-{purpose}.json"}
+            "artifact": f"incidents/{incident.id}/signals-{purpose}-{digest(alert.alert_id, length=12)}.json"}
 
 
 def _alert_evidence(alert: Alert) -> dict[str, Any]:
