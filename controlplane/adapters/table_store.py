@@ -182,9 +182,7 @@ class TableStore:
         extra = "".join(f" and {f}" for f in filters)
         with self._errors():
             if model is not None:
-                rows = self._ledger.query_entities(
-                    "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'" + extra,
-                    parameters={"pk": partition_of(model), **parameters}, results_per_page=limit)
+                rows = self._model_decisions(model, extra, parameters, limit)
             else:  # across partitions: Table Storage cannot order, so read and sort
                 rows = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
                               key=lambda row: row["RowKey"].split("|")[1])
@@ -194,16 +192,20 @@ class TableStore:
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         jobs: list[tuple[datetime, str]] = []
         with self._errors():
-            rows = self._ledger.query_entities(
-                "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}' and Outcome eq 'retrain'",
-                parameters={"pk": partition_of(model)}, results_per_page=limit)
-            for row in rows:  # newest first; a shadow retraining started no job
+            for row in self._model_decisions(model, " and Outcome eq 'retrain'", {}, limit):
+                # newest first; a shadow retraining started no job
                 job = _body(row)["evidence"].get("job")
                 if job:
                     jobs.append((_aware(row["DecidedAt"]), job))
                 if len(jobs) == limit:
                     break
         return jobs
+
+    def _model_decisions(self, model: str, extra: str, parameters: dict[str, Any], page: int) -> Iterator[Any]:
+        """The model's decision rows matching ``extra``, newest first (its partition, in RowKey order)."""
+        return self._ledger.query_entities(
+            "PartitionKey eq @pk and RowKey ge 'decision|' and RowKey lt 'decision}'" + extra,
+            parameters={"pk": partition_of(model), **parameters}, results_per_page=page)
 
     def _bodies(self, kind: str, condition: str = "", **parameters: Any) -> list[dict[str, Any]]:
         """The JSON bodies of every row of one kind matching ``condition``, across partitions."""
