@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
 
+import orjson
+
 from controlplane.reviews import Review, ReviewKind, ReviewState
 
 
@@ -227,16 +229,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# Sorted keys keep the JSON deterministic; records are converted by _json_default, not field by field.
+_DUMPS_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def dumps(value: Any) -> str:
     """Compact, deterministic JSON of any ledger value (one pass: only what JSON lacks is converted)."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_json_default)
+    return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # JSON written by earlier versions may hold NaN or Infinity
+        return json.loads(text)
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
     if isinstance(value, (Decision, Task)):  # plain records: the encoder converts their fields as it goes
-        return {f.name: getattr(value, f.name) for f in fields(value)}
+        return vars(value)
     if hasattr(value, "to_json"):
         return value.to_json()
     if isinstance(value, Enum):

@@ -69,6 +69,18 @@ class DecisionStore(Protocol):
     def complete(self, claim: Claim, decision: Decision) -> None:
         """Atomically mark the claim COMPLETED and write the decision, its tasks and its reviews."""
 
+    def completed(self, key: str, partition: str) -> str | None:
+        """The id of the decision ``key`` was completed with; None while it is not completed."""
+
+    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
+        """Claim ``key`` COMPLETED and write the decision, its tasks and its reviews in one atomic write,
+        for a decision made without a claim (a cheap one, with no effect until it is recorded).
+
+        None when written. When the key was completed meanwhile nothing is written and the original
+        decision's id is returned; ``EventInProgress`` while another holder's lease runs at
+        ``decision.decided_at`` (an expired one is taken over).
+        """
+
     def release(self, claim: Claim) -> None:
         """Give the key back after a failed attempt so the retry can take it at once."""
 

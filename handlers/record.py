@@ -2,8 +2,9 @@
 
 This is the one path by which every intake use case writes to the ledger: claim the key
 (INPROGRESS with a lease), decide, then complete the claim together with the decision and its
-tasks. A redelivery of a completed key is recorded as a ``duplicate`` and dispatches nothing; a
-failure releases the claim so the host's retry can decide at once.
+tasks; or, for cheap decisions with no effect of their own, decide first and write the completed
+claim with the decision. A redelivery of a completed key is recorded as a ``duplicate`` and
+dispatches nothing; a failure releases the claim so the host's retry can decide at once.
 """
 from __future__ import annotations
 
@@ -24,18 +25,27 @@ PAYLOAD_EXCERPT_BYTES = 4096
 
 def decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
                 model: str | None, version: str | None, received_at: datetime,
-                decide: Callable[[], Verdict]) -> Decision:
-    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``."""
-    store = services.store
+                decide: Callable[[], Verdict], claim_first: bool = True) -> Decision:
+    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``.
+
+    ``claim_first=False`` is for decisions that are cheap and do nothing until recorded: decide, then
+    write the claim with the decision in one go (one write instead of two). Two instances deciding the
+    same key at once both decide; the second write finds the first and becomes its ``duplicate``.
+    """
+    store, partition = services.store, model or "_"
     stamp = dict(key=key, event_id=event_id, source=source, event_type=event_type,
                  policy_version=services.policy.version, received_at=received_at)
-    claim = store.claim(key, model or "_", services.clock.now(), services.lease)
+    if not claim_first:
+        original = store.completed(key, partition)
+        if original is None:
+            decision = record(decide(), **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
+            original = store.complete_unclaimed(key, partition, decision)
+            if original is None:
+                return _logged(decision)
+        return _duplicate(services, stamp, original, model, version)
+    claim = store.claim(key, partition, services.clock.now(), services.lease)
     if claim.is_duplicate:
-        verdict = Verdict(Outcome.DUPLICATE, f"already decided as {claim.original}; nothing dispatched",
-                          model=model, version=version, evidence={"duplicate_of": claim.original})
-        decision = record(verdict, **stamp, decided_at=services.clock.now(), attempt=uuid.uuid4().hex)
-        store.append(decision)
-        return _logged(decision)
+        return _duplicate(services, stamp, claim.original, model, version)
     try:
         verdict = decide()
         decision = record(verdict, **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
@@ -44,6 +54,15 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
         with suppress(ControlPlaneError):
             store.release(claim)
         raise
+    return _logged(decision)
+
+
+def _duplicate(services: Services, stamp: dict, original: str, model: str | None, version: str | None) -> Decision:
+    """A redelivery of a decided key: recorded under an attempt id of its own, dispatching nothing."""
+    verdict = Verdict(Outcome.DUPLICATE, f"already decided as {original}; nothing dispatched",
+                      model=model, version=version, evidence={"duplicate_of": original})
+    decision = record(verdict, **stamp, decided_at=services.clock.now(), attempt=uuid.uuid4().hex)
+    services.store.append(decision)
     return _logged(decision)
 
 
@@ -64,7 +83,7 @@ def record_invalid(services: Services, *, source: Source, payload: bytes, error:
     key = key or f"invalid:{source.value}:{digest(payload.decode('latin-1'))}"
     return decide_once(services, key=key, event_id=event_id,
                        source=source, event_type=event_type or "invalid", model=None, version=None,
-                       received_at=now, decide=lambda: verdict)
+                       received_at=now, decide=lambda: verdict, claim_first=False)
 
 
 def _logged(decision: Decision) -> Decision:

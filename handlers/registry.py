@@ -36,7 +36,8 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
     return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
                        event_type=event.meta.type, model=model, version=version,
                        received_at=event.meta.time or services.clock.now(),
-                       decide=lambda: decide_registry_event(event, services, key=f"ml:{event.meta.id}"))
+                       decide=lambda: decide_registry_event(event, services, key=f"ml:{event.meta.id}"),
+                       claim_first=False)
 
 
 def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, str | None]:

@@ -76,6 +76,24 @@ class FakeStore:
             held.update(state="COMPLETED", decision=decision.id)
             self._insert(decision)
 
+    def completed(self, key, partition):
+        self._check()
+        held = self.claims.get(key)
+        return held["decision"] if held and held["state"] == "COMPLETED" else None
+
+    def complete_unclaimed(self, key, partition, decision):
+        with self._lock:
+            self._check()
+            held = self.claims.get(key)
+            if held and held["state"] == "COMPLETED":
+                return held["decision"]
+            if held and held["until"] > decision.decided_at:
+                raise EventInProgress(key)
+            self.claims[key] = {"state": "COMPLETED", "until": decision.decided_at, "token": "",
+                                "decision": decision.id}
+            self._insert(decision)
+            return None
+
     def release(self, claim):
         with self._lock:
             self._check()

@@ -7,7 +7,6 @@ import sqlite3
 import threading
 import time
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -75,21 +74,21 @@ def test_a_decision_interrupted_by_an_outage_is_decided_once_after_recovery(serv
     try:
         service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
                                                             connection_timeout=2)
-        services = replace(services, store=TableStore(service, prefix="outage2"), lease=timedelta(seconds=30))
-        real_complete = TableStore.complete
+        services = replace(services, store=TableStore(service, prefix="outage2"))
+        real_write = TableStore.complete_unclaimed
 
-        def outage_before_completing(self, claim, decision):
+        def outage_before_writing(self, key, partition, decision):
             azurite.stop()
-            return real_complete(self, claim, decision)
+            return real_write(self, key, partition, decision)
 
-        monkeypatch.setattr(TableStore, "complete", outage_before_completing)
+        monkeypatch.setattr(TableStore, "complete_unclaimed", outage_before_writing)
         event = load_event("eg_monitor_breach.json")[0]
         with pytest.raises(TransientError):
             receive_registry_event(services, event)
         monkeypatch.undo()
         azurite.start()
 
-        services.clock.advance(seconds=31)  # the claim's lease runs out: the retry takes the key over
+        # Decided and written in one go, the key holds no claim: the retry decides at once.
         decision = receive_registry_event(services, event)
         assert decision.outcome is Outcome.RETRAIN
         assert [d.outcome for d in services.store.decisions(model="churn")] == [Outcome.RETRAIN]

@@ -72,6 +72,65 @@ def test_a_released_key_can_be_claimed_again_at_once(store):
     assert store.claim("ml:4", "churn", T0, LEASE).is_duplicate
 
 
+def test_a_decision_made_without_a_claim_is_written_with_its_completed_claim(store):
+    assert store.completed("ml:u1", "churn") is None
+    decision = decision_for("ml:u1", tasks=2)
+    assert store.complete_unclaimed("ml:u1", "churn", decision) is None
+
+    assert store.completed("ml:u1", "churn") == decision.id
+    assert store.claim("ml:u1", "churn", T0 + timedelta(hours=1), LEASE).original == decision.id
+    assert [d.id for d in store.decisions()] == [decision.id]
+    assert sorted(t.id for t in store.tasks()) == sorted(t.id for t in decision.tasks)
+
+
+def test_a_second_write_of_a_decided_key_writes_nothing_and_names_the_first(store):
+    first = decision_for("ml:u2", tasks=1)
+    assert store.complete_unclaimed("ml:u2", "churn", first) is None
+    second = decision_for("ml:u2", tasks=3, at=T0 + timedelta(seconds=1))
+    assert store.complete_unclaimed("ml:u2", "churn", second) == first.id
+    assert len(store.decisions()) == 1 and len(store.tasks()) == 1
+
+
+def test_a_decision_made_without_a_claim_waits_for_a_held_lease_then_takes_it_over(store):
+    held = store.claim("ml:u3", "churn", T0, LEASE)
+    assert store.completed("ml:u3", "churn") is None  # held, not completed
+    with pytest.raises(EventInProgress):
+        store.complete_unclaimed("ml:u3", "churn", decision_for("ml:u3", at=T0 + timedelta(minutes=4)))
+    assert store.decisions() == []
+
+    late = decision_for("ml:u3", at=T0 + timedelta(minutes=6))
+    assert store.complete_unclaimed("ml:u3", "churn", late) is None
+    with pytest.raises(EventInProgress):  # the holder whose lease ran out cannot complete any more
+        store.complete(held, decision_for("ml:u3"))
+    assert [d.decided_at for d in store.decisions()] == [late.decided_at]
+
+
+def test_concurrent_unclaimed_writes_of_the_same_keys_record_each_key_exactly_once(store):
+    keys = [f"ml:uc{i}" for i in range(6)]
+    written, originals, errors = [], [], []
+
+    def worker():
+        try:
+            for key in keys:
+                original = store.completed(key, "churn")
+                if original is None:
+                    original = store.complete_unclaimed(key, "churn", decision_for(key, tasks=1))
+                (originals if original else written).append(key)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert sorted(written) == sorted(keys)
+    assert len(originals) == 8 * len(keys) - len(keys)
+    assert len(store.decisions(limit=100)) == len(keys) and len(store.tasks(limit=100)) == len(keys)
+
+
 def test_decisions_are_listed_newest_first_and_by_model(store):
     for minute, (key, model) in enumerate([("a", "churn"), ("b", "defect-detector"), ("c", "churn")]):
         claim = store.claim(key, model, T0, LEASE)

@@ -5,12 +5,11 @@ transaction, so concurrent instances serialise on the database lock instead of r
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.incidents import Incident, IncidentState
-from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps
+from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps, loads
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -27,9 +26,9 @@ from controlplane.windows import Window, WindowKey, WindowSpec, by_deployment, p
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY, partition TEXT NOT NULL, state TEXT NOT NULL, token TEXT NOT NULL,
-    lease_until TEXT NOT NULL, decision_id TEXT, updated_at TEXT NOT NULL);
+    lease_until TEXT NOT NULL, decision_id TEXT, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS decisions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
     body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
@@ -61,7 +60,11 @@ CREATE TABLE IF NOT EXISTS window_rows (
 """
 
 
-WAL_PAGES = 10_000
+# Checkpoints copy the write-ahead log into the database and sync it: a thread does that every
+# CHECKPOINT_EVERY commits, beside the request path; a commit only checkpoints itself (SQLite's
+# autocheckpoint) when the log has grown to WAL_PAGES pages (~400 MB) because those fell behind.
+CHECKPOINT_EVERY = 1_000
+WAL_PAGES = 100_000
 
 # Columns added since the first schema: (table, column, definition, backfill of existing rows).
 _ADDED_COLUMNS = (
@@ -88,6 +91,8 @@ class SqliteStore:
         self.path = path
         self._timeout = timeout
         self._local = threading.local()
+        self._commits = 0
+        self._checkpointing = threading.Lock()
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
@@ -112,7 +117,6 @@ class SqliteStore:
             connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoints (which sync to disk) run from the sweep timer; this only bounds the log (~40 MB).
             connection.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             self._local.connection = connection
         return connection
@@ -135,6 +139,23 @@ class SqliteStore:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+        self._committed()
+
+    def _committed(self) -> None:
+        """Count a commit; every CHECKPOINT_EVERY of them, checkpoint in a thread of its own."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and self.path != ":memory:" and self._checkpointing.acquire(False):
+            self._commits = 0
+            threading.Thread(target=self._checkpoint_aside, name="sqlite-checkpoint", daemon=True).start()
+
+    def _checkpoint_aside(self) -> None:
+        try:
+            with closing(sqlite3.connect(self.path, timeout=self._timeout)) as connection:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            pass  # the next one, or the sweep's, copies what this one could not
+        finally:
+            self._checkpointing.release()
 
     # -- DecisionStore ------------------------------------------------------------------------
     def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
@@ -143,6 +164,7 @@ class SqliteStore:
         with self._errors():  # the common case, a new key: one statement, one commit
             if self._connection().execute("INSERT OR IGNORE INTO claims VALUES (?, ?, 'INPROGRESS', ?, ?, NULL, ?)",
                                           (key, partition, token, until, now.isoformat())).rowcount == 1:
+                self._committed()
                 return Claim(key=key, partition=partition, token=token)
         with self._transaction() as db:
             row = db.execute("SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
@@ -168,6 +190,28 @@ class SqliteStore:
             if updated != 1:
                 raise EventInProgress(claim.key)  # our lease expired and another instance took the key
             self._insert(db, decision)
+
+    def completed(self, key: str, partition: str) -> str | None:
+        with self._errors():
+            row = self._connection().execute("SELECT decision_id FROM claims WHERE key = ? AND state = 'COMPLETED'",
+                                             (key,)).fetchone()
+        return row[0] if row else None
+
+    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
+        at = decision.decided_at.isoformat()
+        with self._transaction() as db:
+            if not db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, 'COMPLETED', '', ?, ?, ?)",
+                              (key, partition, at, decision.id, at)).rowcount:
+                state, lease_until, original = db.execute(
+                    "SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
+                if state == "COMPLETED":
+                    return original
+                if datetime.fromisoformat(lease_until) > decision.decided_at:
+                    raise EventInProgress(key)
+                db.execute("UPDATE claims SET state = 'COMPLETED', token = '', lease_until = ?, decision_id = ?, "
+                           "updated_at = ? WHERE key = ?", (at, decision.id, at, key))  # an expired claim: ours now
+            self._insert(db, decision)
+        return None
 
     def release(self, claim: Claim) -> None:
         with self._transaction() as db:
@@ -216,7 +260,7 @@ class SqliteStore:
             rows = self._connection().execute(
                 f"SELECT body FROM decisions {index}{where}ORDER BY decided_at DESC, seq DESC LIMIT ?",
                 (*parameters, limit))
-            return [Decision.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+            return [Decision.from_json(loads(body)) for (body,) in rows.fetchall()]
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         with self._errors():
@@ -229,7 +273,7 @@ class SqliteStore:
     def decision(self, decision_id: str) -> Decision | None:
         with self._errors():
             row = self._connection().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
-        return Decision.from_json(json.loads(row[0])) if row else None
+        return Decision.from_json(loads(row[0])) if row else None
 
     def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
         with self._errors():
@@ -238,19 +282,19 @@ class SqliteStore:
             else:
                 rows = self._connection().execute(
                     "SELECT body FROM tasks WHERE state = ? ORDER BY due_at LIMIT ?", (state.value, limit))
-            return [Task.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+            return [Task.from_json(loads(body)) for (body,) in rows.fetchall()]
 
     def task(self, task_id: str) -> Task | None:
         with self._errors():
             row = self._connection().execute("SELECT body FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return Task.from_json(json.loads(row[0])) if row else None
+        return Task.from_json(loads(row[0])) if row else None
 
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
         with self._errors():
             rows = self._connection().execute(
                 "SELECT body FROM tasks WHERE state = 'pending' AND due_at <= ? ORDER BY due_at LIMIT ?",
                 (now.isoformat(), limit)).fetchall()
-        return [Task.from_json(json.loads(body)) for (body,) in rows]
+        return [Task.from_json(loads(body)) for (body,) in rows]
 
     def update_task(self, current: Task, updated: Task) -> None:
         with self._transaction() as db:
@@ -262,7 +306,7 @@ class SqliteStore:
     def review(self, review_id: str) -> Review | None:
         with self._errors():
             row = self._connection().execute("SELECT body FROM reviews WHERE id = ?", (review_id,)).fetchone()
-        return Review.from_json(json.loads(row[0])) if row else None
+        return Review.from_json(loads(row[0])) if row else None
 
     def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
         return [Review.from_json(body) for body in self._newest("reviews", [state] if state else [], limit)]
@@ -276,7 +320,7 @@ class SqliteStore:
         with self._errors():
             rows = self._connection().execute(f"SELECT body FROM {table}{where} ORDER BY created_at DESC LIMIT ?",
                                               (*(state.value for state in states), limit)).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        return [loads(body) for (body,) in rows]
 
     def _replace_guarded(self, table: str, current: Any, updated: Any, decision: Decision) -> bool:
         """Replace a row still at ``current.revision`` and write ``decision``, in one transaction."""
@@ -298,7 +342,7 @@ class SqliteStore:
     def rollout(self, rollout_id: str) -> Rollout | None:
         with self._errors():
             row = self._connection().execute("SELECT body FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-        return Rollout.from_json(json.loads(row[0])) if row else None
+        return Rollout.from_json(loads(row[0])) if row else None
 
     def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
         return [Rollout.from_json(body) for body in self._newest("rollouts", list(states or ()), limit)]
@@ -309,14 +353,14 @@ class SqliteStore:
     def incident(self, group: str) -> Incident | None:
         with self._errors():
             row = self._connection().execute("SELECT body FROM incidents WHERE grp = ?", (group,)).fetchone()
-        return Incident.from_json(json.loads(row[0])) if row else None
+        return Incident.from_json(loads(row[0])) if row else None
 
     def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
         where, parameters = ("WHERE state = ? ", (state.value,)) if state else ("", ())
         with self._errors():
             rows = self._connection().execute(
                 f"SELECT body FROM incidents {where}ORDER BY updated_at DESC LIMIT ?", (*parameters, limit))
-            return [Incident.from_json(json.loads(body)) for (body,) in rows.fetchall()]
+            return [Incident.from_json(loads(body)) for (body,) in rows.fetchall()]
 
     def put_incident(self, current: Incident | None, updated: Incident) -> bool:
         values = (updated.state.value, updated.updated_at.isoformat(), updated.revision, dumps(updated))
@@ -333,7 +377,8 @@ class SqliteStore:
             self._connection().execute("SELECT count(*) FROM claims").fetchone()
 
     def checkpoint(self) -> None:
-        """Copy the write-ahead log into the database now, off the request path (the sweep calls it)."""
+        """Copy the write-ahead log into the database now (the sweep calls it, for what came since the last
+        background checkpoint)."""
         with self._errors():
             self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
@@ -424,7 +469,7 @@ class SqliteStore:
             rows = self._connection().execute(
                 "SELECT row FROM window_rows WHERE model = ? AND deployment = ? AND bucket = ? AND part = ? "
                 "ORDER BY hash LIMIT ?", (key.model, key.deployment, key.bucket, key.part, limit)).fetchall()
-        return [json.loads(row) for (row,) in rows]
+        return [loads(row) for (row,) in rows]
 
     def telemetry_count(self, model: str, deployment: str) -> int:
         with self._errors():

@@ -17,7 +17,6 @@ and deployment, keyed by Event Hubs partition and sequence number so redelivery 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, UpdateM
 from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.incidents import Incident, IncidentState
-from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps
+from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps, loads
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -50,9 +49,11 @@ AZURITE_CONNECTION = (
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
 INCIDENTS = "_incidents"  # the partition of incidents (no model name starts with '_')
-CHUNK_CHARS = 30_000
+# A string property holds at most 64 KiB of UTF-16; the ledger's JSON keeps non-ASCII text as it is,
+# so a chunk must fit even when every character takes two units.
+CHUNK_CHARS = 16_000
 EVENTS_PER_TRANSACTION = 30  # a dedupe row and a sample row per event, and the windows they move
-CONFLICT_RETRIES = 50  # a string property holds at most 64 KiB of UTF-16
+CONFLICT_RETRIES = 50
 _MAX_TIME_MS = 10 ** 13 - 1
 
 
@@ -94,7 +95,7 @@ class TableStore:
 
     # -- DecisionStore ------------------------------------------------------------------------
     def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
-        pk, row = partition_of(None if partition == "_" else partition), f"claim|{digest(key)}"
+        pk, row = _claim_address(key, partition)
         entity = {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": key, "State": "INPROGRESS",
                   "LeaseUntil": now + lease, "DecisionId": ""}
         with self._errors():
@@ -121,12 +122,10 @@ class TableStore:
         raise EventInProgress(key)
 
     def complete(self, claim: Claim, decision: Decision) -> None:
-        pk = partition_of(None if claim.partition == "_" else claim.partition)
-        completed = {"PartitionKey": pk, "RowKey": f"claim|{digest(claim.key)}", "Kind": "claim", "Key": claim.key,
-                     "State": "COMPLETED", "LeaseUntil": decision.decided_at, "DecisionId": decision.id}
+        completed = self._completed_claim(claim.key, claim.partition, decision)
         operations = [("update", completed, {"mode": UpdateMode.REPLACE, "etag": claim.token,
                                              "match_condition": MatchConditions.IfNotModified})]
-        operations += [("create", entity) for entity in self._decision_entities(pk, decision)]
+        operations += [("create", e) for e in self._decision_entities(completed["PartitionKey"], decision)]
         with self._errors():
             try:
                 self._ledger.submit_transaction(operations)
@@ -135,11 +134,46 @@ class TableStore:
                     raise EventInProgress(claim.key) from exc
                 raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
 
-    def release(self, claim: Claim) -> None:
-        pk = partition_of(None if claim.partition == "_" else claim.partition)
+    def completed(self, key: str, partition: str) -> str | None:
         with self._errors():
             try:
-                self._ledger.delete_entity(pk, f"claim|{digest(claim.key)}", etag=claim.token,
+                entity = self._ledger.get_entity(*_claim_address(key, partition))
+            except ResourceNotFoundError:
+                return None
+        return entity["DecisionId"] if entity["State"] == "COMPLETED" else None
+
+    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
+        claim = self._completed_claim(key, partition, decision)
+        operations = [("create", claim)]
+        operations += [("create", e) for e in self._decision_entities(claim["PartitionKey"], decision)]
+        with self._errors():
+            try:
+                self._ledger.submit_transaction(operations)
+                return None
+            except TableTransactionError as exc:
+                if _status(exc) != 409:
+                    raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+            try:  # the key is claimed: by whom, and until when?
+                existing = self._ledger.get_entity(claim["PartitionKey"], claim["RowKey"])
+            except ResourceNotFoundError:
+                raise EventInProgress(key) from None  # released meanwhile: the retry writes it
+        if existing["State"] == "COMPLETED":
+            return existing["DecisionId"]
+        if _aware(existing["LeaseUntil"]) > decision.decided_at:
+            raise EventInProgress(key)
+        self.complete(Claim(key, partition, token=existing.metadata["etag"]), decision)  # an expired claim: ours now
+        return None
+
+    @staticmethod
+    def _completed_claim(key: str, partition: str, decision: Decision) -> dict[str, Any]:
+        pk, row = _claim_address(key, partition)
+        return {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": key, "State": "COMPLETED",
+                "LeaseUntil": decision.decided_at, "DecisionId": decision.id}
+
+    def release(self, claim: Claim) -> None:
+        with self._errors():
+            try:
+                self._ledger.delete_entity(*_claim_address(claim.key, claim.partition), etag=claim.token,
                                            match_condition=MatchConditions.IfNotModified)
             except (ResourceModifiedError, ResourceNotFoundError):
                 pass  # taken over or gone already: nothing of ours to give back
@@ -520,7 +554,12 @@ def _body(row: dict[str, Any]) -> dict[str, Any]:
     while f"Body{index}" in row:
         parts.append(row[f"Body{index}"])
         index += 1
-    return json.loads("".join(parts))
+    return loads("".join(parts))
+
+
+def _claim_address(key: str, partition: str) -> tuple[str, str]:
+    """Where a key's claim lives: in its model's partition, beside the decision that completes it."""
+    return partition_of(None if partition == "_" else partition), f"claim|{digest(key)}"
 
 
 def _aware(moment: datetime) -> datetime:
