@@ -69,9 +69,6 @@ class DecisionStore(Protocol):
     def complete(self, claim: Claim, decision: Decision) -> None:
         """Atomically mark the claim COMPLETED and write the decision, its tasks and its reviews."""
 
-    def completed(self, key: str, partition: str) -> str | None:
-        """The id of the decision ``key`` was completed with; None while it is not completed."""
-
     def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
         """Claim ``key`` COMPLETED and write the decision, its tasks and its reviews in one atomic write,
         for a decision made without a claim (a cheap one, with no effect until it is recorded).

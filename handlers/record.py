@@ -29,20 +29,17 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
     """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``.
 
     ``claim_first=False`` is for decisions that are cheap and do nothing until recorded: decide, then
-    write the claim with the decision in one go (one write instead of two). Two instances deciding the
-    same key at once both decide; the second write finds the first and becomes its ``duplicate``.
+    write the completed claim with the decision in one go (one write instead of two). A redelivery
+    decides again and its write, finding the first decision, records the ``duplicate`` instead; so do
+    two instances deciding the same key at once.
     """
     store, partition = services.store, model or "_"
     stamp = dict(key=key, event_id=event_id, source=source, event_type=event_type,
                  policy_version=services.policy.version, received_at=received_at)
     if not claim_first:
-        original = store.completed(key, partition)
-        if original is None:
-            decision = record(decide(), **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
-            original = store.complete_unclaimed(key, partition, decision)
-            if original is None:
-                return _logged(decision)
-        return _duplicate(services, stamp, original, model, version)
+        decision = record(decide(), **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
+        original = store.complete_unclaimed(key, partition, decision)
+        return _logged(decision) if original is None else _duplicate(services, stamp, original, model, version)
     claim = store.claim(key, partition, services.clock.now(), services.lease)
     if claim.is_duplicate:
         return _duplicate(services, stamp, claim.original, model, version)

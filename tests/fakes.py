@@ -76,11 +76,6 @@ class FakeStore:
             held.update(state="COMPLETED", decision=decision.id)
             self._insert(decision)
 
-    def completed(self, key, partition):
-        self._check()
-        held = self.claims.get(key)
-        return held["decision"] if held and held["state"] == "COMPLETED" else None
-
     def complete_unclaimed(self, key, partition, decision):
         with self._lock:
             self._check()

@@ -73,11 +73,9 @@ def test_a_released_key_can_be_claimed_again_at_once(store):
 
 
 def test_a_decision_made_without_a_claim_is_written_with_its_completed_claim(store):
-    assert store.completed("ml:u1", "churn") is None
     decision = decision_for("ml:u1", tasks=2)
     assert store.complete_unclaimed("ml:u1", "churn", decision) is None
 
-    assert store.completed("ml:u1", "churn") == decision.id
     assert store.claim("ml:u1", "churn", T0 + timedelta(hours=1), LEASE).original == decision.id
     assert [d.id for d in store.decisions()] == [decision.id]
     assert sorted(t.id for t in store.tasks()) == sorted(t.id for t in decision.tasks)
@@ -93,7 +91,6 @@ def test_a_second_write_of_a_decided_key_writes_nothing_and_names_the_first(stor
 
 def test_a_decision_made_without_a_claim_waits_for_a_held_lease_then_takes_it_over(store):
     held = store.claim("ml:u3", "churn", T0, LEASE)
-    assert store.completed("ml:u3", "churn") is None  # held, not completed
     with pytest.raises(EventInProgress):
         store.complete_unclaimed("ml:u3", "churn", decision_for("ml:u3", at=T0 + timedelta(minutes=4)))
     assert store.decisions() == []
@@ -112,9 +109,7 @@ def test_concurrent_unclaimed_writes_of_the_same_keys_record_each_key_exactly_on
     def worker():
         try:
             for key in keys:
-                original = store.completed(key, "churn")
-                if original is None:
-                    original = store.complete_unclaimed(key, "churn", decision_for(key, tasks=1))
+                original = store.complete_unclaimed(key, "churn", decision_for(key, tasks=1))
                 (originals if original else written).append(key)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)

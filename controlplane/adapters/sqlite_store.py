@@ -191,12 +191,6 @@ class SqliteStore:
                 raise EventInProgress(claim.key)  # our lease expired and another instance took the key
             self._insert(db, decision)
 
-    def completed(self, key: str, partition: str) -> str | None:
-        with self._errors():
-            row = self._connection().execute("SELECT decision_id FROM claims WHERE key = ? AND state = 'COMPLETED'",
-                                             (key,)).fetchone()
-        return row[0] if row else None
-
     def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
         at = decision.decided_at.isoformat()
         with self._transaction() as db:
@@ -239,28 +233,32 @@ class SqliteStore:
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
-        conditions, parameters = [], []
-        if model is not None:
-            conditions.append("model = ?")
-            parameters.append(model)
-        if version is not None:
-            conditions.append("version = ?")
-            parameters.append(version)
-        for column, values in (("outcome", [o.value for o in outcomes]), ("event_type", list(event_types))):
-            if values:
-                conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
-                parameters += values
-        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        # A model's decisions of one version, some outcomes or some event types are a few among many: read
-        # them through the index that holds just those (and sort them) rather than walk all in order.
-        index = ("INDEXED BY decisions_by_model_version " if model is not None and version is not None
-                 else "INDEXED BY decisions_by_model_outcome " if model is not None and outcomes
-                 else "INDEXED BY decisions_by_model_event " if model is not None and event_types else "")
-        with self._errors():
-            rows = self._connection().execute(
-                f"SELECT body FROM decisions {index}{where}ORDER BY decided_at DESC, seq DESC LIMIT ?",
-                (*parameters, limit))
-            return [Decision.from_json(loads(body)) for (body,) in rows.fetchall()]
+        newest = "ORDER BY decided_at DESC, seq DESC"
+        if model is not None and version is None and bool(outcomes) != bool(event_types):
+            # A model's decisions of some outcomes (or event types): one scan of the index per value, each in
+            # the index's order, so only the newest ``limit`` of each are read however long the history is.
+            column, values, index = (("outcome", [o.value for o in outcomes], "decisions_by_model_outcome")
+                                     if outcomes else ("event_type", list(event_types), "decisions_by_model_event"))
+            scan = (f"SELECT * FROM (SELECT seq, decided_at FROM decisions INDEXED BY {index} "
+                    f"WHERE model = ? AND {column} = ? {newest} LIMIT ?)")
+            positions = f"SELECT seq FROM ({' UNION ALL '.join(scan for _ in values)}) {newest} LIMIT ?"
+            parameters = [p for value in values for p in (model, value, limit)]
+        else:
+            conditions, parameters = [], []
+            for column, values in (("model", [] if model is None else [model]),
+                                   ("version", [] if version is None else [version]),
+                                   ("outcome", [o.value for o in outcomes]), ("event_type", list(event_types))):
+                if values:
+                    conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                    parameters += values
+            where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+            # A model version's decisions are a handful among the model's many: read them through their index.
+            index = "INDEXED BY decisions_by_model_version " if model is not None and version is not None else ""
+            positions = f"SELECT seq FROM decisions {index}{where}{newest} LIMIT ?"
+        with self._errors():  # the positions come from an index alone; only the rows found are read whole
+            rows = self._connection().execute(f"SELECT body FROM decisions WHERE seq IN ({positions}) {newest}",
+                                              (*parameters, limit)).fetchall()
+        return [Decision.from_json(loads(body)) for (body,) in rows]
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         with self._errors():

@@ -134,14 +134,6 @@ class TableStore:
                     raise EventInProgress(claim.key) from exc
                 raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
 
-    def completed(self, key: str, partition: str) -> str | None:
-        with self._errors():
-            try:
-                entity = self._ledger.get_entity(*_claim_address(key, partition))
-            except ResourceNotFoundError:
-                return None
-        return entity["DecisionId"] if entity["State"] == "COMPLETED" else None
-
     def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
         claim = self._completed_claim(key, partition, decision)
         operations = [("create", claim)]
