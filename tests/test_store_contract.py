@@ -481,3 +481,22 @@ def test_a_database_from_the_first_schema_is_upgraded_and_its_decisions_stay_fin
     assert store.decisions(model="churn", event_types=["test"])[0].id == earlier.id
     store.complete(store.claim("new:1", "churn", T0, LEASE), decision_for("new:1", at=T0 + timedelta(minutes=1)))
     assert [d.evidence["key"] for d in store.decisions(model="churn")] == ["new:1", "old:1"]
+    assert [d.evidence["key"] for d in store.decisions()] == ["new:1", "old:1"]
+
+
+def test_indexes_declared_otherwise_than_a_database_has_them_are_built_again(tmp_path):
+    import sqlite3
+
+    from controlplane.adapters.sqlite_store import _INDEXES, SqliteStore
+
+    path = str(tmp_path / "ledger.db")
+    SqliteStore(path).complete_unclaimed("ml:1", "churn", decision_for("ml:1", tasks=1))
+    with sqlite3.connect(path) as db:  # as an earlier version built them: newest first, descending
+        db.execute("DROP INDEX decisions_by_time")
+        db.execute("CREATE INDEX decisions_by_time ON decisions (decided_at DESC, seq DESC)")
+
+    store = SqliteStore(path)
+    with sqlite3.connect(path) as db:
+        built = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    assert built == {name: f"CREATE INDEX {name} ON {definition}" for name, definition in _INDEXES.items()}
+    assert [d.evidence["key"] for d in store.decisions()] == ["ml:1"]

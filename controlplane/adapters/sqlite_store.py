@@ -30,15 +30,11 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, model TEXT, decided_at TEXT NOT NULL,
     body TEXT NOT NULL, outcome TEXT NOT NULL DEFAULT '', event_type TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS decisions_by_model ON decisions (model, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at DESC, seq DESC);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL, state TEXT NOT NULL, due_at TEXT NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, due_at);
 CREATE TABLE IF NOT EXISTS reviews (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS reviews_by_state ON reviews (state, created_at DESC);
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
@@ -52,7 +48,6 @@ CREATE TABLE IF NOT EXISTS windows (
     model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
     count INTEGER NOT NULL, closed INTEGER NOT NULL, reason TEXT NOT NULL, closes_at TEXT NOT NULL,
     decided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, deployment, bucket, part));
-CREATE INDEX IF NOT EXISTS windows_open ON windows (closed, closes_at);
 CREATE TABLE IF NOT EXISTS window_rows (
     model TEXT NOT NULL, deployment TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
     hash INTEGER NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, row TEXT NOT NULL,
@@ -75,13 +70,20 @@ _ADDED_COLUMNS = (
     ("decisions", "version", "TEXT", "UPDATE decisions SET version = json_extract(body, '$.version')"),
     ("windows", "decided", "INTEGER NOT NULL DEFAULT 0", ""),
 )
-# Indexes on added columns, created once the columns exist.
-_ADDED_INDEXES = """
-CREATE INDEX IF NOT EXISTS decisions_by_model_outcome ON decisions (model, outcome, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_model_event ON decisions (model, event_type, decided_at DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS decisions_by_model_version ON decisions (model, version);
-DROP INDEX IF EXISTS decisions_by_outcome;
-"""
+# The indexes, by name. One whose definition changed is built again when a database is opened. Newest-first
+# reads scan them backwards: kept in ascending order, a new row lands at the end of its range, where
+# SQLite appends, rather than at the start, where every insert reshuffles the pages.
+_INDEXES = {
+    "decisions_by_model": "decisions (model, decided_at, seq)",
+    "decisions_by_time": "decisions (decided_at, seq)",
+    "decisions_by_model_outcome": "decisions (model, outcome, decided_at, seq)",
+    "decisions_by_model_event": "decisions (model, event_type, decided_at, seq)",
+    "decisions_by_model_version": "decisions (model, version)",
+    "tasks_due": "tasks (state, due_at)",
+    "reviews_by_state": "reviews (state, created_at)",
+    "windows_open": "windows (closed, closes_at)",
+}
+_DROPPED_INDEXES = ("decisions_by_outcome",)
 
 
 class SqliteStore:
@@ -101,15 +103,23 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables alone),
-        filled in for the rows already there, and the indexes on them."""
-        db = self._connection()
-        for table, column, definition, backfill in _ADDED_COLUMNS:
-            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-                if backfill:
-                    db.execute(backfill)
-        db.executescript(_ADDED_INDEXES)
+        filled in for the rows already there, and the indexes as declared now. One transaction, so
+        instances opening the database at once upgrade it once."""
+        with self._transaction() as db:
+            for table, column, definition, backfill in _ADDED_COLUMNS:
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    if backfill:
+                        db.execute(backfill)
+            built = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+            for name, definition in _INDEXES.items():
+                wanted = f"CREATE INDEX {name} ON {definition}"
+                if built.get(name) != wanted:
+                    db.execute(f"DROP INDEX IF EXISTS {name}")
+                    db.execute(wanted)
+            for name in _DROPPED_INDEXES:
+                db.execute(f"DROP INDEX IF EXISTS {name}")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
