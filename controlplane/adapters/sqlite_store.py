@@ -78,7 +78,7 @@ _INDEXES = {
     "decisions_by_time": "decisions (decided_at, seq)",
     "decisions_by_model_outcome": "decisions (model, outcome, decided_at, seq)",
     "decisions_by_model_event": "decisions (model, event_type, decided_at, seq)",
-    "decisions_by_model_version": "decisions (model, version)",
+    "decisions_by_model_version": "decisions (model, version, outcome)",
     "tasks_due": "tasks (state, due_at)",
     "reviews_by_state": "reviews (state, created_at)",
     "windows_open": "windows (closed, closes_at)",
