@@ -219,18 +219,26 @@ def telemetry_ingestion() -> list[dict]:
                            "inputs": {f"f{j}": (e * i + j) % 97 / 7 for j in range(20)}} for i in range(100)]).encode()
               for e in range(300)]
     records = 300 * 100
-    started = time.perf_counter()
-    for body in bodies:
-        json.loads(body)
-    parse = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as workdir:
-        services = _services(workdir, "models:\n  - name: churn\n    drift: {reference: r.csv, "
-                                      "columns: {f0: numerical}, window: {records: 1000000, minutes: 600, "
-                                      "sample: 10000}}\n")
+
+    def parse() -> float:
         started = time.perf_counter()
-        report = receive_telemetry(services, [RawTelemetry("0", n, None, body) for n, body in enumerate(bodies)])
-        ingest = time.perf_counter() - started
-    assert report.stored == records
+        for body in bodies:
+            json.loads(body)
+        return time.perf_counter() - started
+
+    def ingest() -> float:  # into a fresh database each time
+        with tempfile.TemporaryDirectory() as workdir:
+            services = _services(workdir, "models:\n  - name: churn\n    drift: {reference: r.csv, "
+                                          "columns: {f0: numerical}, window: {records: 1000000, minutes: 600, "
+                                          "sample: 10000}}\n")
+            started = time.perf_counter()
+            report = receive_telemetry(services, [RawTelemetry("0", n, None, body) for n, body in enumerate(bodies)])
+            elapsed = time.perf_counter() - started
+        assert report.stored == records
+        return elapsed
+
+    # Each a median of three: one large transaction is exposed to the disk's other work of the moment.
+    parse, ingest = statistics.median(parse() for _ in range(3)), statistics.median(ingest() for _ in range(3))
     return [_figure("telemetry.ingest_records_per_second", records / ingest, "records/s", records / parse,
                     "within 3x of raw JSON parse", ingest <= 3 * parse)]
 
