@@ -28,6 +28,15 @@ def decision_for(key, *, model="churn", at=T0, tasks=0, outcome=Outcome.RETRAIN,
                   received_at=at, decided_at=at, attempt=attempt)
 
 
+def at_once(*calls):
+    """Run each (function, arguments) in a thread of its own, all at once, and wait for them."""
+    threads = [threading.Thread(target=function, args=arguments) for function, arguments in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+
 def test_a_new_key_is_claimed_and_completed_with_its_decision_and_tasks(store):
     claim = store.claim("ml:1", "churn", T0, LEASE)
     assert not claim.is_duplicate
@@ -114,11 +123,7 @@ def test_concurrent_unclaimed_writes_of_the_same_keys_record_each_key_exactly_on
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    at_once(*[(worker, ()) for _ in range(8)])
 
     assert errors == []
     assert sorted(written) == sorted(keys)
@@ -222,11 +227,7 @@ def test_concurrent_appenders_to_one_window_count_exactly_and_close_it_once(stor
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    at_once(*[(appender, (w,)) for w in range(4)])
     assert errors == []
     assert store.telemetry_count("churn", "green") == 4 * 5 * 3 * 2
     assert sorted(k.part for k in closed) == [0, 1]  # 120 records: two full windows of 50, each closed once
@@ -254,11 +255,7 @@ def test_concurrent_claims_of_the_same_keys_complete_each_key_exactly_once(store
                     completed.append(key)
                 break
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    at_once(*[(worker, ()) for _ in range(8)])
 
     assert errors == []
     assert sorted(completed) == sorted(keys)
@@ -322,12 +319,8 @@ def test_concurrent_votes_on_one_review_have_exactly_one_winner(store):
         from dataclasses import replace
         results.append(store.update_review(review, updated, replace(decision_for(f"vote-{n}"), reviews=())))
 
-    threads = [threading.Thread(target=vote, args=(a, c, n)) for n, (a, c) in
-               enumerate([("ana@contoso.com", "approve"), ("bo@contoso.com", "reject")] * 4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    at_once(*[(vote, (a, c, n)) for n, (a, c) in
+              enumerate([("ana@contoso.com", "approve"), ("bo@contoso.com", "reject")] * 4)])
     assert sorted(results) == [False] * 7 + [True]
     assert store.review(review.id).revision == 1
 
