@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 7071
+# The Python language worker (azure-functions-runtime) needs Python >= 3.13: pyenv's, else one on PATH.
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
 
 .PHONY: run test demo bench schema clean
 
@@ -33,12 +35,20 @@ node_modules/.package-lock.json: package.json package-lock.json
 	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
 	.tools/checkov/bin/python -m pip install --quiet checkov==3.3.30 pycep-parser==0.5.1
 
+# The Python language worker's own loader, to index the app as the Functions host's worker does (its checks
+# refuse a whole app for one bad binding annotation). azure-functions stays on the app's major version (1.x).
+.tools/worker/bin/python:
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 is needed for the worker-indexing test: install it (pyenv install 3.13) or pass PYTHON313=/path/to/python3.13" >&2; exit 1; }
+	$(PYTHON313) -m venv .tools/worker
+	.tools/worker/bin/python -m pip install --quiet --upgrade pip
+	.tools/worker/bin/python -m pip install --quiet azure-functions-runtime==1.3.0 "azure-functions>=1.25,<2"
+
 ## run: start the control plane locally on http://127.0.0.1:$(PORT) (SQLite store, dry-run dispatch)
 run: $(VENV)/.runtime
 	$(PY) -m controlplane serve --port $(PORT)
 
 ## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
-test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/checkov/bin/checkov
+test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/checkov/bin/checkov .tools/worker/bin/python
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

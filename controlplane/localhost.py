@@ -1,7 +1,10 @@
 """A local Functions host for machines without Core Tools.
 
 It loads the ``app`` object from ``function_app.py`` and serves its functions at the URLs Core Tools
-uses, converting requests with the same ``azure.functions`` converters the Python worker uses:
+uses. Each request becomes the input the Functions host sends the Python worker (a ``Datum`` plus
+trigger metadata, built by the ``*_input`` functions below), decoded as the worker decodes it: the
+``azure.functions`` converter registered for the trigger, or the value as sent when the parameter is
+``str`` or ``bytes`` (the worker's generic binding). So a local run exercises Azure's decoding.
 
 - ``/api/<route>``: HTTP functions (every request is anonymous, as with Core Tools);
 - ``POST /runtime/webhooks/EventGrid?functionName=<name>``: Event Grid deliveries (header
@@ -24,9 +27,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -34,9 +38,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 from azure.functions import meta
-from azure.functions.eventgrid import EventGridEventInConverter
-from azure.functions.eventhub import EventHubTriggerConverter
-from azure.functions.timer import TimerRequest
 
 from controlplane.ncrontab import Schedule
 from controlplane.settings import load_local_settings
@@ -68,22 +69,44 @@ class Function:
     def type(self) -> str:
         return self.trigger["type"]
 
+    @staticmethod
+    def of(indexed: Any) -> Function:
+        """One of ``app.get_functions()``, with the trigger binding the host reads from its function.json."""
+        bindings = json.loads(indexed.get_function_json())["bindings"]
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        return Function(indexed.get_function_name(), trigger, indexed.get_user_function())
+
+    def invoke(self, datum: meta.Datum, metadata: Mapping[str, meta.Datum] | None = None) -> Any:
+        """Run the function on one host input, decoded as the worker decodes it."""
+        return self.call(decode_input(self, datum, metadata or {}))
+
+
+def decode_input(function: Function, datum: meta.Datum, metadata: Mapping[str, meta.Datum]) -> Any:
+    """The trigger argument the worker builds: a ``str`` or ``bytes`` parameter gets the value as the host
+    sent it (the worker's generic binding); any other the trigger's ``azure.functions`` converter output."""
+    annotation = typing.get_type_hints(function.call).get(function.trigger["name"])
+    if annotation in (str, bytes):
+        value = datum.value
+        if annotation is bytes and isinstance(value, str):
+            return value.encode()
+        return value.decode() if annotation is str and isinstance(value, bytes) else value
+    converter = func.get_binding_registry().get(function.type)
+    return converter.decode(datum, trigger_metadata=metadata)
+
 
 class LocalHost:
     """Dispatches local requests to the functions of one ``func.FunctionApp``."""
 
-    def __init__(self, app: func.FunctionApp) -> None:
-        self.functions: dict[str, Function] = {}
-        for function in app.get_functions():
-            bindings = json.loads(function.get_function_json())["bindings"]
-            trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
-            self.functions[function.get_function_name()] = Function(
-                function.get_function_name(), trigger, function.get_user_function())
+    def __init__(self, app: func.FunctionApp | None = None, functions: Iterable[Function] = ()) -> None:
+        """Serve ``app``'s functions (``app.get_functions()`` runs once per app), or functions taken already."""
+        found = map(Function.of, app.get_functions()) if app is not None else functions
+        self.functions = {function.name: function for function in found}
         self._routes = [
             (_route_pattern(f.trigger.get("route") or f.name), {m.upper() for m in f.trigger.get("methods") or ()}, f)
             for f in self.functions.values() if f.type == "httpTrigger"
         ]
         self._sequence = itertools.count(time.time_ns() // 1000)
+        self._last_fired: dict[str, datetime] = {}
 
     # -- request routing ------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -112,9 +135,8 @@ class LocalHost:
                 continue
             if methods and method not in methods:
                 return Reply.json(405, {"error": f"{method} not allowed", "allowed": sorted(methods)})
-            request = func.HttpRequest(method=method, url=f"http://localhost{target}", headers=headers,
-                                       params=query, route_params=match.groupdict(), body=body)
-            response = function.call(request)
+            response = function.invoke(http_input(method, f"http://localhost{target}", headers, query,
+                                                  match.groupdict(), body))
             response_headers = tuple((k, v) for k, v in response.headers.items() if k.lower() != "content-type")
             content_type = response.mimetype + (f"; charset={response.charset}" if response.charset else "")
             headers_out = (("Content-Type", content_type),) + response_headers
@@ -145,14 +167,13 @@ class LocalHost:
             return Reply.json(400, {"error": "header aeg-event-type must be Notification or SubscriptionValidation"})
         failed, rejected = [], []
         for index, item in enumerate(items):
-            if not isinstance(item, dict):
+            if not isinstance(item, dict):  # not an event: the host's extension refuses it
                 rejected.append(index)
                 continue
-            event = EventGridEventInConverter.decode(meta.Datum(json.dumps(item), "json"), trigger_metadata={})
-            try:
-                function.call(event)
-            except Exception as error:  # each event is its own invocation, as with the real host
-                logger.exception("%s failed on event %s", name, item.get("id"))
+            try:  # each event is its own invocation, decoded on its own, as with the real host
+                function.invoke(event_grid_input(item))
+            except Exception as error:
+                logger.exception("%s failed on event %s (index %d)", name, item.get("id"), index)
                 failed.append({"index": index, "id": item.get("id"), "error": f"{type(error).__name__}: {error}"})
         if failed:
             return Reply.json(500, {"failed": failed, "events": len(items)})
@@ -172,16 +193,15 @@ class LocalHost:
             return Reply.json(400, {"error": "body must be an object like {\"input\": \"...\"}"})
         payload = request.get("input", "")
         if function.type == "timerTrigger":
-            function.call(TimerRequest(past_due=False))
+            function.invoke(timer_input(past_due=False))
         elif function.type == "eventHubTrigger":
             sequence = request.get("sequenceNumber")
-            function.call(event_hub_events(
+            function.invoke(*event_hub_input(
                 [payload if isinstance(payload, str) else json.dumps(payload)],
                 partition=str(request.get("partitionId", "local")),
                 first_sequence=next(self._sequence) if sequence is None else int(sequence)))
         elif function.type == "eventGridTrigger":
-            event = payload if isinstance(payload, str) else json.dumps(payload)
-            function.call(EventGridEventInConverter.decode(meta.Datum(event, "json"), trigger_metadata={}))
+            function.invoke(event_grid_input(payload))
         else:
             return Reply.json(400, {"error": f"{function.type} functions are not invoked through /admin"})
         return Reply(202)
@@ -192,14 +212,16 @@ class LocalHost:
 
     def fire_due_timers(self, schedules: list[tuple[Schedule, Function]], after: int, until: int) -> list[str]:
         """Run the timers scheduled in the whole seconds (after, until]; a late one is marked past due."""
-        fired = []
+        fired, last = [], self._last_fired
         for second in range(after + 1, until + 1):
             moment = datetime.fromtimestamp(second, UTC)
             for schedule, function in schedules:
                 if schedule.matches(moment):
                     fired.append(function.name)
                     try:
-                        function.call(TimerRequest(past_due=second < until))
+                        function.invoke(timer_input(past_due=second < until, last=last.get(function.name),
+                                                    now=moment))
+                        last[function.name] = moment
                     except Exception:
                         logger.exception("timer %s failed", function.name)
         return fired
@@ -213,21 +235,63 @@ class LocalHost:
             last = now
 
 
-def event_hub_events(bodies: list[str | bytes], partition: str, first_sequence: int,
-                     properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
-    """Events as the Event Hubs extension hands a batch to a cardinality-many function."""
-    now = datetime.now(UTC).isoformat()
-    system = [{"SequenceNumber": first_sequence + i, "Offset": str(first_sequence + i), "EnqueuedTimeUtc": now,
-               "PartitionKey": None} for i in range(len(bodies))]
+# -- what the host sends the worker, per trigger ----------------------------------------------------------
+
+def http_input(method: str, url: str, headers: Mapping[str, str], query: Mapping[str, str],
+               route_params: Mapping[str, str], body: bytes) -> meta.Datum:
+    """An HTTP request as the host sends it (``RpcHttp``, with the raw body as bytes)."""
+    def strings(values: Mapping[str, str]) -> dict[str, meta.Datum]:
+        return {name: meta.Datum(value, "string") for name, value in values.items()}
+
+    return meta.Datum({"method": meta.Datum(method, "string"), "url": meta.Datum(url, "string"),
+                       "headers": strings(headers), "query": strings(query), "params": strings(route_params),
+                       "body": meta.Datum(body, "bytes")}, "http")
+
+
+def event_grid_input(event: Any) -> meta.Datum:
+    """One element of an Event Grid delivery, as JSON text: the host invokes the function once per event."""
+    return meta.Datum(event if isinstance(event, str) else json.dumps(event), "json")
+
+
+def timer_input(past_due: bool, last: datetime | None = None, now: datetime | None = None,
+                every: timedelta = timedelta(minutes=1)) -> meta.Datum:
+    """A timer tick as the host sends it: ``IsPastDue``, ``Schedule`` and ``ScheduleStatus`` (when monitored)."""
+    now = now or datetime.now(UTC)
+    status = {"Last": (last or datetime.min.replace(tzinfo=UTC)).isoformat(), "Next": (now + every).isoformat(),
+              "LastUpdated": now.isoformat()}
+    return meta.Datum(json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": status,
+                                  "IsPastDue": past_due}), "json")
+
+
+def event_hub_input(bodies: list[str | bytes], partition: str, first_sequence: int,
+                    properties: list[dict[str, Any]] | None = None,
+                    enqueued: datetime | None = None) -> tuple[meta.Datum, dict[str, meta.Datum]]:
+    """A batch as the Event Hubs extension hands it to a cardinality-many function: the bodies as one
+    collection, and the trigger metadata arrays (one entry per event) with the shared partition context."""
+    moment = (enqueued or datetime.now(UTC)).isoformat()
+    count = len(bodies)
+    sequences = [first_sequence + i for i in range(count)]
+    system = [{"SequenceNumber": sequence, "Offset": str(sequence), "EnqueuedTimeUtc": moment, "PartitionKey": None}
+              for sequence in sequences]
     metadata = {
+        "SequenceNumberArray": meta.Datum(json.dumps(sequences), "json"),
+        "OffsetArray": meta.Datum(json.dumps([str(sequence) for sequence in sequences]), "json"),
+        "EnqueuedTimeUtcArray": meta.Datum(json.dumps([moment] * count), "json"),
+        "PartitionKeyArray": meta.Datum(json.dumps([None] * count), "json"),
         "SystemPropertiesArray": meta.Datum(json.dumps(system), "json"),
+        "PropertiesArray": meta.Datum(json.dumps(properties or [{} for _ in bodies]), "json"),
         "PartitionContext": meta.Datum(json.dumps({"PartitionId": partition, "EventHubName": "local",
                                                    "ConsumerGroup": "$Default"}), "json"),
-        "PropertiesArray": meta.Datum(json.dumps(properties or [{} for _ in bodies]), "json"),
     }
     encoded = [body if isinstance(body, bytes) else body.encode() for body in bodies]
-    return EventHubTriggerConverter.decode(meta.Datum(SimpleNamespace(bytes=encoded), "collection_bytes"),
-                                           trigger_metadata=metadata)
+    return meta.Datum(SimpleNamespace(bytes=encoded), "collection_bytes"), metadata
+
+
+def event_hub_events(bodies: list[str | bytes], partition: str, first_sequence: int,
+                     properties: list[dict[str, Any]] | None = None) -> list[func.EventHubEvent]:
+    """The events ``azure.functions``' Event Hubs converter makes of such a batch."""
+    datum, metadata = event_hub_input(bodies, partition, first_sequence, properties)
+    return func.get_binding_registry().get("eventHubTrigger").decode(datum, trigger_metadata=metadata)
 
 
 def _route_pattern(route: str) -> re.Pattern[str]:

@@ -13,6 +13,7 @@ from controlplane import events as ev
 from controlplane.errors import InvalidEvent
 from controlplane.ledger import Decision, Outcome, Source, Verdict
 from controlplane.parsing import parse_registry_event
+from controlplane.parsing.fields import parse_json
 from controlplane.policy import Policy
 from controlplane.ports import Services
 from handlers.actions import act_on_drift
@@ -21,7 +22,15 @@ from handlers.record import decide_once, record_invalid
 
 
 def receive_registry_event(services: Services, raw: Any) -> Decision:
-    """Parse one Event Grid / CloudEvents envelope and decide it once; a bad one becomes ``invalid``."""
+    """Parse one Event Grid / CloudEvents envelope (its JSON text as the host delivers it, or decoded
+    already) and decide it once; a bad one becomes ``invalid``."""
+    if isinstance(raw, (str, bytes)):
+        text = raw
+        try:
+            raw = parse_json(raw)
+        except InvalidEvent as error:
+            payload = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+            return record_invalid(services, source=Source.EVENTGRID, payload=payload, error=error)
     cloud = isinstance(raw, dict) and any(str(key).lower() == "specversion" for key in raw)
     source = Source.CLOUDEVENTS if cloud else Source.EVENTGRID
     try:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane import bootstrap
-from controlplane.localhost import LocalHost
+from controlplane.localhost import Function, LocalHost
 
 ROUTES = ["/api/alerts", "/api/decisions", "/api/health", "/api/reviews", "/api/reviews/{id}",
           "/api/reviews/{id}/decision", "/api/ui", "/api/reports/{id}",
@@ -34,12 +34,7 @@ def host(app_functions, tmp_path_factory):
                                                   "APPROVAL_SIGNING_KEY": "f" * 40}))
     bootstrap.reset(services)
 
-    class App:  # the functions indexed once for the session, handed to the host as an app would be
-        @staticmethod
-        def get_functions():
-            return list(app_functions.values())
-
-    yield LocalHost(App())
+    yield LocalHost(functions=map(Function.of, app_functions.values()))
     bootstrap.reset()
 
 

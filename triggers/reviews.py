@@ -107,8 +107,10 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
                                  decision=form.get("decision", ""), comment=form.get("comment", ""),
                                  principal=req.headers.get(PRINCIPAL_HEADER))
     except VoteError as error:
-        if _is_form(req) and error.status != 404:  # a person at the page: show the page and why
+        if _is_form(req):  # a person at the page: show the page and why
             current = bootstrap.services().store.review(req.route_params["id"])
+            if current is None:
+                return error_response(404, "id", f"no review {req.route_params['id']!r}")
             return _html(review_page(current, message=f"Your vote was not counted: {error.reason}"), error.status)
         return error_response(error.status, error.field, error.reason)
     except ControlPlaneError as error:

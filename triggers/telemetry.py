@@ -6,7 +6,7 @@ store is down) is raised, so the retry policy below runs and no checkpoint is ta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, List  # noqa: UP035 - the worker refuses PEP 585 ``list[...]`` binding annotations
 
 import azure.functions as func
 
@@ -20,7 +20,7 @@ bp = func.Blueprint()
                               event_hub_name="%TELEMETRY_EVENTHUB_NAME%",
                               consumer_group="%TELEMETRY_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
-def on_telemetry(events: list[func.EventHubEvent]) -> None:
+def on_telemetry(events: List[func.EventHubEvent]) -> None:  # noqa: UP006 - see the import
     from controlplane import bootstrap
     from handlers.telemetry import RawTelemetry, receive_telemetry
 
