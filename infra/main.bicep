@@ -1,7 +1,7 @@
 // The control plane's Azure resources: one resource group holding the Function App (Flex Consumption, Python
 // 3.11) and what it reads and writes, reached with one user-assigned identity; plus, when an Azure ML workspace
 // is named, a role on that workspace and an Event Grid system topic on it. What needs the deployed function's
-// keys (the topic's subscription, the alerts action group) is created by infra/hooks/postdeploy.*.
+// keys (the topic's subscriptions, the alerts action group) is created by infra/hooks/postdeploy.*.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -63,13 +63,15 @@ param azureMlResourceGroup string = ''
 @description('Name of that Azure ML workspace; empty keeps dispatch in dry-run mode.')
 param azureMlWorkspace string = ''
 
-@description('Region of that workspace (its Event Grid system topic must be there); defaults to location.')
-param azureMlLocation string = location
+@description('Region of that workspace (its Event Grid system topic must be there, AZURE_ML_LOCATION); empty: location.')
+param azureMlLocation string = ''
 
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var useAzureMl = !empty(azureMlWorkspace)
 var mlResourceGroup = empty(azureMlResourceGroup) ? rg.name : azureMlResourceGroup
+// An empty value (AZURE_ML_LOCATION unset, or passed empty by another tool) means the deployment's region.
+var mlLocation = empty(azureMlLocation) ? location : azureMlLocation
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -110,7 +112,7 @@ module registryEvents 'app/registry-events.bicep' = if (useAzureMl) {
   name: 'registry-events'
   scope: rg
   params: {
-    location: azureMlLocation
+    location: mlLocation
     tags: tags
     resourceToken: resourceToken
     workspaceId: mlWorkspaceId

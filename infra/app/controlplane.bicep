@@ -179,6 +179,9 @@ module rbac 'rbac.bicep' = {
   dependsOn: [decisionsTopic]
 }
 
+// The namespace's host name in this cloud: its endpoint is 'https://<namespace>.<Service Bus suffix>:443/'.
+var eventHubsHost = split(split(split(eventHubs.properties.serviceBusEndpoint, '://')[1], '/')[0], ':')[0]
+
 // Names match local.settings.sample.json and controlplane/settings.py; connections are identity-based.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov reads every sites/config resource as the 'web' configuration; this one is 'appsettings', so these do not apply:
@@ -193,6 +196,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   name: 'appsettings'
   properties: {
     AzureWebJobsStorage__accountName: storage.name
+    // The account's own endpoints, so that nothing derives a public-cloud host name from the account name.
+    AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+    AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+    AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identity.properties.clientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
@@ -222,7 +229,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ALERTS_AUTH_TENANT_ID: empty(alertsAuthAudience) ? '' : tenant().tenantId
     ALERTS_AUTH_AUDIENCE: alertsAuthAudience
     ALERTS_AUTH_AUTHORITY: environment().authentication.loginEndpoint
-    TelemetryEventHub__fullyQualifiedNamespace: '${eventHubs.name}.servicebus.windows.net'
+    TelemetryEventHub__fullyQualifiedNamespace: eventHubsHost
     TelemetryEventHub__credential: 'managedidentity'
     TelemetryEventHub__clientId: identity.properties.clientId
     TELEMETRY_EVENTHUB_NAME: telemetryEventHubName

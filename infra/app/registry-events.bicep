@@ -1,7 +1,8 @@
 // Event Grid system topic on the Azure ML workspace, kept in the control plane's resource group.
-// Its subscription to the on_registry_event function needs the function's Event Grid extension key, which
-// exists only once the code is deployed: infra/hooks/postdeploy.sh / .ps1 create it, with a retry policy and
-// dead-lettering into the container below through the topic's own identity (the account takes no shared keys).
+// Its subscriptions to the on_registry_event function need the function's Event Grid extension key, which
+// exists only once the code is deployed: infra/hooks/postdeploy.sh / .ps1 create them (one per file in
+// infra/hooks/event-subscriptions/), each with its filter, a retry policy and dead-lettering into the
+// container below through the topic's own identity (the account takes no shared keys).
 param location string
 param tags object
 param resourceToken string

@@ -1,14 +1,17 @@
 # azd postdeploy hook (PowerShell): connects what needs the deployed function's keys.
 #
-#  1. Event Grid: subscribes the Azure ML workspace's system topic to the on_registry_event function through
-#     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
-#     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
+#  1. Event Grid: subscribes the on_registry_event function to the Azure ML workspace's system topic through
+#     the host's eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file
+#     name is the subscription's name; the file is its ARM body, filtered to the events the control plane acts
+#     on). Each subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours)
+#     and dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account
+#     takes no shared keys). postdeploy.sh sends the same files.
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
 #     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
 #     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
 #     sends an Entra ID token for that registration. Whoever runs the hook must own the registration.
 #
-# Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
+# Every call creates or updates, so every `azd deploy` applies them again (and picks up rotated keys).
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
@@ -38,6 +41,38 @@ function Wait-For([string]$What, [scriptblock]$Query) {
         Start-Sleep -Seconds 10
     }
     throw "postdeploy: $What did not appear within five minutes"
+}
+
+# The Event Grid subscriptions' bodies, and the ARM API version they are written for.
+$templates = Join-Path $PSScriptRoot 'event-subscriptions'
+$eventGridApi = '2022-06-15'
+
+function ConvertTo-JsonText([string]$Value) {
+    # The value as the inside of a JSON string.
+    $quoted = ConvertTo-Json -InputObject $Value -Compress
+    return $quoted.Substring(1, $quoted.Length - 2)
+}
+
+function Get-AzRestValue([string]$Url, [string]$Query) {
+    # One field of an ARM resource, or nothing when the resource does not exist (yet).
+    $ErrorActionPreference = 'Continue'  # a missing resource (404 on stderr) is an answer here
+    $value = & az rest --method get --url $Url --query $Query -o tsv 2>$null
+    if ($LASTEXITCODE -ne 0 -or -not $value) { return '' }
+    return "$value".Trim()
+}
+
+function Wait-Provisioned([string]$Name, [string]$Url) {
+    # Event Grid validates the webhook (the Functions host answers the handshake) before the subscription is
+    # Succeeded: wait for it, for up to two and a half minutes.
+    for ($try = 0; $try -lt 30; $try++) {
+        $state = Get-AzRestValue $Url 'properties.provisioningState'
+        if ($state -eq 'Succeeded') { return }
+        if ($state -in @('Failed', 'Canceled')) {
+            throw "postdeploy: Event Grid subscription $Name is $state (did the webhook validation fail?)"
+        }
+        Start-Sleep -Seconds 5
+    }
+    throw "postdeploy: Event Grid subscription $Name was not provisioned within two and a half minutes"
 }
 
 # azd passes the environment's values to hooks; load them when the script is run by hand.
@@ -72,55 +107,43 @@ if ($workspaceId) {
     }
 }
 
-$subscription = 'on-registry-event'
 $topic = $env:AZURE_ML_SYSTEM_TOPIC_NAME
 if ($topic) {
     $key = Wait-For 'the eventgrid_extension system key' {
         az functionapp keys list --resource-group $rg --name $app --query 'systemKeys.eventgrid_extension' -o tsv
     }
     $endpoint = "https://$functionHost/runtime/webhooks/eventgrid?functionName=on_registry_event&code=$key"
-
-    Write-Host "postdeploy: subscribing on_registry_event to Event Grid system topic $topic"
-    Invoke-Az eventgrid system-topic event-subscription create `
-        --name $subscription `
-        --resource-group $rg `
-        --system-topic-name $topic `
-        --endpoint-type webhook `
-        --endpoint (Protect-Url $endpoint) `
-        --event-delivery-schema eventgridschema `
-        --included-event-types `
-            Microsoft.MachineLearningServices.ModelRegistered `
-            Microsoft.MachineLearningServices.ModelDeployed `
-            Microsoft.MachineLearningServices.RunCompleted `
-            Microsoft.MachineLearningServices.RunStatusChanged `
-            Microsoft.MachineLearningServices.DatasetDriftDetected `
-        --max-delivery-attempts 30 `
-        --event-ttl 1440 `
-        --output none | Out-Null
-
-    # The CLI sets dead-lettering only with Event Grid's own credentials, which a storage account without shared
-    # keys refuses; the ARM update sets it with the system topic's managed identity (granted in Bicep).
     if (-not $env:AZURE_STORAGE_ACCOUNT_ID) { throw 'postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set' }
     $container = if ($env:AZURE_EVENTGRID_DEADLETTER_CONTAINER) { $env:AZURE_EVENTGRID_DEADLETTER_CONTAINER } else { 'eventgrid-deadletter' }
-    $topicId = Invoke-Az eventgrid system-topic show --resource-group $rg --name $topic --query id -o tsv
-    $body = (New-TemporaryFile).FullName
-    try {
-        $patch = @{
-            deadLetterWithResourceIdentity = @{
-                identity              = @{ type = 'SystemAssigned' }
-                deadLetterDestination = @{
-                    endpointType = 'StorageBlob'
-                    properties   = @{ resourceId = $env:AZURE_STORAGE_ACCOUNT_ID; blobContainerName = $container }
-                }
-            }
-        } | ConvertTo-Json -Depth 5
-        [System.IO.File]::WriteAllText($body, $patch)  # UTF-8 without a byte order mark
-        Invoke-Az rest --method patch `
-            --url "$topicId/eventSubscriptions/$($subscription)?api-version=2022-06-15" `
-            --body "@$body" --output none | Out-Null
+    $topicId = "$(Invoke-Az eventgrid system-topic show --resource-group $rg --name $topic --query id -o tsv)".Trim()
+    $placeholders = [ordered]@{
+        '{{endpointUrl}}'         = ConvertTo-JsonText $endpoint
+        '{{deadLetterAccountId}}' = ConvertTo-JsonText $env:AZURE_STORAGE_ACCOUNT_ID
+        '{{deadLetterContainer}}' = ConvertTo-JsonText $container
     }
-    finally {
-        Remove-Item $body -ErrorAction SilentlyContinue
+
+    foreach ($template in (Get-ChildItem -Path $templates -Filter '*.json' | Sort-Object Name)) {
+        $name = $template.BaseName
+        $url = "$topicId/eventSubscriptions/$($name)?api-version=$eventGridApi"
+        Write-Host "postdeploy: Event Grid subscription $($name): system topic $topic to on_registry_event"
+        $json = [System.IO.File]::ReadAllText($template.FullName)
+        foreach ($placeholder in $placeholders.Keys) { $json = $json.Replace($placeholder, $placeholders[$placeholder]) }
+        $body = (New-TemporaryFile).FullName  # holds the function's key: removed right after the call
+        try {
+            [System.IO.File]::WriteAllText($body, $json)  # UTF-8 without a byte order mark
+            Invoke-Az rest --method put --url $url --body "@$body" --output none | Out-Null
+        }
+        finally {
+            Remove-Item $body -ErrorAction SilentlyContinue
+        }
+        Wait-Provisioned $name $url
+    }
+
+    # Before the subscriptions were filtered, one subscription took every run event of the workspace.
+    $legacy = "$topicId/eventSubscriptions/on-registry-event?api-version=$eventGridApi"
+    if (Get-AzRestValue $legacy 'name') {
+        Write-Host 'postdeploy: deleting the unfiltered Event Grid subscription on-registry-event'
+        Invoke-Az rest --method delete --url $legacy --output none | Out-Null
     }
 }
 else {

@@ -1,15 +1,18 @@
 #!/bin/sh
 # azd postdeploy hook (POSIX shells): connects what needs the deployed function's keys.
 #
-#  1. Event Grid: subscribes the Azure ML workspace's system topic to the on_registry_event function through
-#     the host's eventgrid_extension system key, with a retry policy (30 attempts, 24 hours) and dead-lettering
-#     into the eventgrid-deadletter container with the topic's own identity (the account takes no shared keys).
+#  1. Event Grid: subscribes the on_registry_event function to the Azure ML workspace's system topic through
+#     the host's eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file
+#     name is the subscription's name; the file is its ARM body, filtered to the events the control plane acts
+#     on). Each subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours)
+#     and dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account
+#     takes no shared keys). postdeploy.ps1 sends the same files.
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
 #     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
 #     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
 #     sends an Entra ID token for that registration. Whoever runs the hook must own the registration.
 #
-# Both commands create or update, so every `azd deploy` applies them again (and picks up rotated keys).
+# Every call creates or updates, so every `azd deploy` applies them again (and picks up rotated keys).
 set -eu
 
 command -v az >/dev/null 2>&1 || { echo "postdeploy: the Azure CLI (az) is required" >&2; exit 1; }
@@ -52,6 +55,34 @@ wait_for() {
   return 1
 }
 
+# The Event Grid subscriptions' bodies, and the ARM API version they are written for.
+templates="$(dirname "$0")/event-subscriptions"
+event_grid_api=2022-06-15
+
+# $1 as the inside of a JSON string, escaped again for the replacement side of sed's s|...|...|.
+literal() {
+  printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/[\\&|]/\\&/g'
+}
+
+# Event Grid validates the webhook (the Functions host answers the handshake) before the subscription is
+# Succeeded: wait for it, for up to two and a half minutes.
+wait_until_provisioned() {
+  tries=0
+  while [ "$tries" -lt 30 ]; do
+    state=$(az rest --method get --url "$2" --query properties.provisioningState -o tsv 2>/dev/null || true)
+    case "$state" in
+      Succeeded) return 0 ;;
+      Failed | Canceled)
+        echo "postdeploy: Event Grid subscription $1 is $state (did the webhook validation fail?)" >&2
+        return 1 ;;
+    esac
+    tries=$((tries + 1))
+    sleep 5
+  done
+  echo "postdeploy: Event Grid subscription $1 was not provisioned within two and a half minutes" >&2
+  return 1
+}
+
 workspace_id=${AZURE_ML_WORKSPACE_ID:-}
 if [ -n "$workspace_id" ]; then
   # AzureML Data Scientist on the workspace, assigned here rather than in Bicep so that `azd down` never
@@ -67,53 +98,39 @@ if [ -n "$workspace_id" ]; then
   fi
 fi
 
-subscription=on-registry-event
 topic=${AZURE_ML_SYSTEM_TOPIC_NAME:-}
 if [ -n "$topic" ]; then
   key=$(wait_for "the eventgrid_extension system key" \
     az functionapp keys list --resource-group "$rg" --name "$app" --query "systemKeys.eventgrid_extension" -o tsv)
   endpoint="https://${host}/runtime/webhooks/eventgrid?functionName=on_registry_event&code=${key}"
-
-  echo "postdeploy: subscribing on_registry_event to Event Grid system topic $topic"
-  az eventgrid system-topic event-subscription create \
-    --name "$subscription" \
-    --resource-group "$rg" \
-    --system-topic-name "$topic" \
-    --endpoint-type webhook \
-    --endpoint "$endpoint" \
-    --event-delivery-schema eventgridschema \
-    --included-event-types \
-      Microsoft.MachineLearningServices.ModelRegistered \
-      Microsoft.MachineLearningServices.ModelDeployed \
-      Microsoft.MachineLearningServices.RunCompleted \
-      Microsoft.MachineLearningServices.RunStatusChanged \
-      Microsoft.MachineLearningServices.DatasetDriftDetected \
-    --max-delivery-attempts 30 \
-    --event-ttl 1440 \
-    --output none
-
-  # The CLI sets dead-lettering only with Event Grid's own credentials, which a storage account without shared
-  # keys refuses; the ARM update sets it with the system topic's managed identity (granted in Bicep).
+  account_id=${AZURE_STORAGE_ACCOUNT_ID:?postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set}
+  container=${AZURE_EVENTGRID_DEADLETTER_CONTAINER:-eventgrid-deadletter}
   topic_id=$(az eventgrid system-topic show --resource-group "$rg" --name "$topic" --query id -o tsv)
-  body=$(mktemp)
-  cat > "$body" <<EOF
-{
-  "deadLetterWithResourceIdentity": {
-    "identity": { "type": "SystemAssigned" },
-    "deadLetterDestination": {
-      "endpointType": "StorageBlob",
-      "properties": {
-        "resourceId": "${AZURE_STORAGE_ACCOUNT_ID:?postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set}",
-        "blobContainerName": "${AZURE_EVENTGRID_DEADLETTER_CONTAINER:-eventgrid-deadletter}"
-      }
-    }
-  }
-}
-EOF
-  az rest --method patch \
-    --url "${topic_id}/eventSubscriptions/${subscription}?api-version=2022-06-15" \
-    --body "@$body" --output none
-  rm -f "$body"
+
+  for template in "$templates"/*.json; do
+    name=$(basename "$template" .json)
+    url="${topic_id}/eventSubscriptions/${name}?api-version=${event_grid_api}"
+    echo "postdeploy: Event Grid subscription $name: system topic $topic to on_registry_event"
+    body=$(mktemp)  # holds the function's key: readable by this user only, removed right after the call
+    sed -e "s|{{endpointUrl}}|$(literal "$endpoint")|g" \
+        -e "s|{{deadLetterAccountId}}|$(literal "$account_id")|g" \
+        -e "s|{{deadLetterContainer}}|$(literal "$container")|g" \
+        "$template" > "$body"
+    if ! az rest --method put --url "$url" --body "@$body" --output none; then
+      rm -f "$body"
+      echo "postdeploy: creating Event Grid subscription $name failed" >&2
+      exit 1
+    fi
+    rm -f "$body"
+    wait_until_provisioned "$name" "$url"
+  done
+
+  # Before the subscriptions were filtered, one subscription took every run event of the workspace.
+  legacy="${topic_id}/eventSubscriptions/on-registry-event?api-version=${event_grid_api}"
+  if [ -n "$(az rest --method get --url "$legacy" --query name -o tsv 2>/dev/null || true)" ]; then
+    echo "postdeploy: deleting the unfiltered Event Grid subscription on-registry-event"
+    az rest --method delete --url "$legacy" --output none
+  fi
 else
   echo "postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create"
 fi
