@@ -12,10 +12,13 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 WORKSPACE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-ml-prod/providers/"
              "Microsoft.MachineLearningServices/workspaces/mlw-prod")
+WEBHOOK = "/runtime/webhooks/EventGrid?functionName=on_registry_event"
+PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 BREACH = ("The signal 'data-drift-signal' has failed due to one or more features violating metric thresholds.\n"
           "The feature names and their corresponding computed metric values violating the threshold are \n{}\n")
 
@@ -173,6 +176,74 @@ def approvals(base: str, version: str = "3") -> list[tuple[str, str, str, Any]]:
                      {"input": ""})]
 
 
+def run_pipeline(workdir: Path, job: str, model_name: str) -> dict[str, Any] | None:
+    """The retraining pipeline's steps (pipelines/src), chained as pipelines/retrain-churn.yml chains them, on the
+    shipped training sample; returns the model entity the register step would register."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("sklearn") is None:
+        print("    (scikit-learn is not installed, so the pipeline is not run here: make demo installs it, as does "
+              "pip install -r requirements-dev.txt)")
+        return None
+    data = PIPELINES / "data" / "churn-training.csv"
+    # In Azure ML the pipeline job's name, here the control plane's, is the root run id of each of its steps.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "AZUREML_ROOT_RUN_ID": job}
+    steps = [("prep", "--data", str(data), "--train-out", "train", "--test-out", "test"),
+             ("train", "--train", "train", "--model-out", "model"),
+             ("evaluate", "--model", "model", "--test", "test", "--metrics-out", "metrics"),
+             ("register", "--model", "model", "--metrics", "metrics", "--model-name", model_name,
+              "--training-data", str(data.relative_to(PIPELINES.parent)), "--out", "registration", "--dry-run")]
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name, *args in steps:
+        done = subprocess.run([sys.executable, str(PIPELINES / "src" / f"{name}.py"), *args], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"pipeline step {name} failed: {done.stderr.strip()[-1000:]}")
+        print(f"    {done.stdout.strip()}")
+    return json.loads((workdir / "registration" / "model.json").read_text(encoding="utf-8"))
+
+
+def retraining(base: str, first: int, workdir: Path) -> None:
+    """The loop closed: the retraining the drifting churn window dispatched runs its pipeline's steps, and the
+    version they register goes through the promotion gates."""
+    from controlplane import bootstrap
+
+    services = bootstrap.services()
+    task = next(t for t in services.store.tasks(limit=200) if t.kind.value == "retraining" and t.result)
+    job = task.result["would_send"]["job"]
+    inputs = ", ".join(f"{k}={v}" for k, v in job["inputs"].items())
+    print(f"    retraining: {job['name']} was dispatched in dry run: {job['source']} on {job['compute']}, {inputs}")
+    print("    the pipeline's steps, run here on pipelines/data/churn-training.csv:")
+    entity = run_pipeline(workdir / "retrain-churn", job["name"], job["inputs"]["model_name"])
+    if entity is None:
+        return
+    model = entity["name"]
+    versions = [int(d.version) for d in services.store.decisions(model=model, limit=200) if str(d.version).isdigit()]
+    version = str(max(versions, default=0) + 1)
+    registered = grid("ModelRegistered", f"models/{model}:{version}", {
+        "ModelName": model, "ModelVersion": int(version), "ModelTags": entity["tags"],
+        "ModelProperties": entity["properties"]})
+    steps = [(f"{model}:{version} is registered by the pipeline", "POST", WEBHOOK, [registered]),
+             ("the sweep timer drains the outbox (dry run)", "POST", "/admin/functions/sweep", {"input": ""})]
+    for step, (description, method, path, body) in enumerate(steps, first):
+        status, _ = call(base, method, path, body)
+        print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
+        if path != WEBHOOK:
+            continue
+        decided = services.store.decisions(model=model, limit=1, version=version)[0]
+        print(f"    {decided.outcome.value}: {decided.reason}")
+        gates = [f"{g['metric']} {g['value']:g} {'passes' if g['passed'] else 'fails'} {g['gate']}"
+                 for g in decided.evidence.get("gates", [])]
+        gain = decided.evidence.get("improvement")
+        if gain:
+            gates.append(f"{gain['metric']} gains {gain['gain']:g} on the champion {decided.evidence['champion']} "
+                         f"(at least {gain['required']:g})")
+        if gates:
+            print(f"    gates: {'; '.join(gates)}")
+
+
 def call(base: str, method: str, path: str, body: Any) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json", "aeg-event-type": "Notification"}
     data = json.dumps(body).encode() if body is not None else None
@@ -263,7 +334,7 @@ def run() -> int:
     print("    production rollout of churn:3, healthy at every step:")
     rollout(base, healthy_until=99, version="3")
     print("    churn:4 is registered, passes its gates, is approved; its rollout turns unhealthy at 10%:")
-    call(base, "POST", "/runtime/webhooks/EventGrid?functionName=on_registry_event", [grid(
+    call(base, "POST", WEBHOOK, [grid(
         "ModelRegistered", "models/churn:4", {"ModelName": "churn", "ModelVersion": 4, "ModelTags": {
             "accuracy": "0.93", "auc": "0.88", "created_by": "alice@contoso.com"}})])
     for _, method, path, body in approvals(base, version="4"):
@@ -275,7 +346,8 @@ def run() -> int:
     script_signals(services.gateway, fresh)
     print(f"    alerts: churn:3 serves churn-ep from {fresh}, rolled out minutes ago")
     first = len(steps) + 4
-    for step, (description, method, path, body) in enumerate(alerts(fresh), first):
+    chapter = alerts(fresh)
+    for step, (description, method, path, body) in enumerate(chapter, first):
         status, reply = call(base, method, path, body)
         print(f"{step:>2}. {description:<50} {method} {path.split('?')[0][:40]:<40} -> {status}")
         decided = reply.get("decision") if isinstance(reply, dict) else None
@@ -294,6 +366,7 @@ def run() -> int:
     [review] = [r for r in services.store.reviews() if r.kind.value == "alert"]
     print(f"    infrastructure review {review.id} for {', '.join(review.approvers)}: "
           f"{base}/api/reviews/{review.id}")
+    retraining(base, first + len(chapter), Path(workdir))
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
     decisions = list(reversed(listing["decisions"]))
