@@ -53,7 +53,8 @@ test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/chec
 	$(PY) -m pytest
 
 ## demo: replay a realistic scenario against a fresh local host and print the decision timeline
-demo: $(VENV)/.runtime
+# On the dev install: the retraining chapter runs the pipeline's steps, which train with scikit-learn.
+demo: $(VENV)/.dev
 	$(PY) -m controlplane demo
 
 ## bench: figures beside baselines measured in the same run (table, and bench/results.json)

@@ -54,7 +54,7 @@ def build(settings: Settings) -> Services:
         from controlplane.adapters.eventgrid_publisher import EventGridPublisher
 
         routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
-    gateway, health = workspace(settings)
+    gateway, health = workspace(settings, clock)
     from controlplane.adapters.artifacts import artifacts_for
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
     from controlplane.adapters.local_work import LocalWork
@@ -73,14 +73,14 @@ def build(settings: Settings) -> Services:
     kinds = (TaskKind.ROLLBACK, TaskKind.SCALE)
     if settings.dispatch == "azureml":
         kinds += (TaskKind.RETRAINING, TaskKind.PROMOTION)
-    routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway)))
+    routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway, clock)))
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
                     drift=checker, artifacts=kept, alert_auth=alert_auth(settings))
 
 
-def workspace(settings: Settings):
+def workspace(settings: Settings, clock=None):
     """The Azure ML workspace and deployment health: real ones with ``azureml`` dispatch, else the
     simulated workspace of the dry run (which records every request it would have sent)."""
     if settings.dispatch == "azureml":
@@ -92,7 +92,7 @@ def workspace(settings: Settings):
         return gateway, MonitorLogsProbe(settings.logs_workspace_id)
     from controlplane.adapters.simulated import SimulatedWorkspace
 
-    simulated = SimulatedWorkspace(settings.simulation_path)
+    simulated = SimulatedWorkspace(settings.simulation_path, clock)
     return simulated, simulated
 
 

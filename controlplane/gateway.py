@@ -7,8 +7,8 @@ or ``GatewayError`` (a ``PermanentError``: not found, validation, authorisation)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from controlplane.errors import PermanentError
 
@@ -59,6 +59,29 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class DeploymentSpec:
+    """What a model needs to serve besides its weights. Only MLflow models deploy without an environment and
+    a scoring script; a redeploy replaces the whole spec, so what is not given here is copied from the
+    deployment being replaced (``DeploymentRequest.copy_from``)."""
+
+    environment: str | None = None  # azureml:<name>:<version> or an ARM id
+    code: str | None = None  # the scoring code: azureml:<name>:<version>, an ARM id or a local folder
+    scoring_script: str | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    request_settings: Mapping[str, int] = field(default_factory=dict)
+    liveness_probe: Mapping[str, int] = field(default_factory=dict)
+    readiness_probe: Mapping[str, int] = field(default_factory=dict)
+    app_insights_enabled: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value not in (None, {})}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any] | None) -> DeploymentSpec:
+        return DeploymentSpec(**(data or {}))
+
+
+@dataclass(frozen=True)
 class DeploymentRequest:
     endpoint: str
     name: str
@@ -66,6 +89,9 @@ class DeploymentRequest:
     instance_type: str
     instance_count: int = 1
     tags: Mapping[str, str] = field(default_factory=dict)
+    spec: DeploymentSpec = DeploymentSpec()
+    copy_from: str | None = None  # the deployment whose spec fills what ``spec`` leaves out
+    auth_mode: str = "key"  # for the endpoint, when it has to be created
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class DeploymentInfo:
     instance_type: str = ""
     instance_count: int = 0
     provisioning_state: str = ""
+    error: str = ""  # why provisioning failed, when it did
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,7 @@ class EndpointState:
     traffic: Mapping[str, int]
     mirror_traffic: Mapping[str, int]
     deployments: tuple[DeploymentInfo, ...] = ()
+    provisioning_state: str = "Succeeded"
 
     def serving(self) -> str | None:
         """The deployment with the most live traffic, if any."""
@@ -126,16 +154,28 @@ class Gateway(Protocol):
 
     def get_job(self, name: str) -> JobInfo: ...
 
+    # The changes to endpoints and deployments below are long-running operations in Azure ML (a deployment can
+    # take 15 minutes or more): each one is begun and returns at once; ``get_endpoint`` and ``get_deployment``
+    # say how it goes (``controlplane.operations`` watches them).
+
+    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+        """Begin creating a managed online endpoint."""
+
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
-        """Create or update a managed online deployment and wait for it to be provisioned."""
+        """Begin creating (or replacing) a managed online deployment, its spec completed from ``copy_from``."""
 
-    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo: ...
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
+        """Begin changing a deployment's instance count."""
 
-    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
-
-    def get_endpoint(self, name: str) -> EndpointState:
-        """Traffic, mirror traffic and deployments of an online endpoint."""
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        """Begin deleting a deployment; one already gone is not an error."""
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
                     mirror: Mapping[str, int] | None = None) -> EndpointState:
-        """Set live traffic (shares summing to 100 or 0) and, when given, mirror traffic (<= 50)."""
+        """Begin setting live traffic (shares summing to 100 or 0) and, when given, mirror traffic (<= 50)."""
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        """Traffic, mirror traffic, deployments and provisioning state of an online endpoint."""
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        """One deployment as it is now (``NotFound`` when it does not exist)."""

@@ -210,6 +210,8 @@ class ModelRule(_Strict):
     review: Review | None = None
     promotion: Promotion | None = None
     drift: DriftPolicy | None = None
+    deployment: DeploymentBlock | None = Field(None, description="Spec of this model's deployments; overrides the "
+                                                                 "endpoint's block field by field.")
 
     def matches(self, model: str, tags: Mapping[str, str]) -> bool:
         return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
@@ -250,8 +252,44 @@ class RolloutPolicy(_Strict):
         return steps
 
 
+class ProbeBlock(_Strict):
+    initial_delay: int | None = Field(None, ge=0, description="Seconds before the first probe.")
+    period: int | None = Field(None, ge=1, description="Seconds between probes.")
+    timeout: int | None = Field(None, ge=1, description="Seconds a probe may take.")
+    failure_threshold: int | None = Field(None, ge=1, description="Failures before the container is unhealthy.")
+    success_threshold: int | None = Field(None, ge=1, description="Successes before it is healthy again.")
+
+
+class RequestSettingsBlock(_Strict):
+    request_timeout_ms: int | None = Field(None, ge=1, description="Scoring request timeout (ms).")
+    max_concurrent_requests_per_instance: int | None = Field(None, ge=1)
+    max_queue_wait_ms: int | None = Field(None, ge=1)
+
+
+class DeploymentBlock(_Strict):
+    """What a new deployment serves with. Anything left out is copied from the deployment it replaces on the
+    endpoint; MLflow models need none of it, custom models need an environment and a scoring script."""
+
+    environment: str | None = Field(None, description="azureml:<name>:<version> (or an ARM id) of the environment.")
+    code: str | None = Field(None, description="azureml:<name>:<version> (or an ARM id) of the scoring code.")
+    scoring_script: str | None = Field(None, description="The scoring script inside the code, e.g. score.py.")
+    environment_variables: dict[str, str] = Field(default_factory=dict,
+                                                  description="Merged over the copied ones.")
+    request_settings: RequestSettingsBlock | None = None
+    liveness_probe: ProbeBlock | None = None
+    readiness_probe: ProbeBlock | None = None
+    app_insights_enabled: bool | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The block as a ``DeploymentSpec``'s JSON: only what it sets."""
+        return self.model_dump(exclude_none=True, exclude_defaults=True)
+
+
 class EndpointPolicy(_Strict):
     rollout: RolloutPolicy = RolloutPolicy()
+    auth_mode: str = Field("key", pattern="^(key|aml_token|aad_token)$",
+                           description="Auth mode of the endpoint when the control plane has to create it.")
+    deployment: DeploymentBlock | None = Field(None, description="Spec of new deployments on this endpoint.")
 
 
 class Defaults(_Strict):
@@ -441,6 +479,18 @@ class Policy:
     def rollout_for(self, endpoint: str) -> RolloutPolicy:
         configured = self.document.endpoints.get(endpoint)
         return configured.rollout if configured else RolloutPolicy()
+
+    def deployment_for(self, endpoint: str, model: str) -> dict[str, Any]:
+        """How a deployment of ``model`` on ``endpoint`` is made: {"spec": ..., "auth_mode": ...}. The model's
+        rule's block overrides the endpoint's field by field; what neither sets is copied from the deployment
+        being replaced."""
+        configured = self.document.endpoints.get(endpoint) or EndpointPolicy()
+        rule = next((r for r in self.document.models if r.matches(model, {})), None)
+        spec = configured.deployment.spec() if configured.deployment else {}
+        own = rule.deployment.spec() if rule is not None and rule.deployment else {}
+        variables = {**spec.get("environment_variables", {}), **own.get("environment_variables", {})}
+        merged = {**spec, **own, **({"environment_variables": variables} if variables else {})}
+        return {"spec": merged, "auth_mode": configured.auth_mode}
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

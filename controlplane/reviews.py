@@ -24,6 +24,7 @@ class ReviewKind(StrEnum):
     PROMOTION = "promotion"
     DRIFT = "drift"
     ALERT = "alert"
+    OPERATION = "operation"  # an Azure ML operation failed or ran past its deadline
 
 
 class ReviewState(StrEnum):

@@ -2,7 +2,8 @@
 judgment of one step's health.
 
 A rollout moves through ``starting`` -> ``observing`` (one step after another) -> ``completed``, or
-ends ``rolled_back`` on bad health; too little traffic to judge ``paused`` it. It lives in the store
+ends ``rolled_back`` on bad health; too little traffic to judge ``paused`` it. While an Azure ML operation
+it began runs (provisioning the deployment, a traffic change, scaling), it is ``waiting`` on it. It lives in the store
 and changes only from the revision it was read at, together with the decision recording the change.
 """
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Rollout:
     waits: int = 0
     approvers: tuple[str, ...] = ()
     revision: int = 0
+    # A long-running Azure ML operation the rollout waits for: {"phase", "operation", and what resuming needs}.
+    waiting: Mapping[str, Any] | None = None
 
     @property
     def current(self) -> Step | None:

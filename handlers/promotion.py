@@ -15,7 +15,7 @@ from typing import Any
 from controlplane.errors import PermanentError
 from controlplane.events import MODEL_DEPLOYED, ModelRegistered
 from controlplane.ledger import Decision, Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
-from controlplane.policy import Mode, Production, Promotion, ResolvedRule
+from controlplane.policy import Mode, Policy, Production, Promotion, ResolvedRule
 from controlplane.ports import Services
 from controlplane.reviews import ReviewKind
 
@@ -46,8 +46,8 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
     if missing:
         reason = f"metrics missing for {model}:{version}: {', '.join(missing)}; a person must look"
         approvers = promotion.production.approvers if promotion.production else ()
-        review = _review(promotion.production, evidence, registrant, _staging_request(promotion, model, version, key),
-                         approvers=approvers or ("ml-leads",))
+        staging = _staging_request(promotion, model, version, key, services.policy)
+        review = _review(promotion.production, evidence, registrant, staging, approvers=approvers or ("ml-leads",))
         return _enforce(rule, Verdict(Outcome.INCONCLUSIVE, reason, model=model, version=version,
                                       evidence=evidence, reviews=(review,)))
 
@@ -74,7 +74,7 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
                                evidence=evidence)
 
     staging = TaskDraft(TaskKind.PROMOTION, f"azureml:endpoint/{promotion.endpoint}",
-                        _staging_request(promotion, model, version, key))
+                        _staging_request(promotion, model, version, key, services.policy))
     passed = ", ".join(r["gate"] for r in results)
     if promotion.production is None:
         verdict = Verdict(Outcome.PROMOTE, f"gates passed ({passed}); deploying to staging on {promotion.endpoint} "
@@ -119,11 +119,12 @@ def _review(production: Production | None, evidence: Mapping[str, Any], registra
                        on_approval=dict(on_approval))
 
 
-def _staging_request(promotion: Promotion, model: str, version: str, key: str) -> dict[str, Any]:
+def _staging_request(promotion: Promotion, model: str, version: str, key: str, policy: Policy) -> dict[str, Any]:
     return {"operation": "online_deployments.begin_create_or_update", "stage": "staging",
             "endpoint": promotion.endpoint, "deployment": deployment_name(model, version, key),
             "model": f"azureml:{model}:{version}", "instance_type": promotion.staging.instance_type,
-            "instance_count": promotion.staging.instance_count, "traffic": 0}
+            "instance_count": promotion.staging.instance_count, "traffic": 0,
+            **policy.deployment_for(promotion.endpoint, model)}
 
 
 def production_request(promotion: Promotion, model: str, version: str, key: str,

@@ -13,8 +13,19 @@ from datetime import timedelta
 from typing import Any
 
 from controlplane.errors import PermanentError, TransientError
-from controlplane.gateway import DeploymentRequest
+from controlplane.gateway import DeploymentRequest, DeploymentSpec, EndpointState, NotFound
 from controlplane.ledger import Decision, Outcome, ReviewDraft, Source, Task, TaskDraft, TaskKind, Verdict, record
+from controlplane.operations import (
+    NextStep,
+    Operation,
+    OperationFailed,
+    deleted,
+    deployment_in_place,
+    reconcile,
+    scaled,
+    traffic_matches,
+    traffic_set,
+)
 from controlplane.ports import Services
 from controlplane.reviews import ReviewKind
 from controlplane.rollout import ACTIVE, Rollout, RolloutState, Step, baseline_of, judge, plan, target
@@ -32,7 +43,8 @@ def start_rollout(services: Services, task: Task) -> dict[str, Any]:
     _, _, version = request["model"].rpartition(":")
     rollout = Rollout(id=task.id, endpoint=request["endpoint"], model=task.model, version=version,
                       deployment=request["deployment"], model_ref=request["model"],
-                      steps=plan(policy.mirror_percent, policy.steps), policy=policy.model_dump(),
+                      steps=plan(policy.mirror_percent, policy.steps),
+                      policy={**policy.model_dump(), **services.policy.deployment_for(request["endpoint"], task.model)},
                       created_at=services.clock.now(), approvers=tuple(request.get("approvers", ())))
     created = services.store.create_rollout(rollout)
     return {"rollout": rollout.id, "created": created, "steps": [str(step) for step in rollout.steps]}
@@ -47,8 +59,17 @@ def advance_rollouts(services: Services) -> list[str]:
                 moved.append(rollout.id)
         except TransientError as error:
             logger.warning("rollout %s waits for the next sweep: %s", rollout.id, error)
+        except OperationFailed as error:  # Azure ML failed what the rollout began: people look before it resumes
+            review = ReviewDraft(kind=ReviewKind.OPERATION, approvers=rollout.approvers or ("ml-leads",), quorum=1,
+                                 ttl=ROLLBACK_REVIEW_TTL, evidence={"rollout": rollout.id, "error": error.reason,
+                                                                    "operation": error.operation.to_json()},
+                                 separation_of_duties=False)
+            _transition(services, rollout, replace(rollout, state=RolloutState.PAUSED, waiting=None), Outcome.REVIEW,
+                        f"rollout of {_label(rollout)} paused: {error}", {"error": str(error)}, notify=True,
+                        reviews=(review,))
+            moved.append(rollout.id)
         except PermanentError as error:
-            _transition(services, rollout, replace(rollout, state=RolloutState.PAUSED), Outcome.NOTIFY,
+            _transition(services, rollout, replace(rollout, state=RolloutState.PAUSED, waiting=None), Outcome.NOTIFY,
                         f"rollout of {_label(rollout)} paused: {error}", {"error": str(error)}, notify=True)
             moved.append(rollout.id)
     return moved
@@ -82,6 +103,8 @@ def halt_rollout(services: Services, rollout: Rollout, why: str) -> None:
 def _advance(services: Services, rollout: Rollout) -> bool:
     if services.gateway is None or services.health is None:
         raise TransientError("no Azure ML workspace or health probe is configured for rollouts")
+    if rollout.waiting:
+        return _resume(services, rollout)
     if rollout.state is RolloutState.STARTING:
         return _begin(services, rollout)
     policy, now = rollout.policy, services.clock.now()
@@ -109,16 +132,52 @@ def _advance(services: Services, rollout: Rollout) -> bool:
     return _apply(services, rollout, rollout.step + 1, evidence)
 
 
+def _resume(services: Services, rollout: Rollout) -> bool:
+    """Pick up the phase that began an operation: watch it, and go on once it is done."""
+    waiting = rollout.waiting
+    phase, evidence = waiting["phase"], waiting.get("evidence", {})
+    if phase == "begin":
+        return _begin(services, rollout)
+    if phase == "step":
+        return _apply(services, rollout, waiting["step"], evidence)
+    if phase == "complete":
+        return _complete(services, rollout, evidence)
+    return _rollback(services, rollout, evidence, waiting["why"])
+
+
+def _operations(services: Services, current: Rollout, updated: Rollout, phase: str, next_step: NextStep,
+                **context: Any) -> bool | None:
+    """Drive a phase's Azure ML operations without waiting: None once they are done (the caller goes on);
+    otherwise True when an operation was begun (recorded as a decision), False while one still runs."""
+    pending = current.waiting if current.waiting and current.waiting["phase"] == phase else None
+    running = Operation.from_json(pending["operation"]) if pending else None
+    still = reconcile(services.gateway, services.clock.now(), running, next_step)
+    if still is None:
+        return None
+    if still == running:
+        return False  # looked at, still running: nothing to record until it ends
+    waiting = {"phase": phase, "operation": still.to_json(), **context}
+    return _transition(services, current, replace(updated, waiting=waiting), Outcome.NO_ACTION,
+                       f"rollout of {_label(updated)} on {updated.endpoint} waits for {still.kind} on {still.target} "
+                       f"(deadline {still.deadline.isoformat(timespec='minutes')})", {"operation": still.to_json()})
+
+
 def _begin(services: Services, rollout: Rollout) -> bool:
-    policy = rollout.policy
-    services.gateway.deploy(DeploymentRequest(
+    policy, gateway, now = rollout.policy, services.gateway, services.clock.now()
+    state = _endpoint_or_none(services, rollout.endpoint)
+    serving = state.serving() if state is not None else None
+    request = DeploymentRequest(
         endpoint=rollout.endpoint, name=rollout.deployment, model=rollout.model_ref,
         instance_type=policy["instance_type"], instance_count=policy["instance_count"],
-        tags={"controlplane.rollout": rollout.id}))
-    state = services.gateway.get_endpoint(rollout.endpoint)
+        tags={"controlplane.rollout": rollout.id}, spec=DeploymentSpec.from_json(policy.get("spec")),
+        copy_from=serving if serving != rollout.deployment else None, auth_mode=policy.get("auth_mode", "key"))
+    waited = _operations(services, rollout, rollout, "begin", deployment_in_place(gateway, request, now))
+    if waited is not None:
+        return waited
+    state = gateway.get_endpoint(rollout.endpoint)
     baseline = baseline_of(state.traffic, rollout.deployment)
     steps = rollout.steps if baseline else (Step("traffic", 100),)  # nothing serves yet: nothing to compare
-    begun = replace(rollout, baseline=baseline, steps=steps,
+    begun = replace(rollout, baseline=baseline, steps=steps, waiting=None,
                     old_deployment=max(baseline, key=baseline.__getitem__) if baseline else None)
     return _apply(services, begun, 0, {"baseline": baseline}, current_rollout=rollout)
 
@@ -127,29 +186,37 @@ def _apply(services: Services, rollout: Rollout, index: int, evidence: dict[str,
            current_rollout: Rollout | None = None) -> bool:
     step = rollout.steps[index]
     live, mirror = target(step, rollout.deployment, rollout.baseline)
-    state = services.gateway.get_endpoint(rollout.endpoint)
-    already = _nonzero(state.traffic) == _nonzero(live) and _nonzero(state.mirror_traffic) == _nonzero(mirror)
-    if not already:
-        services.gateway.set_traffic(rollout.endpoint, live, mirror)
-    moved = replace(rollout, state=RolloutState.OBSERVING, step=index, applied_at=services.clock.now(), waits=0)
+    current = current_rollout or rollout
+    already = traffic_matches(services.gateway.get_endpoint(rollout.endpoint), live, mirror)
+    waited = _operations(services, current, rollout, "step", traffic_set(
+        services.gateway, rollout.endpoint, live, mirror, services.clock.now()), step=index, evidence=evidence)
+    if waited is not None:
+        return waited
+    moved = replace(rollout, state=RolloutState.OBSERVING, step=index, applied_at=services.clock.now(), waits=0,
+                    waiting=None)
     evidence = {**evidence, "traffic": live, "mirror": mirror, "traffic_already_set": already}
     previous = f" after {rollout.current} was healthy ({evidence['reasons'][0]})" if evidence.get("reasons") else ""
-    return _transition(services, current_rollout or rollout, moved, Outcome.PROMOTE,
+    return _transition(services, current, moved, Outcome.PROMOTE,
                        f"rollout of {_label(rollout)} on {rollout.endpoint}: step {index + 1}/{len(rollout.steps)} "
                        f"{step}{previous}", evidence)
 
 
 def _complete(services: Services, rollout: Rollout, evidence: dict[str, Any]) -> bool:
-    old, policy = rollout.old_deployment, rollout.policy
+    old, policy, gateway, now = rollout.old_deployment, rollout.policy, services.gateway, services.clock.now()
+    retire = None
     if old and policy["old_deployment"] == "scale_down":
-        services.gateway.scale(rollout.endpoint, old, 1)
+        retire = scaled(gateway, rollout.endpoint, old, 1, now)
     elif old and policy["old_deployment"] == "delete":
-        services.gateway.delete_deployment(rollout.endpoint, old)
+        retire = deleted(gateway, rollout.endpoint, old, now)
+    if retire is not None:
+        waited = _operations(services, rollout, rollout, "complete", retire, evidence=evidence)
+        if waited is not None:
+            return waited
     if rollout.model and rollout.version:
-        services.gateway.tag_model(rollout.model, rollout.version, {"controlplane.stage": "production",
-                                                                    "controlplane.endpoint": rollout.endpoint},
-                                   stage="Production")
-    done = replace(rollout, state=RolloutState.COMPLETED)
+        gateway.tag_model(rollout.model, rollout.version, {"controlplane.stage": "production",
+                                                           "controlplane.endpoint": rollout.endpoint},
+                          stage="Production")
+    done = replace(rollout, state=RolloutState.COMPLETED, waiting=None)
     return _transition(services, rollout, done, Outcome.PROMOTE,
                        f"{_label(rollout)} serves 100% of {rollout.endpoint}; old deployment {old or '-'}: "
                        f"{policy['old_deployment'] if old else 'none'}", {**evidence, SETS_CHAMPION: rollout.endpoint},
@@ -157,14 +224,24 @@ def _complete(services: Services, rollout: Rollout, evidence: dict[str, Any]) ->
 
 
 def _rollback(services: Services, rollout: Rollout, evidence: dict[str, Any], why: str) -> bool:
-    services.gateway.set_traffic(rollout.endpoint, rollout.baseline, {})
+    waited = _operations(services, rollout, rollout, "rollback", traffic_set(
+        services.gateway, rollout.endpoint, rollout.baseline, {}, services.clock.now()), evidence=evidence, why=why)
+    if waited is not None:
+        return waited
     review = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=rollout.approvers or ("ml-leads",), quorum=1,
                          ttl=ROLLBACK_REVIEW_TTL, evidence={**evidence, "rollout": rollout.id,
                                                             "restored_traffic": dict(rollout.baseline)},
                          separation_of_duties=False)
-    return _transition(services, rollout, replace(rollout, state=RolloutState.ROLLED_BACK), Outcome.ROLLBACK,
-                       f"rollout of {_label(rollout)} rolled back at {rollout.current}: {why}",
+    return _transition(services, rollout, replace(rollout, state=RolloutState.ROLLED_BACK, waiting=None),
+                       Outcome.ROLLBACK, f"rollout of {_label(rollout)} rolled back at {rollout.current}: {why}",
                        {**evidence, "restored_traffic": dict(rollout.baseline)}, reviews=(review,))
+
+
+def _endpoint_or_none(services: Services, endpoint: str) -> EndpointState | None:
+    try:
+        return services.gateway.get_endpoint(endpoint)
+    except NotFound:
+        return None
 
 
 def _transition(services: Services, current: Rollout, updated: Rollout, outcome: Outcome, reason: str,
@@ -188,10 +265,6 @@ def _transition(services: Services, current: Rollout, updated: Rollout, outcome:
         return False
     logger.info("rollout %s: %s", updated.id, reason)
     return True
-
-
-def _nonzero(shares: Any) -> dict[str, int]:
-    return {name: share for name, share in dict(shares).items() if share}
 
 
 def _label(rollout: Rollout) -> str:

@@ -17,8 +17,11 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
+from controlplane.ledger import Outcome, ReviewDraft, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
+from controlplane.operations import POLL_EVERY, OperationFailed
+from controlplane.policy import Policy
 from controlplane.ports import Services
+from controlplane.reviews import ReviewKind
 from handlers.drift import evaluate_closed_windows
 from handlers.promotion import SETS_CHAMPION
 from handlers.record import decide_once
@@ -32,6 +35,7 @@ BATCH = 100
 MAX_ATTEMPTS = 8
 FIRST_BACKOFF = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(hours=1)
+FAILURE_REVIEW_TTL = timedelta(hours=72)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SweepReport:
     rollouts_moved: int = 0
     windows_closed: int = 0
     scheduled: int = 0
+    waiting: int = 0  # of ``retrying``: tasks watching an Azure ML operation under way
 
 
 def sweep(services: Services) -> SweepReport:
@@ -54,19 +59,23 @@ def sweep(services: Services) -> SweepReport:
     moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
+    waiting = 0
     for task in due:
         updated = _dispatch(services, task)
         services.store.update_task(task, updated)
         counts[updated.state] += 1
+        waiting += bool(updated.state is TaskState.PENDING and updated.result.get("waiting"))
         if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
             _record_promotion(services, updated)
     services.store.checkpoint()
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
                          dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired),
-                         rollouts_moved=len(moved), windows_closed=len(closed), scheduled=len(scheduled))
-    logger.info("sweep due=%d succeeded=%d retrying=%d dead_lettered=%d expired_reviews=%d rollouts_moved=%d "
-                "windows_closed=%d scheduled=%d", report.due, report.succeeded, report.retrying, report.dead_lettered,
-                report.expired_reviews, report.rollouts_moved, report.windows_closed, report.scheduled)
+                         rollouts_moved=len(moved), windows_closed=len(closed), scheduled=len(scheduled),
+                         waiting=waiting)
+    logger.info("sweep due=%d succeeded=%d retrying=%d (waiting on Azure ML %d) dead_lettered=%d "
+                "expired_reviews=%d rollouts_moved=%d windows_closed=%d scheduled=%d", report.due, report.succeeded,
+                report.retrying, report.waiting, report.dead_lettered, report.expired_reviews, report.rollouts_moved,
+                report.windows_closed, report.scheduled)
     return report
 
 
@@ -92,6 +101,25 @@ def _record_promotion(services: Services, task: Task) -> None:
                 received_at=services.clock.now(), decide=lambda: verdict)
 
 
+def _record_failure(services: Services, task: Task, error: OperationFailed) -> None:
+    """A failed Azure ML operation is a decision of its own, with a review for the people who own the target."""
+    operation = error.operation
+    evidence = {"task_id": task.id, "operation": operation.to_json(), "error": error.reason,
+                "request": dict(task.request)}
+    review = ReviewDraft(kind=ReviewKind.OPERATION, approvers=operators(services.policy), quorum=1,
+                         ttl=FAILURE_REVIEW_TTL, evidence=evidence, separation_of_duties=False)
+    reason = f"{task.kind.value} task {task.id} dead-lettered: {error}"
+    decide_once(services, key=f"task:{task.id}:failed", event_id=task.id, source=Source.CONTROLPLANE,
+                event_type="operation.failed", model=task.model, version=None, received_at=services.clock.now(),
+                decide=lambda: Verdict(Outcome.REVIEW, reason, model=task.model, evidence=evidence,
+                                       reviews=(review,)))
+
+
+def operators(policy: Policy) -> tuple[str, ...]:
+    """Who reviews a failed operation on an endpoint: the infrastructure team of the alerts policy, else ML leads."""
+    return tuple(policy.document.alerts.teams.get("infrastructure") or ()) or ("ml-leads",)
+
+
 def _dispatch(services: Services, task: Task) -> Task:
     attempts = task.attempts + 1
     try:
@@ -103,7 +131,14 @@ def _dispatch(services: Services, task: Task) -> Task:
                            updated_at=now)
         backoff = min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF) * random.uniform(0.5, 1.5)
         return replace(task, attempts=attempts, last_error=str(error), due_at=now + backoff, updated_at=now)
+    except OperationFailed as error:
+        _record_failure(services, task, error)
+        return replace(task, state=TaskState.DEAD_LETTERED, attempts=attempts, last_error=str(error),
+                       updated_at=services.clock.now())
     except PermanentError as error:
         return replace(task, state=TaskState.DEAD_LETTERED, attempts=attempts, last_error=str(error),
                        updated_at=services.clock.now())
-    return replace(task, state=TaskState.SUCCEEDED, attempts=attempts, result=result, updated_at=services.clock.now())
+    now = services.clock.now()
+    if result.get("waiting"):  # a long-running operation is under way: look again next time, send nothing again
+        return replace(task, result=result, due_at=now + POLL_EVERY, updated_at=now)
+    return replace(task, state=TaskState.SUCCEEDED, attempts=attempts, result=result, updated_at=now)

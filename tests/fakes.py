@@ -283,7 +283,8 @@ class FakeGateway:
         from controlplane.gateway import DeploymentInfo, EndpointState
 
         self.endpoints[endpoint] = EndpointState(endpoint, {deployment: 100}, {},
-                                                 (DeploymentInfo(endpoint, deployment, model_ref),))
+                                                 (DeploymentInfo(endpoint, deployment, model_ref,
+                                                                 provisioning_state="Succeeded"),))
 
     def get_model(self, name, version):
         from controlplane.gateway import NotFound
@@ -308,6 +309,31 @@ class FakeWorkspace(FakeGateway):
     def __init__(self) -> None:
         super().__init__()
         self.created: Counter[str] = Counter()
+        self.states: dict[tuple[str, str], list[str]] = {}  # scripted provisioning states, one per read
+        self.errors: dict[tuple[str, str], str] = {}
+
+    def provision(self, endpoint: str, deployment: str, *states: str, error: str = "") -> None:
+        """The provisioning states the next reads of a deployment see, the last one for good."""
+        self.states[(endpoint, deployment)] = list(states)
+        self.errors[(endpoint, deployment)] = error
+
+    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+        self.calls.append(("create_endpoint", name, auth_mode))
+        self.endpoints[name] = EndpointState(name, {}, {})
+        return self.endpoints[name]
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        self.calls.append(("get_deployment", endpoint, name))
+        state = self.endpoints.get(endpoint)
+        found = next((d for d in state.deployments if d.name == name), None) if state else None
+        if found is None:
+            raise NotFound("online_deployments.get", f"{endpoint}/{name} not found", 404)
+        scripted = self.states.get((endpoint, name))
+        if scripted:
+            current = scripted.pop(0) if len(scripted) > 1 else scripted[0]
+            error = self.errors[(endpoint, name)] if current == "Failed" else ""
+            return replace(found, provisioning_state=current, error=error)
+        return found
 
     def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
         self.calls.append(("submit_pipeline", request))

@@ -17,7 +17,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from controlplane.adapters.azureml import AzureMLGateway
 from controlplane.errors import TransientError
-from controlplane.gateway import DeploymentRequest, GatewayError, NotFound, PipelineRequest
+from controlplane.gateway import DeploymentRequest, DeploymentSpec, GatewayError, NotFound, PipelineRequest
 from tests.azure_http import AzureTransport, FixedCredential, arm_error, body
 
 SUBSCRIPTION, GROUP, WORKSPACE = "00000000-1111-2222-3333-444444444444", "rg-mlops", "ws-mlops"
@@ -309,7 +309,8 @@ def test_deploy_puts_a_managed_deployment_with_model_instance_type_count_and_tag
     assert put.body["properties"]["instanceType"] == "Standard_DS3_v2"
     assert put.body["tags"] == {"candidate": "true"}
     assert (info.endpoint, info.name, info.model) == ("churn-ep", "green", "azureml:churn:3")
-    assert (info.instance_type, info.instance_count, info.provisioning_state) == ("Standard_DS3_v2", 2, "Succeeded")
+    # begun, not awaited: the deployment is being created when the call returns
+    assert (info.instance_type, info.instance_count, info.provisioning_state) == ("Standard_DS3_v2", 2, "Creating")
 
 
 def test_scale_puts_the_current_deployment_back_with_the_new_instance_count(gateway, endpoint):
@@ -358,7 +359,7 @@ def test_set_traffic_puts_the_endpoint_with_the_new_live_and_mirror_shares(gatew
     assert put.body["properties"]["mirrorTraffic"] == {"green": 20}
     assert put.body["properties"]["authMode"] == "Key"  # the rest of the endpoint goes back unchanged
     assert state.traffic == {"blue": 100, "green": 0} and state.mirror_traffic == {"green": 20}
-    assert [d.name for d in state.deployments] == ["blue", "green"]
+    assert state.provisioning_state == "Updating"  # begun, not awaited
 
 
 def test_set_traffic_without_mirror_leaves_the_mirror_shares_alone(gateway, endpoint):
@@ -515,3 +516,80 @@ def test_a_missing_data_asset_is_not_found(gateway, azure):
     azure.on("GET", "/data/nope/versions/1", (404, arm_error("UserError", "not found")))
     with pytest.raises(NotFound):
         gateway.data_asset_url("nope", "1")
+
+
+def custom_deployment(name: str) -> dict:
+    """A deployment of a custom (non-MLflow) model: environment, scoring script, variables, probes, insights."""
+    answer = deployment(name)
+    answer["properties"].update({
+        "environmentId": f"{WS}/environments/churn-env/versions/4",
+        "codeConfiguration": {"codeId": f"{WS}/codes/churn-score/versions/2", "scoringScript": "score.py"},
+        "environmentVariables": {"TELEMETRY_EVENTHUB_NAMESPACE": "evhns-mlops", "LOG_LEVEL": "info"},
+        "readinessProbe": {"initialDelay": "PT30S", "period": "PT10S", "timeout": "PT2S", "failureThreshold": 3,
+                           "successThreshold": 1},
+        "appInsightsEnabled": True})
+    return answer
+
+
+def test_a_new_deployment_copies_environment_scoring_script_and_settings_from_the_one_it_replaces(gateway, endpoint):
+    # GIVEN blue serves a custom model with its environment, scoring script and telemetry settings
+    endpoint.on("GET", "/onlineEndpoints/churn-ep/deployments/blue", custom_deployment("blue"))
+    endpoint.on("PUT", "/onlineEndpoints/churn-ep/deployments/green", deployment("green", state="Creating"))
+    # WHEN green is deployed in its place
+    gateway.deploy(DeploymentRequest(endpoint="churn-ep", name="green", model="azureml:churn:4",
+                                     instance_type="Standard_DS3_v2", instance_count=2, copy_from="blue"))
+    # THEN the request body carries all of it, with the new model
+    sent = endpoint.one("PUT", "/onlineEndpoints/churn-ep/deployments/green").body["properties"]
+    assert sent["model"] == f"{WS}/models/churn/versions/4"
+    assert sent["environmentId"] == f"{WS}/environments/churn-env/versions/4"
+    assert sent["codeConfiguration"] == {"codeId": f"{WS}/codes/churn-score/versions/2", "scoringScript": "score.py"}
+    assert sent["environmentVariables"] == {"TELEMETRY_EVENTHUB_NAMESPACE": "evhns-mlops", "LOG_LEVEL": "info"}
+    assert sent["readinessProbe"]["initialDelay"] == "PT30S" and sent["livenessProbe"]["initialDelay"] == "PT10M"
+    assert sent["requestSettings"]["requestTimeout"] == "PT5S" and sent["appInsightsEnabled"] is True
+
+
+def test_the_policy_spec_overrides_what_is_copied(gateway, endpoint):
+    endpoint.on("GET", "/onlineEndpoints/churn-ep/deployments/blue", custom_deployment("blue"))
+    endpoint.on("PUT", "/onlineEndpoints/churn-ep/deployments/green", deployment("green", state="Creating"))
+    spec = DeploymentSpec(environment=f"{WS}/environments/churn-env/versions/5", scoring_script="score_v2.py",
+                          environment_variables={"LOG_LEVEL": "debug"}, request_settings={"request_timeout_ms": 3000},
+                          app_insights_enabled=False)
+
+    gateway.deploy(DeploymentRequest(endpoint="churn-ep", name="green", model="azureml:churn:4",
+                                     instance_type="Standard_DS3_v2", instance_count=2, copy_from="blue", spec=spec))
+
+    sent = endpoint.one("PUT", "/onlineEndpoints/churn-ep/deployments/green").body["properties"]
+    assert sent["environmentId"] == f"{WS}/environments/churn-env/versions/5"
+    assert sent["codeConfiguration"] == {"codeId": f"{WS}/codes/churn-score/versions/2",
+                                         "scoringScript": "score_v2.py"}  # the copied code, the given script
+    assert sent["environmentVariables"] == {"TELEMETRY_EVENTHUB_NAMESPACE": "evhns-mlops", "LOG_LEVEL": "debug"}
+    assert sent["requestSettings"]["requestTimeout"] == "PT3S" and sent["appInsightsEnabled"] is False
+
+
+def test_an_absent_endpoint_is_created_with_the_policy_auth_mode(gateway, azure):
+    azure.on("PUT", "/onlineEndpoints/churn-ep", body("ml_online_endpoint"))
+
+    state = gateway.create_endpoint("churn-ep", "aml_token")
+
+    sent = azure.one("PUT", "/onlineEndpoints/churn-ep").body
+    assert sent["properties"]["authMode"] == "AMLToken" and sent["location"] == "westeurope"
+    assert state.provisioning_state == "Creating"
+
+
+@pytest.mark.parametrize("state", ["Creating", "Updating", "Succeeded"])
+def test_get_deployment_reads_the_provisioning_state(gateway, endpoint, state):
+    endpoint.on("GET", "/onlineEndpoints/churn-ep/deployments/green", deployment("green", 2, state=state))
+
+    info = gateway.get_deployment("churn-ep", "green")
+
+    assert (info.name, info.instance_count, info.provisioning_state, info.error) == ("green", 2, state, "")
+
+
+def test_a_failed_deployment_says_why_with_its_container_log(gateway, endpoint):
+    endpoint.on("GET", "/onlineEndpoints/churn-ep/deployments/green", deployment("green", state="Failed"))
+    endpoint.on("POST", "/onlineEndpoints/churn-ep/deployments/green/getLogs",
+                {"content": "loading model\nTraceback ...\nModuleNotFoundError: No module named 'lightgbm'\n"})
+
+    info = gateway.get_deployment("churn-ep", "green")
+
+    assert info.provisioning_state == "Failed" and "No module named 'lightgbm'" in info.error

@@ -57,8 +57,8 @@ def workspace():
     """churn-ep: blue (churn:4, rolled out two hours ago) serves 100%; green (churn:3) was scaled down to one."""
     ws = FakeWorkspace()
     ws.endpoints[ENDPOINT] = EndpointState(ENDPOINT, {"blue": 100, "green": 0}, {}, (
-        DeploymentInfo(ENDPOINT, "blue", "azureml:churn:4", "Standard_DS3_v2", 2),
-        DeploymentInfo(ENDPOINT, "green", "azureml:churn:3", "Standard_DS3_v2", 1)))
+        DeploymentInfo(ENDPOINT, "blue", "azureml:churn:4", "Standard_DS3_v2", 2, "Succeeded"),
+        DeploymentInfo(ENDPOINT, "green", "azureml:churn:3", "Standard_DS3_v2", 1, "Succeeded")))
     return ws
 
 
@@ -171,7 +171,7 @@ def test_a_cpu_alert_scales_within_bounds_and_opens_an_infrastructure_review(ser
 
 def test_scaling_stops_at_the_rule_bound(services, workspace):
     workspace.endpoints[ENDPOINT] = replace(workspace.endpoints[ENDPOINT], deployments=(
-        DeploymentInfo(ENDPOINT, "blue", "azureml:churn:4", "Standard_DS3_v2", 3),))
+        DeploymentInfo(ENDPOINT, "blue", "azureml:churn:4", "Standard_DS3_v2", 3, "Succeeded"),))
     decision = decide(services, "alert_cpu_blue_fired.json")
     assert decision.outcome is Outcome.REVIEW and TaskKind.SCALE.value not in kinds(decision)
     assert "scale: blue has 3 instances already, the rule's bound (1..3)" in decision.reason
@@ -362,8 +362,8 @@ def test_the_azureml_dispatcher_scales_the_previous_deployment_up_before_moving_
     result = AzureMLDispatcher(workspace).dispatch(task_for(request))
     again = AzureMLDispatcher(workspace).dispatch(task_for(request))  # a repeat changes nothing more
 
-    operations = [call[0] for call in workspace.calls]
-    assert operations == ["scale", "set_traffic", "scale", "set_traffic"]
+    changes = [call[0] for call in workspace.calls if call[0] in ("scale", "set_traffic")]
+    assert changes == ["scale", "set_traffic"]  # the repeat found both done and sent nothing
     assert workspace.endpoints[ENDPOINT].traffic == {"green": 100}
     assert result["serving"] == again["serving"] == "green" and result["scaled"][0]["instance_count"] == 2
 

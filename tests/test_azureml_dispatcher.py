@@ -89,21 +89,23 @@ def test_staging_promotion_deploys_the_requested_model_and_never_sets_traffic(wo
     result = AzureMLDispatcher(workspace).dispatch(task_for(request))
 
     [(_, deployed)] = workspace.called("deploy")
+    # the spec the champion serves with is copied from its deployment
     assert deployed == DeploymentRequest(endpoint="churn-ep", name=request["deployment"], model="azureml:churn:7",
-                                         instance_type="Standard_DS3_v2", instance_count=1)
+                                         instance_type="Standard_DS3_v2", instance_count=1, copy_from="blue")
     assert workspace.called("set_traffic") == []
     assert workspace.endpoints["churn-ep"].traffic == {"blue": 100}  # the champion keeps serving
-    assert result["created"] is True and result["traffic"] == 0 and result["deployment"] == request["deployment"]
+    assert result["copied_from"] == "blue" and result["traffic"] == 0 and result["deployment"] == request["deployment"]
     assert result["model"] == "azureml:churn:7" and result["provisioning_state"] == "Succeeded"
 
 
-def test_a_repeated_staging_dispatch_updates_the_same_deployment_and_still_leaves_traffic_alone(workspace):
+def test_a_repeated_staging_dispatch_sends_nothing_again_and_still_leaves_traffic_alone(workspace):
     task = task_for(staging_request())
     dispatcher = AzureMLDispatcher(workspace)
 
     first, second = dispatcher.dispatch(task), dispatcher.dispatch(task)
 
-    assert first["created"] is True and second["created"] is False
+    assert len(workspace.called("deploy")) == 1  # the second found the deployment in place
+    assert first["deployment"] == second["deployment"] and second["provisioning_state"] == "Succeeded"
     assert [d.name for d in workspace.endpoints["churn-ep"].deployments] == ["blue", task.request["deployment"]]
     assert workspace.called("set_traffic") == []
 
@@ -148,6 +150,8 @@ def test_rollback_task_sets_the_requested_traffic_and_mirror(workspace):
 
 
 def test_rollback_without_mirror_leaves_mirror_traffic_unchanged(workspace):
+    workspace.set_traffic("churn-ep", {"blue": 0})
+    workspace.calls.clear()
     request = {"operation": "online_endpoints.set_traffic", "endpoint": "churn-ep", "traffic": {"blue": 100}}
 
     AzureMLDispatcher(workspace).dispatch(task_for(request, TaskKind.ROLLBACK))

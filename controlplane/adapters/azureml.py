@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors, reason_of
@@ -67,6 +68,36 @@ def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
                           model=_model_reference(deployment.model), instance_type=_text(deployment.instance_type),
                           instance_count=int(deployment.instance_count or 0),
                           provisioning_state=_text(deployment.provisioning_state))
+
+
+def _online_deployment(request: DeploymentRequest, template: Any) -> Any:
+    """The deployment to create: the request's model and size, its spec where it gives one, else the spec of the
+    deployment it replaces (a redeploy replaces the whole spec: leaving a field out would drop it)."""
+    from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment, OnlineRequestSettings, ProbeSettings
+
+    spec = request.spec
+    code = template.code_configuration if template is not None else None
+    if spec.code or spec.scoring_script:
+        code = CodeConfiguration(code=spec.code or (code.code if code else None),
+                                 scoring_script=spec.scoring_script or (code.scoring_script if code else None))
+
+    def pick(name: str, given: Mapping | None, build: Any) -> Any:
+        return build(**given) if given else getattr(template, name, None)
+
+    variables = {**(getattr(template, "environment_variables", None) or {}), **spec.environment_variables}
+    insights = spec.app_insights_enabled
+    if insights is None and template is not None:
+        insights = bool(template.app_insights_enabled)
+    return ManagedOnlineDeployment(
+        name=request.name, endpoint_name=request.endpoint, model=request.model,
+        instance_type=request.instance_type, instance_count=request.instance_count,
+        tags={str(k): str(v) for k, v in request.tags.items()},
+        environment=spec.environment or getattr(template, "environment", None), code_configuration=code,
+        environment_variables=variables or None,
+        request_settings=pick("request_settings", spec.request_settings, OnlineRequestSettings),
+        liveness_probe=pick("liveness_probe", spec.liveness_probe, ProbeSettings),
+        readiness_probe=pick("readiness_probe", spec.readiness_probe, ProbeSettings),
+        scale_settings=getattr(template, "scale_settings", None), app_insights_enabled=bool(insights))
 
 
 def _shares(mapping: Mapping | None) -> dict[str, int]:
@@ -252,28 +283,39 @@ class AzureMLGateway:
 
     # -- online endpoints -------------------------------------------------------------------------------------
 
-    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
-        from azure.ai.ml.entities import ManagedOnlineDeployment
+    # Every change below begins a long-running operation and returns without waiting for it: the SDK's poller
+    # is dropped (it polls on a daemon thread of its own until the process recycles; nothing waits for it) and
+    # later sweeps read the state with get_endpoint / get_deployment (controlplane.operations).
 
+    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+        from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+        with azure_errors("create_endpoint", conflict_is_transient=True):
+            self._ml().online_endpoints.begin_create_or_update(
+                ManagedOnlineEndpoint(name=name, auth_mode=auth_mode, tags={"controlplane.created": "true"}))
+            return EndpointState(name=name, traffic={}, mirror_traffic={}, provisioning_state="Creating")
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
         with azure_errors("deploy", conflict_is_transient=True):
-            deployment = ManagedOnlineDeployment(
-                name=request.name, endpoint_name=request.endpoint, model=request.model,
-                instance_type=request.instance_type, instance_count=request.instance_count,
-                tags={str(k): str(v) for k, v in request.tags.items()})
-            created = self._ml().online_deployments.begin_create_or_update(deployment).result()
-            return _deployment_info(created, request.endpoint)
+            client = self._ml()
+            template = client.online_deployments.get(request.copy_from, request.endpoint) if request.copy_from else None
+            deployment = _online_deployment(request, template)
+            client.online_deployments.begin_create_or_update(deployment)
+            return DeploymentInfo(request.endpoint, request.name, request.model, request.instance_type,
+                                  request.instance_count, "Creating")
 
     def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
         with azure_errors("scale", conflict_is_transient=True):
             client = self._ml()
             current = client.online_deployments.get(deployment, endpoint)
             current.instance_count = instance_count
-            return _deployment_info(client.online_deployments.begin_create_or_update(current).result(), endpoint)
+            client.online_deployments.begin_create_or_update(current)
+            return replace(_deployment_info(current, endpoint), provisioning_state="Updating")
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         try:
             with azure_errors("delete_deployment", conflict_is_transient=True):
-                self._ml().online_deployments.begin_delete(deployment, endpoint).result()
+                self._ml().online_deployments.begin_delete(deployment, endpoint)
         except NotFound:
             pass  # already gone: the state the caller asked for
 
@@ -281,6 +323,24 @@ class AzureMLGateway:
         with azure_errors("get_endpoint"):
             client = self._ml()
             return self._endpoint_state(client, client.online_endpoints.get(name))
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        with azure_errors("get_deployment"):
+            client = self._ml()
+            info = _deployment_info(client.online_deployments.get(name, endpoint), endpoint)
+            if info.provisioning_state.lower() == "failed":
+                info = replace(info, error=self._failure(client, endpoint, name))
+            return info
+
+    @staticmethod
+    def _failure(client: Any, endpoint: str, name: str) -> str:
+        """The end of a failed deployment's container log: where a scoring script's error shows."""
+        try:
+            logs = client.online_deployments.get_logs(name, endpoint, lines=20)
+        except Exception as exc:  # the logs are a courtesy: the failure is reported without them
+            return f"provisioning failed (no container logs: {reason_of(exc)})"
+        tail = " | ".join(line.strip() for line in str(logs).splitlines()[-5:] if line.strip())
+        return f"provisioning failed; container log: {tail[:1500]}" if tail else "provisioning failed"
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
                     mirror: Mapping[str, int] | None = None) -> EndpointState:
@@ -291,12 +351,14 @@ class AzureMLGateway:
             current.traffic = dict(traffic)
             if mirror is not None:
                 current.mirror_traffic = dict(mirror)
-            updated = client.online_endpoints.begin_create_or_update(current).result()
-            return self._endpoint_state(client, updated)
+            client.online_endpoints.begin_create_or_update(current)
+            return EndpointState(name=endpoint, traffic=dict(traffic), mirror_traffic=dict(mirror or {}),
+                                 provisioning_state="Updating")
 
     @staticmethod
     def _endpoint_state(client: Any, endpoint: Any) -> EndpointState:
         deployments = tuple(_deployment_info(d, endpoint.name)
                             for d in client.online_deployments.list(endpoint_name=endpoint.name))
         return EndpointState(name=endpoint.name, traffic=_shares(endpoint.traffic),
-                             mirror_traffic=_shares(endpoint.mirror_traffic), deployments=deployments)
+                             mirror_traffic=_shares(endpoint.mirror_traffic), deployments=deployments,
+                             provisioning_state=_text(endpoint.provisioning_state) or "Succeeded")

@@ -15,6 +15,11 @@ one created instead of starting another. A staging deployment takes no traffic: 
 never touched for it, and a deployment that already receives traffic (a rollout took it further) is left as
 it is rather than redeployed at staging's size. A malformed request or an unknown operation is a
 ``PermanentError``, so the task is dead-lettered with the reason instead of being retried.
+
+Deployments, scaling and traffic changes are long-running in Azure ML: the dispatcher begins them and answers
+``{"waiting": <operation>}`` at once; the sweep keeps the task pending with that operation and hands it back on
+its next run, when the dispatcher looks at the workspace again instead of sending anything again. A failed
+operation, or one past its deadline, raises ``OperationFailed``: dead-lettered with Azure's reason.
 """
 from __future__ import annotations
 
@@ -22,8 +27,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.errors import PermanentError
-from controlplane.gateway import DeploymentInfo, DeploymentRequest, EndpointState, Gateway, PipelineRequest
+from controlplane.gateway import DeploymentRequest, DeploymentSpec, EndpointState, Gateway, NotFound, PipelineRequest
 from controlplane.ledger import Task
+from controlplane.operations import NextStep, Operation, deployment_in_place, in_order, reconcile, scaled, traffic_set
+from controlplane.ports import Clock
 
 SUBMIT_JOB = "jobs.create_or_update"
 DEPLOY = "online_deployments.begin_create_or_update"
@@ -35,9 +42,11 @@ ROLLBACK = "online_endpoints.rollback"
 class AzureMLDispatcher:
     name = "azureml"
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
-        self._operations: dict[str, Callable[[_Request], dict]] = {
+    def __init__(self, gateway: Gateway, clock: Clock | None = None) -> None:
+        from controlplane.adapters.clock import SystemClock
+
+        self._gateway, self._clock = gateway, clock or SystemClock()
+        self._operations: dict[str, Callable[[_Request, Operation | None], dict]] = {
             SUBMIT_JOB: self._submit_job, DEPLOY: self._deploy, SCALE: self._scale, SET_TRAFFIC: self._set_traffic,
             ROLLBACK: self._rollback}
 
@@ -47,63 +56,87 @@ class AzureMLDispatcher:
         if handler is None:
             raise PermanentError(f"task {task.id}: the azureml dispatcher has no operation {operation!r} "
                                  f"(it handles {', '.join(sorted(self._operations))})")
-        return handler(_Request(operation, task.request))
+        return handler(_Request(operation, task.request), Operation.from_json(task.result.get("waiting")))
 
-    def _submit_job(self, request: _Request) -> dict:
+    def _drive(self, running: Operation | None, next_step: NextStep, done: Callable[[], dict]) -> dict:
+        """Begin or watch what is left to do; ``done`` reads the result once nothing is."""
+        still = reconcile(self._gateway, self._clock.now(), running, next_step)
+        if still is not None:
+            return {"waiting": still.to_json(), "state": f"{still.kind} on {still.target} in progress"}
+        return done()
+
+    def _submit_job(self, request: _Request, running: Operation | None) -> dict:
         job = request.mapping("job")
         info = self._gateway.submit_pipeline(PipelineRequest(
             name=job.text("name"), experiment=request.text("experiment_name"), source=job.text("source"),
             inputs=job.strings("inputs"), compute=job.optional_text("compute"), tags=job.strings("tags")))
         return {"job": info.name, "status": info.status, "created": info.created, "studio_url": info.studio_url}
 
-    def _deploy(self, request: _Request) -> dict:
+    def _deploy(self, request: _Request, running: Operation | None) -> dict:
         endpoint, name = request.text("endpoint"), request.text("deployment")
         traffic = request.integer("traffic", default=0)
         if traffic != 0:
             raise PermanentError(f"{DEPLOY}: deployment {name!r} is created at 0% traffic, not {traffic}%; "
                                  f"shift traffic with {SET_TRAFFIC}")
-        state = self._gateway.get_endpoint(endpoint)
-        existing = next((d for d in state.deployments if d.name == name), None)
-        live, mirrored = state.traffic.get(name, 0), state.mirror_traffic.get(name, 0)
-        if existing is not None and (live or mirrored):
-            return {**_deployment(existing), "created": False, "redeployed": False, "traffic": live,
-                    "mirror_traffic": mirrored,
-                    "note": "the deployment receives traffic already; left as it is, traffic untouched"}
-        info = self._gateway.deploy(DeploymentRequest(
+        copy_from = None
+        if running is None:
+            state = self._endpoint_or_none(endpoint)
+            if state is not None:
+                live, mirrored = state.traffic.get(name, 0), state.mirror_traffic.get(name, 0)
+                if live or mirrored:
+                    return {**self._deployment(endpoint, name), "redeployed": False, "traffic": live,
+                            "mirror_traffic": mirrored,
+                            "note": "the deployment receives traffic already; left as it is, traffic untouched"}
+                copy_from = state.serving()
+        wanted = DeploymentRequest(
             endpoint=endpoint, name=name, model=request.text("model"), instance_type=request.text("instance_type"),
-            instance_count=request.integer("instance_count", default=1), tags=request.strings("tags")))
-        return {**_deployment(info), "created": existing is None, "redeployed": True, "traffic": live,
-                "mirror_traffic": mirrored}
+            instance_count=request.integer("instance_count", default=1), tags=request.strings("tags"),
+            spec=DeploymentSpec.from_json(request.get("spec")), copy_from=copy_from,
+            auth_mode=request.get("auth_mode") or "key")
+        return self._drive(running, deployment_in_place(self._gateway, wanted, self._clock.now()),
+                           lambda: {**self._deployment(endpoint, name), "redeployed": True, "traffic": 0,
+                                    "copied_from": copy_from})
 
-    def _scale(self, request: _Request) -> dict:
-        info = self._gateway.scale(request.text("endpoint"), request.text("deployment"),
-                                   request.integer("instance_count"))
-        return _deployment(info)
+    def _scale(self, request: _Request, running: Operation | None) -> dict:
+        endpoint, name = request.text("endpoint"), request.text("deployment")
+        step = scaled(self._gateway, endpoint, name, request.integer("instance_count"), self._clock.now())
+        return self._drive(running, step, lambda: self._deployment(endpoint, name))
 
-    def _set_traffic(self, request: _Request) -> dict:
-        traffic = request.shares("traffic")
-        mirror = request.shares("mirror") if request.get("mirror") is not None else None
-        return _endpoint(self._gateway.set_traffic(request.text("endpoint"), traffic, mirror))
-
-
-    def _rollback(self, request: _Request) -> dict:
-        """Traffic back to the deployments that served before, each first scaled back to its serving size
-        (a finished rollout left it at one instance). Every call is absolute, so a repeat changes nothing."""
+    def _set_traffic(self, request: _Request, running: Operation | None) -> dict:
         endpoint = request.text("endpoint")
-        scaled = [_deployment(self._gateway.scale(endpoint, name, count))
-                  for name, count in request.shares("scale").items()] if request.get("scale") else []
-        return {**self._set_traffic(request), "scaled": scaled}
+        return self._drive(running, self._traffic(request), lambda: self._endpoint(endpoint))
 
+    def _rollback(self, request: _Request, running: Operation | None) -> dict:
+        """Traffic back to the deployments that served before, each first scaled back to its serving size
+        (a finished rollout left it at one instance). Every step is absolute, so a repeat changes nothing."""
+        endpoint, now = request.text("endpoint"), self._clock.now()
+        sizes = request.shares("scale") if request.get("scale") else {}
+        steps = [scaled(self._gateway, endpoint, name, count, now) for name, count in sizes.items()]
+        return self._drive(running, in_order(*steps, self._traffic(request)),
+                           lambda: {**self._endpoint(endpoint),
+                                    "scaled": [self._deployment(endpoint, name) for name in sizes]})
 
-def _deployment(info: DeploymentInfo) -> dict[str, Any]:
-    return {"endpoint": info.endpoint, "deployment": info.name, "model": info.model,
-            "instance_type": info.instance_type, "instance_count": info.instance_count,
-            "provisioning_state": info.provisioning_state}
+    def _traffic(self, request: _Request) -> NextStep:
+        mirror = request.shares("mirror") if request.get("mirror") is not None else None
+        return traffic_set(self._gateway, request.text("endpoint"), request.shares("traffic"), mirror,
+                           self._clock.now())
 
+    def _endpoint_or_none(self, endpoint: str) -> EndpointState | None:
+        try:
+            return self._gateway.get_endpoint(endpoint)
+        except NotFound:
+            return None
 
-def _endpoint(state: EndpointState) -> dict[str, Any]:
-    return {"endpoint": state.name, "traffic": dict(state.traffic), "mirror_traffic": dict(state.mirror_traffic),
-            "serving": state.serving()}
+    def _deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        info = self._gateway.get_deployment(endpoint, name)
+        return {"endpoint": info.endpoint, "deployment": info.name, "model": info.model,
+                "instance_type": info.instance_type, "instance_count": info.instance_count,
+                "provisioning_state": info.provisioning_state}
+
+    def _endpoint(self, endpoint: str) -> dict[str, Any]:
+        state = self._gateway.get_endpoint(endpoint)
+        return {"endpoint": state.name, "traffic": dict(state.traffic), "mirror_traffic": dict(state.mirror_traffic),
+                "serving": state.serving()}
 
 
 class _Request:

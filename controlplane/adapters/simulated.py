@@ -4,6 +4,8 @@ With ``CONTROLPLANE_DISPATCH=dry-run`` (the local default), rollouts and promoti
 this workspace instead of Azure: endpoints, deployments, traffic and models change as Azure would
 change them, every request is appended to its ``requests`` list exactly as the real adapter would
 send it, and deployment health is whatever the file's ``health`` section says (no entry: no traffic).
+A new deployment stays ``Creating`` for the file's ``provisioning_seconds`` (0 unless set), measured on the
+control plane's clock, and carries the spec it was given, completed from the deployment it replaces.
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ _lock = threading.Lock()
 class SimulatedWorkspace:
     name = "simulated"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Any = None) -> None:
+        from controlplane.adapters.clock import SystemClock
+
         self.path = Path(path)
+        self.clock = clock or SystemClock()
 
     # -- the file -----------------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
@@ -55,6 +60,12 @@ class SimulatedWorkspace:
         """An endpoint already serving ``model`` from ``deployment`` at 100%."""
         self.deploy(DeploymentRequest(endpoint, deployment, model, instance_type, instance_count))
         self.set_traffic(endpoint, {deployment: 100})
+
+    def set_provisioning(self, seconds: float, fail_with: str = "") -> None:
+        """How long new deployments stay ``Creating``; with ``fail_with``, they then fail with that error."""
+        def change(state):
+            state["provisioning_seconds"], state["provisioning_error"] = seconds, fail_with
+        self._change("simulation.set_provisioning", {"seconds": seconds, "fail_with": fail_with}, change)
 
     def set_health(self, endpoint: str, deployment: str, requests: int, p95_latency_ms: float | None,
                    error_rate: float | None) -> None:
@@ -103,17 +114,54 @@ class SimulatedWorkspace:
             raise NotFound("get_job", f"job {name} not found", 404)
         return JobInfo(name, job["status"], job["experiment"])
 
+    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+        def change(state):
+            state["endpoints"].setdefault(name, {"traffic": {}, "mirror": {}, "deployments": {},
+                                                 "auth_mode": auth_mode})
+        self._change("online_endpoints.begin_create_or_update", {"endpoint": name, "auth_mode": auth_mode}, change)
+        return self.get_endpoint(name)
+
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        spec = self._spec_of(request)
+
         def change(state):
             endpoint = state["endpoints"].setdefault(request.endpoint, {"traffic": {}, "mirror": {}, "deployments": {}})
-            endpoint["deployments"][request.name] = {"model": request.model, "instance_type": request.instance_type,
-                                                     "instance_count": request.instance_count}
+            endpoint["deployments"][request.name] = {
+                "model": request.model, "instance_type": request.instance_type,
+                "instance_count": request.instance_count, "spec": spec, "started": self.clock.now().isoformat()}
             endpoint["traffic"].setdefault(request.name, 0)
         self._change("online_deployments.begin_create_or_update", {
             "endpoint": request.endpoint, "name": request.name, "model": request.model,
-            "instance_type": request.instance_type, "instance_count": request.instance_count}, change)
-        return DeploymentInfo(request.endpoint, request.name, request.model, request.instance_type,
-                              request.instance_count, "Succeeded")
+            "instance_type": request.instance_type, "instance_count": request.instance_count,
+            "copied_from": request.copy_from, "spec": spec}, change)
+        return self.get_deployment(request.endpoint, request.name)
+
+    def _spec_of(self, request: DeploymentRequest) -> dict[str, Any]:
+        """The spec the deployment is created with: the request's, completed from the one it replaces."""
+        found = self._load()["endpoints"].get(request.endpoint, {}).get("deployments", {})
+        template = found.get(request.copy_from or "", {}).get("spec", {})
+        given = request.spec.to_json()
+        variables = {**template.get("environment_variables", {}), **given.get("environment_variables", {})}
+        merged = {**template, **given, "environment_variables": variables}
+        return {key: value for key, value in merged.items() if value not in ({}, None)}
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        state = self._load()
+        found = self._deployments(state, endpoint, "get_deployment").get(name)
+        if found is None:
+            raise NotFound("get_deployment", f"deployment {name} not found on {endpoint}", 404)
+        return self._info(state, endpoint, name, found)
+
+    def _info(self, state: dict[str, Any], endpoint: str, name: str, found: dict[str, Any]) -> DeploymentInfo:
+        provisioning, error = "Succeeded", ""
+        if found.get("started"):
+            ready = datetime.fromisoformat(found["started"]).timestamp() + state.get("provisioning_seconds", 0)
+            if self.clock.now().timestamp() < ready:
+                provisioning = "Creating"
+            elif state.get("provisioning_error"):
+                provisioning, error = "Failed", state["provisioning_error"]
+        return DeploymentInfo(endpoint, name, found["model"], found["instance_type"], found["instance_count"],
+                              provisioning, error)
 
     def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
         def change(state):
@@ -136,9 +184,9 @@ class SimulatedWorkspace:
         found = self._load()["endpoints"].get(name)
         if found is None:
             raise NotFound("get_endpoint", f"endpoint {name} not found", 404)
+        state = self._load()
         return EndpointState(name, found["traffic"], found["mirror"], tuple(
-            DeploymentInfo(name, deployment, d["model"], d["instance_type"], d["instance_count"], "Succeeded")
-            for deployment, d in found["deployments"].items()))
+            self._info(state, name, deployment, d) for deployment, d in found["deployments"].items()))
 
     def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
                     mirror: Mapping[str, int] | None = None) -> EndpointState:
