@@ -415,7 +415,9 @@ def test_with_secure_webhooks_on_bad_tokens_get_401_or_403_and_record_nothing(ap
     from controlplane.adapters.secure_webhook import SecureWebhookValidator
 
     authority, token = entra
-    wired = replace(services, alert_auth=SecureWebhookValidator(TENANT, AUDIENCE, authority=authority))
+    # the local server stands in for the public cloud's authority, whose v1.0 tokens it mints
+    stand_in = SecureWebhookValidator(TENANT, AUDIENCE, authority=authority, issuers_of=(f"https://sts.windows.net/{TENANT}/",))
+    wired = replace(services, alert_auth=stand_in)
     bootstrap.reset(wired)
     on_alert = app_functions["on_alert"].get_user_function()
 

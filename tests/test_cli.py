@@ -90,7 +90,10 @@ def test_the_demo_tells_the_whole_story():
                      "scale: incident opened; scaling churn-ep/blue from 2 to 3 instances; review by the "
                      "infrastructure team", "recorded invalid: data: required field is missing",
                      "churn-ep live {'blue': 100}", "the on-call notice carries the target's last hour",
-                     "infrastructure review"):
+                     "infrastructure review",
+                     # the retraining loop: the pipeline's steps run, and the version they register enters the gates
+                     "evaluate: accuracy 0.8", "churn:5 is registered by the pipeline",
+                     "request_approval: gates passed (accuracy >= 0.85, auc >= 0.8)"):
         assert expected in out, expected
     assert "-> 500" not in out
 

@@ -27,6 +27,7 @@ OTHER_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 AUDIENCE = "api://controlplane-alerts"
 V1_ISSUER = f"https://sts.windows.net/{TENANT}/"
 V2_ISSUER = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+CLOUD_ISSUERS = (V1_ISSUER, V2_ISSUER)  # the local JWKS server stands in for the public cloud's authority
 NOW = 1_700_000_000.0
 TTL = 3600.0
 
@@ -111,8 +112,8 @@ def fake_clock() -> Clock:
 
 @pytest.fixture
 def validator(jwks, fake_clock) -> SecureWebhookValidator:
-    return SecureWebhookValidator(TENANT, AUDIENCE, authority=jwks.authority, keys_ttl_seconds=TTL,
-                                  clock=fake_clock, timeout=2.0)
+    return SecureWebhookValidator(TENANT, AUDIENCE, authority=jwks.authority, issuers_of=CLOUD_ISSUERS,
+                                  keys_ttl_seconds=TTL, clock=fake_clock, timeout=2.0)
 
 
 def claims(**overrides) -> dict:
@@ -340,8 +341,8 @@ def test_a_server_that_is_down_with_nothing_cached_is_transient(jwks, fake_clock
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
-    down = SecureWebhookValidator(TENANT, AUDIENCE, authority=f"http://127.0.0.1:{port}", clock=fake_clock,
-                                  timeout=1.0)
+    down = SecureWebhookValidator(TENANT, AUDIENCE, authority=f"http://127.0.0.1:{port}", issuers_of=CLOUD_ISSUERS,
+                                  clock=fake_clock, timeout=1.0)
     with pytest.raises(TransientError, match="could not be fetched"):
         down.validate(bearer(mint(rsa_keys[0])))
 
@@ -372,7 +373,8 @@ def test_a_bad_jwks_answer_with_nothing_cached_is_transient(validator, jwks, fak
 
 def test_a_jwks_timeout_is_transient(jwks, fake_clock, rsa_keys):
     jwks.delay = 0.5
-    slow = SecureWebhookValidator(TENANT, AUDIENCE, authority=jwks.authority, clock=fake_clock, timeout=0.1)
+    slow = SecureWebhookValidator(TENANT, AUDIENCE, authority=jwks.authority, issuers_of=CLOUD_ISSUERS,
+                                  clock=fake_clock, timeout=0.1)
     started = time.monotonic()
     with pytest.raises(TransientError, match="could not be fetched"):
         slow.validate(bearer(mint(rsa_keys[0])))
@@ -404,10 +406,21 @@ def test_an_unknown_kid_during_an_outage_is_401_not_transient(validator, jwks, r
 
 # --- construction and cold start ---------------------------------------------------------------------------------
 
-def test_the_jwks_url_follows_the_authority_and_tenant():
-    validator = SecureWebhookValidator(TENANT, AUDIENCE, authority="https://login.microsoftonline.us/")
-    assert validator.jwks_url == f"https://login.microsoftonline.us/{TENANT}/discovery/v2.0/keys"
+def test_the_jwks_url_and_issuers_follow_the_authority_and_tenant():
+    validator = SecureWebhookValidator(TENANT, AUDIENCE)
     assert validator.issuers == (V1_ISSUER, V2_ISSUER)
+    government = SecureWebhookValidator(TENANT, AUDIENCE, authority="https://login.microsoftonline.us/")
+    assert government.jwks_url == f"https://login.microsoftonline.us/{TENANT}/discovery/v2.0/keys"
+    assert government.issuers == (V1_ISSUER, f"https://login.microsoftonline.us/{TENANT}/v2.0")
+
+
+@pytest.mark.parametrize(("authority", "expected"), [
+    ("https://login.chinacloudapi.cn", (f"https://sts.chinacloudapi.cn/{TENANT}/",
+                                        f"https://login.chinacloudapi.cn/{TENANT}/v2.0")),
+    ("https://login.example.sovereign", (f"https://login.example.sovereign/{TENANT}/v2.0",)),  # v2.0 tokens only
+])
+def test_sovereign_clouds_accept_their_own_issuers(authority, expected):
+    assert SecureWebhookValidator(TENANT, AUDIENCE, authority=authority).issuers == expected
 
 
 @pytest.mark.parametrize(("tenant", "audience"), [("", AUDIENCE), (TENANT, " ")])

@@ -46,19 +46,35 @@ MAX_JWKS_BYTES = 1 << 20
 logger = logging.getLogger(__name__)
 
 
+# The v1.0 token issuer of each cloud's authority (v2.0 tokens are issued by the authority itself).
+_V1_ISSUERS = {"login.microsoftonline.com": "https://sts.windows.net",
+               "login.microsoftonline.us": "https://sts.windows.net",
+               "login.chinacloudapi.cn": "https://sts.chinacloudapi.cn"}
+
+
+def issuers(authority: str, tenant_id: str) -> tuple[str, ...]:
+    """The issuers of the tenant's tokens in the authority's cloud: v1.0 where the cloud is known, then v2.0."""
+    host = authority.split("://", 1)[-1].split("/", 1)[0].lower()
+    v1 = _V1_ISSUERS.get(host)
+    return ((f"{v1}/{tenant_id}/",) if v1 else ()) + (f"{authority}/{tenant_id}/v2.0",)
+
+
 class SecureWebhookValidator:
     """Validates the bearer tokens Azure Monitor's secure webhook sends for one tenant and audience."""
 
     def __init__(self, tenant_id: str, audience: str, *, authority: str = "https://login.microsoftonline.com",
-                 keys_ttl_seconds: float = 3600, clock: Callable[[], float] = time.time, timeout: float = 5.0) -> None:
+                 keys_ttl_seconds: float = 3600, clock: Callable[[], float] = time.time, timeout: float = 5.0,
+                 issuers_of: tuple[str, ...] | None = None) -> None:
+        """``issuers_of`` overrides the issuers derived from ``authority`` (a stand-in authority's tokens)."""
         if not tenant_id or not tenant_id.strip():
             raise ValueError("tenant_id is empty")
         if not audience or not audience.strip():
             raise ValueError("audience is empty")
         self.tenant_id = tenant_id
         self.audience = audience
-        self.jwks_url = f"{authority.rstrip('/')}/{tenant_id}/discovery/v2.0/keys"
-        self.issuers = (f"https://sts.windows.net/{tenant_id}/", f"https://login.microsoftonline.com/{tenant_id}/v2.0")
+        authority = authority.rstrip("/")
+        self.jwks_url = f"{authority}/{tenant_id}/discovery/v2.0/keys"
+        self.issuers = issuers_of or issuers(authority, tenant_id)
         self._keys_ttl = keys_ttl_seconds
         self._clock = clock
         self._timeout = timeout
@@ -97,7 +113,7 @@ class SecureWebhookValidator:
         self._check_lifetime(claims)
         issuer = claims.get("iss")
         if issuer not in self.issuers:
-            raise Unauthorized(401, f"token issuer {_show(issuer)} is not {self.issuers[0]!r} or {self.issuers[1]!r}")
+            raise Unauthorized(401, f"token issuer {_show(issuer)} is not {' or '.join(map(repr, self.issuers))}")
         audience = claims.get("aud")
         if self.audience not in (audience if isinstance(audience, list) else [audience]):
             raise Unauthorized(401, f"token audience {_show(audience)} is not {self.audience!r}")
