@@ -109,9 +109,8 @@ def _state(gateway: Gateway, operation: Operation) -> tuple[str, str]:
     """(lower-cased state, error) of what the operation changes, where 'succeeded' means it is as expected."""
     expect = operation.expect
     if operation.kind in ("create_endpoint", "set_traffic"):
-        try:
-            endpoint = gateway.get_endpoint(operation.endpoint)
-        except NotFound:
+        endpoint = endpoint_or_none(gateway, operation.endpoint)
+        if endpoint is None:
             return "creating", ""
         state = endpoint.provisioning_state.lower()
         if (state == "succeeded" and operation.kind == "set_traffic"
@@ -130,6 +129,13 @@ def _state(gateway: Gateway, operation: Operation) -> tuple[str, str]:
     if state == "succeeded" and deployment.instance_count != expect.get("instance_count", deployment.instance_count):
         return "scaling", ""
     return state, deployment.error
+
+
+def endpoint_or_none(gateway: Gateway, name: str) -> EndpointState | None:
+    try:
+        return gateway.get_endpoint(name)
+    except NotFound:
+        return None
 
 
 def traffic_matches(state: EndpointState, traffic: Mapping[str, int], mirror: Mapping[str, int] | None) -> bool:
@@ -166,9 +172,7 @@ def deployment_in_place(gateway: Gateway, request: DeploymentRequest, now: datet
                                instance_count=request.instance_count)
 
     def next_step() -> Step | None:
-        try:
-            gateway.get_endpoint(request.endpoint)
-        except NotFound:
+        if endpoint_or_none(gateway, request.endpoint) is None:
             return create_endpoint
         try:
             current = gateway.get_deployment(request.endpoint, request.name)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from controlplane.errors import PermanentError, TransientError
-from controlplane.gateway import DeploymentRequest, DeploymentSpec, EndpointState, NotFound
+from controlplane.gateway import DeploymentRequest, DeploymentSpec
 from controlplane.ledger import Decision, Outcome, ReviewDraft, Source, Task, TaskDraft, TaskKind, Verdict, record
 from controlplane.operations import (
     NextStep,
@@ -21,6 +21,7 @@ from controlplane.operations import (
     OperationFailed,
     deleted,
     deployment_in_place,
+    endpoint_or_none,
     reconcile,
     scaled,
     traffic_matches,
@@ -164,7 +165,7 @@ def _operations(services: Services, current: Rollout, updated: Rollout, phase: s
 
 def _begin(services: Services, rollout: Rollout) -> bool:
     policy, gateway, now = rollout.policy, services.gateway, services.clock.now()
-    state = _endpoint_or_none(services, rollout.endpoint)
+    state = endpoint_or_none(gateway, rollout.endpoint)
     serving = state.serving() if state is not None else None
     request = DeploymentRequest(
         endpoint=rollout.endpoint, name=rollout.deployment, model=rollout.model_ref,
@@ -187,7 +188,8 @@ def _apply(services: Services, rollout: Rollout, index: int, evidence: dict[str,
     step = rollout.steps[index]
     live, mirror = target(step, rollout.deployment, rollout.baseline)
     current = current_rollout or rollout
-    already = traffic_matches(services.gateway.get_endpoint(rollout.endpoint), live, mirror)
+    # set by an earlier run that crashed before recording it, unless it is this step's own operation that ended
+    already = current.waiting is None and traffic_matches(services.gateway.get_endpoint(rollout.endpoint), live, mirror)
     waited = _operations(services, current, rollout, "step", traffic_set(
         services.gateway, rollout.endpoint, live, mirror, services.clock.now()), step=index, evidence=evidence)
     if waited is not None:
@@ -235,13 +237,6 @@ def _rollback(services: Services, rollout: Rollout, evidence: dict[str, Any], wh
     return _transition(services, rollout, replace(rollout, state=RolloutState.ROLLED_BACK, waiting=None),
                        Outcome.ROLLBACK, f"rollout of {_label(rollout)} rolled back at {rollout.current}: {why}",
                        {**evidence, "restored_traffic": dict(rollout.baseline)}, reviews=(review,))
-
-
-def _endpoint_or_none(services: Services, endpoint: str) -> EndpointState | None:
-    try:
-        return services.gateway.get_endpoint(endpoint)
-    except NotFound:
-        return None
 
 
 def _transition(services: Services, current: Rollout, updated: Rollout, outcome: Outcome, reason: str,

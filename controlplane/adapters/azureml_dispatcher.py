@@ -27,9 +27,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controlplane.errors import PermanentError
-from controlplane.gateway import DeploymentRequest, DeploymentSpec, EndpointState, Gateway, NotFound, PipelineRequest
+from controlplane.gateway import DeploymentRequest, DeploymentSpec, Gateway, PipelineRequest
 from controlplane.ledger import Task
-from controlplane.operations import NextStep, Operation, deployment_in_place, in_order, reconcile, scaled, traffic_set
+from controlplane.operations import (
+    NextStep,
+    Operation,
+    deployment_in_place,
+    endpoint_or_none,
+    in_order,
+    reconcile,
+    scaled,
+    traffic_set,
+)
 from controlplane.ports import Clock
 
 SUBMIT_JOB = "jobs.create_or_update"
@@ -80,7 +89,7 @@ class AzureMLDispatcher:
                                  f"shift traffic with {SET_TRAFFIC}")
         copy_from = None
         if running is None:
-            state = self._endpoint_or_none(endpoint)
+            state = endpoint_or_none(self._gateway, endpoint)
             if state is not None:
                 live, mirrored = state.traffic.get(name, 0), state.mirror_traffic.get(name, 0)
                 if live or mirrored:
@@ -120,12 +129,6 @@ class AzureMLDispatcher:
         mirror = request.shares("mirror") if request.get("mirror") is not None else None
         return traffic_set(self._gateway, request.text("endpoint"), request.shares("traffic"), mirror,
                            self._clock.now())
-
-    def _endpoint_or_none(self, endpoint: str) -> EndpointState | None:
-        try:
-            return self._gateway.get_endpoint(endpoint)
-        except NotFound:
-            return None
 
     def _deployment(self, endpoint: str, name: str) -> dict[str, Any]:
         info = self._gateway.get_deployment(endpoint, name)
