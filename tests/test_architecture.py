@@ -46,8 +46,7 @@ def test_handlers_import_no_sdk_and_no_adapter(path):
 @pytest.mark.parametrize("path", modules("controlplane"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_domain_imports_no_sdk(path):
     relative = path.relative_to(ROOT / "controlplane")
-    if relative.parts[0] in ("adapters", "drift") or relative.name in ("localhost.py", "bootstrap.py", "cli.py",
-                                                                        "producer.py"):
+    if relative.parts[0] in ("adapters", "drift") or relative.name in ("localhost.py", "bootstrap.py", "cli.py"):
         return
     assert not uses(imports(path), *SDKS)
 

@@ -25,7 +25,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,12 +101,12 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
 
 def _timestamp(value: datetime | None) -> str:
     if value is None:
-        value = datetime.now(UTC)
+        value = datetime.now(timezone.utc)
     elif not isinstance(value, datetime):
         raise ValueError(f"timestamp: expected a datetime, got {_describe(value)}")
     elif value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp: expected a timezone-aware datetime (naive datetimes are ambiguous)")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class TelemetrySender:
