@@ -8,7 +8,8 @@
     │   │   └── UnsupportedEvent a well-formed event of a type the control plane does not handle
     │   ├── PolicyError          the policy file is invalid (names the key path)
     │   ├── ConfigurationError   a setting is missing or malformed (names the setting)
-    │   └── Unauthorized         a caller's credentials were refused (401) or lack a right (403)
+    │   ├── Unauthorized         a caller's credentials were refused (401) or lack a right (403)
+    │   └── StoreRefused         the store refuses one write for good (an entity over its size limits)
     └── TransientError           a dependency failed for now: the host should retry
         ├── StoreUnavailable     the decision store cannot be reached or timed out
         └── EventInProgress      another instance is handling the same event right now
@@ -70,6 +71,11 @@ class Unauthorized(PermanentError):
 
 class TransientError(ControlPlaneError):
     """A dependency failed in a way that may succeed on retry."""
+
+
+class StoreRefused(PermanentError):
+    """The store refuses this write for good (an entity or property over the store's size limits): writing
+    it again cannot succeed, unlike a store that is down."""
 
 
 class StoreUnavailable(TransientError):

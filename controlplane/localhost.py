@@ -14,8 +14,11 @@ trigger metadata, built by the ``*_input`` functions below), decoded as the work
 - ``GET /admin/host/status``: readiness.
 
 Timer functions also run on their NCRONTAB schedule. Like the host, it serves on while functions
-fail: an exception becomes a 500 for that request only. Besides its role as a host, this module is
-the one place outside ``triggers/`` that imports ``azure.functions``.
+fail: an exception becomes a 500 for that request only; a malformed request (its length, its JSON, its
+shape) is answered 4xx and never reaches a function. Requests are served by a bounded pool of worker
+threads, each connection with a read timeout, behind a listen backlog sized for bursts of clients.
+Besides its role as a host, this module is the one place outside ``triggers/`` that imports
+``azure.functions``.
 """
 from __future__ import annotations
 
@@ -29,9 +32,10 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -45,7 +49,18 @@ from controlplane.settings import load_local_settings
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions host's default request limit
+WORKERS = 16  # requests served at once; more connections wait for a worker
+LISTEN_BACKLOG = 128  # connections the kernel queues before the server accepts them
+READ_TIMEOUT_SECONDS = 10.0  # a client silent this long mid-request (or idle between requests) is dropped
 LOCAL_DEFAULTS = {"TELEMETRY_EVENTHUB_NAME": "telemetry", "TELEMETRY_CONSUMER_GROUP": "$Default"}
+
+
+class BadRequest(Exception):
+    """A request the host itself refuses (its body, its shape); answered with ``status`` before any function runs."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,8 @@ class LocalHost:
                 return Reply.json(200, {"state": "Running", "functions": sorted(self.functions)})
             if path.lower().startswith("/api/") or path.lower() == "/api":
                 return self._http(method, target, path[len("/api/"):], query, headers, body)
+        except BadRequest as refused:
+            return Reply.json(refused.status, {"error": str(refused)})
         except Exception as error:  # the host keeps serving whatever a function does
             logger.exception("function failed for %s %s", method, path)
             return Reply.json(500, {"error": type(error).__name__, "message": str(error)})
@@ -153,28 +170,29 @@ class LocalHost:
         if method != "POST":
             return Reply.json(405, {"error": f"{method} not allowed"})
         kind = headers.get("aeg-event-type", "")
-        try:
-            payload = json.loads(body)
-        except ValueError as error:
-            return Reply.json(400, {"error": f"body is not JSON: {error}"})
-        items = payload if isinstance(payload, list) else [payload]
         if kind == "SubscriptionValidation":
-            code = (items[0].get("data") or {}).get("validationCode") if items and isinstance(items[0], dict) else None
-            if not code:
+            payload = decode_json(body)
+            first = payload[0] if isinstance(payload, list) and payload else payload
+            data = first.get("data") if isinstance(first, dict) else None
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if not isinstance(code, str) or not code:
                 return Reply.json(400, {"error": "validation event carries no data.validationCode"})
             return Reply.json(200, {"validationResponse": code})
         if kind != "Notification":
             return Reply.json(400, {"error": "header aeg-event-type must be Notification or SubscriptionValidation"})
         failed, rejected = [], []
+        items = delivery_events(body)
         for index, item in enumerate(items):
-            if not isinstance(item, dict):  # not an event: the host's extension refuses it
+            datum = _event_datum(item)
+            if datum is None:  # not an event: the host's extension refuses it
                 rejected.append(index)
                 continue
+            event_id = item.get("id") if isinstance(item, dict) else None
             try:  # each event is its own invocation, decoded on its own, as with the real host
-                function.invoke(event_grid_input(item))
+                function.invoke(datum)
             except Exception as error:
-                logger.exception("%s failed on event %s (index %d)", name, item.get("id"), index)
-                failed.append({"index": index, "id": item.get("id"), "error": f"{type(error).__name__}: {error}"})
+                logger.exception("%s failed on event %.100r (index %d)", name, event_id, index)
+                failed.append({"index": index, "id": event_id, "error": f"{type(error).__name__}: {error}"})
         if failed:
             return Reply.json(500, {"failed": failed, "events": len(items)})
         if rejected:
@@ -185,10 +203,7 @@ class LocalHost:
         function = self.functions.get(name)
         if function is None:
             return Reply.json(404, {"error": f"no function named {name!r}"})
-        try:
-            request = json.loads(body or b"{}")
-        except ValueError as error:
-            return Reply.json(400, {"error": f"body is not JSON: {error}"})
+        request = decode_json(body or b"{}")
         if not isinstance(request, dict):
             return Reply.json(400, {"error": "body must be an object like {\"input\": \"...\"}"})
         payload = request.get("input", "")
@@ -196,12 +211,16 @@ class LocalHost:
             function.invoke(timer_input(past_due=False))
         elif function.type == "eventHubTrigger":
             sequence = request.get("sequenceNumber")
+            if sequence is not None and (type(sequence) is not int or not 0 <= sequence < 2**63):
+                return Reply.json(400, {"error": "sequenceNumber must be a whole number from 0 to 2^63-1"})
+            partition = request.get("partitionId", "local")
+            if type(partition) not in (str, int) or not 0 < len(str(partition)) <= 64:
+                return Reply.json(400, {"error": "partitionId must be a string or number of 1 to 64 characters"})
             function.invoke(*event_hub_input(
-                [payload if isinstance(payload, str) else json.dumps(payload)],
-                partition=str(request.get("partitionId", "local")),
-                first_sequence=next(self._sequence) if sequence is None else int(sequence)))
+                [payload if isinstance(payload, str) else encode_json(payload)], partition=str(partition),
+                first_sequence=next(self._sequence) if sequence is None else sequence))
         elif function.type == "eventGridTrigger":
-            function.invoke(event_grid_input(payload))
+            function.invoke(event_grid_input(payload if isinstance(payload, str) else encode_json(payload)))
         else:
             return Reply.json(400, {"error": f"{function.type} functions are not invoked through /admin"})
         return Reply(202)
@@ -235,6 +254,84 @@ class LocalHost:
             last = now
 
 
+# -- decoding what clients post ------------------------------------------------------------------------------
+
+def decode_json(body: bytes) -> Any:
+    """A request body as JSON, or ``BadRequest`` (400) saying why not."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest(400, "body is not JSON the host can read: nested too deeply") from None
+    except ValueError as error:  # not UTF-8, not JSON, or a number past Python's digit limit
+        raise BadRequest(400, f"body is not JSON: {str(error)[:200]}") from None
+
+
+def encode_json(value: Any) -> str:
+    """``value`` as JSON text again, or ``BadRequest`` (400) when it is too deep to encode."""
+    try:
+        return json.dumps(value)
+    except (RecursionError, ValueError):
+        raise BadRequest(400, "input is nested too deeply to pass on") from None
+
+
+class EventText(str):
+    """One event of a delivery kept as its JSON text (it could not be decoded whole here)."""
+
+
+def _event_datum(item: Any) -> meta.Datum | None:
+    """The input of one invocation for an event of a delivery; None for what is not an event."""
+    if not isinstance(item, (dict, EventText)):
+        return None
+    try:
+        return event_grid_input(item)
+    except BadRequest:
+        return None
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+
+
+def delivery_events(body: bytes) -> list[Any]:
+    """The events of an Event Grid delivery: one event or an array of them, each decoded, or kept as its JSON
+    text when it cannot be decoded whole (nested or numbered past Python's limits) so that the function
+    records it as invalid and the other events of the delivery are still handled."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadRequest(400, f"body is not JSON: {str(error)[:200]}") from None
+    except (RecursionError, ValueError):  # well-formed as far as read, but past Python's limits
+        return [_decoded_or_text(item) for item in split_array(body.decode("utf-8-sig", "replace"))]
+    return payload if isinstance(payload, list) else [payload]
+
+
+def _decoded_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError):
+        return EventText(text) if text.startswith("{") else None  # an event is an object; anything else is refused
+
+
+def split_array(text: str) -> list[str]:
+    """The items of a top-level JSON array as texts, found without decoding them; any other text is one item."""
+    stripped = text.strip()
+    if not stripped.startswith("["):
+        return [stripped]
+    items, depth, start = [], 0, 1
+    for token in _TOKENS.finditer(stripped):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+        elif mark in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                items.append(stripped[start:token.start()])
+                break
+        elif mark == "," and depth == 1:
+            items.append(stripped[start:token.start()])
+            start = token.end()
+    return [item.strip() for item in items if item.strip()]
+
+
 # -- what the host sends the worker, per trigger ----------------------------------------------------------
 
 def http_input(method: str, url: str, headers: Mapping[str, str], query: Mapping[str, str],
@@ -250,7 +347,7 @@ def http_input(method: str, url: str, headers: Mapping[str, str], query: Mapping
 
 def event_grid_input(event: Any) -> meta.Datum:
     """One element of an Event Grid delivery, as JSON text: the host invokes the function once per event."""
-    return meta.Datum(event if isinstance(event, str) else json.dumps(event), "json")
+    return meta.Datum(event if isinstance(event, str) else encode_json(event), "json")
 
 
 def timer_input(past_due: bool, last: datetime | None = None, now: datetime | None = None,
@@ -309,40 +406,111 @@ def _route_pattern(route: str) -> re.Pattern[str]:
 class _Handler(BaseHTTPRequestHandler):
     host: LocalHost
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # so that a request line too broken to name its version gets a status line
+    timeout = READ_TIMEOUT_SECONDS  # set on the connection's socket: a stalled client frees its worker
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            reply = Reply.json(413, {"error": f"request body over {MAX_REQUEST_BYTES} bytes"})
+        head = self.command == "HEAD"  # answered as GET, without the body
+        try:
+            body = self._body()
+        except BadRequest as refused:
+            reply = Reply.json(refused.status, {"error": str(refused)})
+            self.close_connection = True  # the rest of what the client sent cannot be told from the next request
+        except TimeoutError:
+            reply = Reply.json(408, {"error": f"no request body within {self.timeout:g} s"})
             self.close_connection = True
         else:
-            body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = self.host.handle(self.command, self.path, headers, body)
+            reply = self.host.handle("GET" if head else self.command, self.path, headers, body)
         self.send_response(reply.status)
         for key, value in reply.headers:
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
-        self.wfile.write(reply.body)
+        if not head:
+            self.wfile.write(reply.body)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code == 505:  # a request line naming HTTP/2 or later is a client's mistake here, like any other
+            code, message = 400, "HTTP version not supported: send HTTP/1.1"
+        super().send_error(code, message, explain)
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise BadRequest(411, "chunked bodies are not read here: send Content-Length")
+        declared = self.headers.get_all("Content-Length") or []
+        if len(set(declared)) > 1:
+            raise BadRequest(400, "conflicting Content-Length headers")
+        text = declared[0].strip() if declared else "0"
+        if not (text.isascii() and text.isdigit()):
+            raise BadRequest(400, f"Content-Length must be a whole number, got {text[:40]!r}")
+        length = int(text) if len(text) <= 18 else MAX_REQUEST_BYTES + 1
+        if length > MAX_REQUEST_BYTES:
+            raise BadRequest(413, f"request body over {MAX_REQUEST_BYTES} bytes")
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise BadRequest(400, f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # every method reaches the routing, which answers 405 where it does not apply
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s %s", self.address_string(), format % args)
+        logger.info("%s %s", self.address_string(), redact(format % args))
+
+
+_QUERY_VALUE = re.compile(r"([?&][^=\s&?#'\"]*=)[^&\s#'\"]*")
+
+
+def redact(line: str) -> str:
+    """An access-log line with every query value replaced: a query string can carry a function key
+    (``code=``) or an old approval link's token, and neither belongs in a log."""
+    return _QUERY_VALUE.sub(r"\1<redacted>", line)
+
+
+class PooledHTTPServer(HTTPServer):
+    """An HTTP server whose connections are served by a bounded pool of threads."""
+
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int = WORKERS):
+        super().__init__(address, handler)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._pool.submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_server(host: LocalHost, port: int = 7071, bind: str = "127.0.0.1", workers: int = WORKERS,
+                read_timeout: float = READ_TIMEOUT_SECONDS) -> PooledHTTPServer:
+    """The HTTP server of ``host`` (not started: call ``serve_forever``)."""
+    handler = type("Handler", (_Handler,), {"host": host, "timeout": read_timeout})
+    return PooledHTTPServer((bind, port), handler, workers)
 
 
 def serve(port: int = 7071, bind: str = "127.0.0.1", app_module: str = "function_app", timers: bool = True,
-          ready: Callable[[ThreadingHTTPServer], None] | None = None) -> None:
+          ready: Callable[[PooledHTTPServer], None] | None = None) -> None:
     """Run the host until interrupted."""
     load_local_settings()
     for key, value in LOCAL_DEFAULTS.items():
         os.environ.setdefault(key, value)
     app = importlib.import_module(app_module).app
     host = LocalHost(app)
-    handler = type("Handler", (_Handler,), {"host": host})
-    server = ThreadingHTTPServer((bind, port), handler)
-    server.daemon_threads = True
+    server = make_server(host, port, bind)
     stop = threading.Event()
     if timers:
         threading.Thread(target=host.run_timers, args=(stop,), name="timers", daemon=True).start()

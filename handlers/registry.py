@@ -13,7 +13,7 @@ from controlplane import events as ev
 from controlplane.errors import InvalidEvent
 from controlplane.ledger import Decision, Outcome, Source, Verdict
 from controlplane.parsing import parse_registry_event
-from controlplane.parsing.fields import parse_json
+from controlplane.parsing.fields import check_json, parse_json
 from controlplane.policy import Policy
 from controlplane.ports import Services
 from handlers.actions import act_on_drift
@@ -24,19 +24,19 @@ from handlers.record import decide_once, record_invalid
 def receive_registry_event(services: Services, raw: Any) -> Decision:
     """Parse one Event Grid / CloudEvents envelope (its JSON text as the host delivers it, or decoded
     already) and decide it once; a bad one becomes ``invalid``."""
-    if isinstance(raw, (str, bytes)):
-        text = raw
-        try:
+    try:
+        if isinstance(raw, (str, bytes)):
             raw = parse_json(raw)
-        except InvalidEvent as error:
-            payload = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-            return record_invalid(services, source=Source.EVENTGRID, payload=payload, error=error)
+        else:
+            check_json(raw)
+    except InvalidEvent as error:
+        return record_invalid(services, source=Source.EVENTGRID, payload=_payload(raw), error=error)
     cloud = isinstance(raw, dict) and any(str(key).lower() == "specversion" for key in raw)
     source = Source.CLOUDEVENTS if cloud else Source.EVENTGRID
     try:
         event = parse_registry_event(raw)
     except InvalidEvent as error:
-        payload = json.dumps(raw, default=str).encode()
+        payload = _payload(raw)
         event_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
         event_type = str(raw.get("eventType") or raw.get("type") or "") if isinstance(raw, dict) else ""
         return record_invalid(services, source=source, payload=payload, error=error, event_id=event_id,
@@ -47,6 +47,18 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
                        received_at=event.meta.time or services.clock.now(),
                        decide=lambda: decide_registry_event(event, services, key=f"ml:{event.meta.id}"),
                        claim_first=False)
+
+
+def _payload(raw: Any) -> bytes:
+    """The event as it arrived, for the record of an invalid one."""
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogatepass")
+    try:
+        return json.dumps(raw, default=str).encode()
+    except (ValueError, RecursionError):  # decoded by the caller past the limits that refused it
+        return f"<{type(raw).__name__} past the intake limits>".encode()
 
 
 def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, str | None]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from controlplane import events as ev
 from controlplane.errors import InvalidEvent, UnsupportedEvent
-from controlplane.parsing.fields import Fields
+from controlplane.parsing.fields import Fields, check_json
 
 
 def read_envelope(raw: Any) -> tuple[ev.EventMeta, Fields]:
@@ -140,6 +140,7 @@ def parse_monitor_breach(text: str, path: str) -> ev.MonitorBreach:
     violations = []
     for index, item in enumerate(_json_objects(text[match.end():])):
         item_path = f"{path}[{index}]"
+        check_json(item, item_path)
         fields = Fields(item, item_path)
         violations.append(ev.FeatureViolation(
             feature=str(fields.raw("group", "feature", "feature_name")),
@@ -159,7 +160,7 @@ def _json_objects(text: str) -> list[Any]:
         while position != -1:
             try:
                 value, end = decoder.raw_decode(candidate, position)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or past Python's limits (check_json names it)
                 position = candidate.find("{", position + 1)
                 continue
             found.append(value)

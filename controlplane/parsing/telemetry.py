@@ -6,9 +6,7 @@ from typing import Any
 
 from controlplane.errors import InvalidEvent
 from controlplane.events import TelemetryRecord
-from controlplane.parsing.fields import Fields, parse_json, parse_time
-
-MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
+from controlplane.parsing.fields import MAX_JSON_BYTES, Fields, parse_json, parse_time
 
 
 def decode_body(body: bytes, content_encoding: str | None = None) -> bytes:
@@ -16,11 +14,11 @@ def decode_body(body: bytes, content_encoding: str | None = None) -> bytes:
     if (content_encoding or "").lower() == "gzip" or body[:2] == b"\x1f\x8b":
         try:
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            data = inflater.decompress(body, MAX_DECOMPRESSED_BYTES)
+            data = inflater.decompress(body, MAX_JSON_BYTES)
         except zlib.error as exc:
             raise InvalidEvent("$", f"body is not valid gzip ({exc})") from None
         if inflater.unconsumed_tail:
-            raise InvalidEvent("$", f"gzip body inflates beyond {MAX_DECOMPRESSED_BYTES} bytes")
+            raise InvalidEvent("$", f"gzip body inflates beyond {MAX_JSON_BYTES} bytes")
         return data
     return body
 
