@@ -222,6 +222,8 @@ def retraining(base: str, first: int, workdir: Path) -> None:
     model = entity["name"]
     versions = [int(d.version) for d in services.store.decisions(model=model, limit=200) if str(d.version).isdigit()]
     version = str(max(versions, default=0) + 1)
+    services.gateway.register_model(model, version, registered_by="retraining-pipeline", tags=entity["tags"],
+                                    properties=entity["properties"])  # the job's identity registers it
     registered = grid("ModelRegistered", f"models/{model}:{version}", {
         "ModelName": model, "ModelVersion": int(version), "ModelTags": entity["tags"],
         "ModelProperties": entity["properties"]})
@@ -322,6 +324,10 @@ def run() -> int:
     base = f"http://127.0.0.1:{servers[0].server_address[1]}"
     os.environ["CONTROLPLANE_PUBLIC_URL"] = base  # approval links point at this host (services build lazily)
     print(f"local host {base}, store {os.environ['CONTROLPLANE_STORE']}\n")
+    # Azure ML records who registered each version (the control plane reads it for separation of duties)
+    workspace = bootstrap.services().gateway
+    for version in ("2", "3", "4"):
+        workspace.register_model("churn", version, registered_by="alice@contoso.com")
     steps = scenario()
     for step, (description, method, path, body) in enumerate(steps, 1):
         status, _ = call(base, method, path, body)

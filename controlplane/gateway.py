@@ -33,8 +33,9 @@ class ModelInfo:
     version: str
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
-    created_by: str = ""
+    created_by: str = ""  # the 'created_by' tag or property: whatever whoever registered it wrote
     stage: str = ""
+    registered_by: str = ""  # Azure ML's own record (system data) of who registered the version
 
 
 @dataclass(frozen=True)

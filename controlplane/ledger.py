@@ -115,6 +115,9 @@ class ReviewDraft:
     registrant: str = ""
     separation_of_duties: bool = True
     on_approval: Mapping[str, Any] = field(default_factory=dict)
+    # Mixed into the review's id when the decision's key is public (a drift window's model, deployment and
+    # hour), so the id cannot be computed from it; never stored.
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
     """
     decision_id = digest(key, attempt, length=24)
     reviews = tuple(
-        Review(id=digest(decision_id, "review", str(index), length=24), kind=draft.kind, state=ReviewState.OPEN,
+        Review(id=digest(decision_id, "review", str(index), *filter(None, [draft.secret]), length=24),
+               kind=draft.kind, state=ReviewState.OPEN,
                model=verdict.model, version=verdict.version, approvers=draft.approvers, quorum=draft.quorum,
                created_at=decided_at, expires_at=decided_at + draft.ttl, decision_id=decision_id,
                evidence=draft.evidence, registrant=draft.registrant,

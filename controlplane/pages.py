@@ -5,6 +5,8 @@ a tag holding ``<script>`` shows as text.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from html import escape
@@ -26,6 +28,15 @@ border-radius:.3rem}.open{background:#fff4ce}.approved{background:#dff6dd}.rejec
 textarea{width:100%;min-height:4rem}button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.5rem}
 pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:20rem}
 """
+
+
+# Reads the token from the link's fragment (``#token=``), which never reaches a server or a log, drops it from
+# the address bar and posts it, so the page comes back with the approver's form. Without JavaScript the
+# approver pastes the token into the same form.
+OPEN_SCRIPT = ("var m=location.hash.match(/^#token=([^&]+)$/);if(m){history.replaceState(null,'',"
+               "location.pathname+location.search);var f=document.getElementById('open');"
+               "f.elements.token.value=decodeURIComponent(m[1]);f.submit();}")
+OPEN_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(OPEN_SCRIPT.encode()).digest()).decode()
 
 
 def _page(title: str, body: str) -> str:
@@ -98,8 +109,10 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
         ["decision", f"<a href='../decisions?model={escape(review.model or '')}'>{escape(review.decision_id)}</a>"],
     ])
     links = []
-    if evidence.get("report"):  # relative: the page and the report are served by the same app
-        links.append(f"<li><a href='../reports/{escape(str(evidence['report']))}'>drift report</a></li>")
+    if evidence.get("report") and token:  # the report is the reviewers': the token goes in the body, never a URL
+        links.append(f"<li><form method='post' action='{escape(review.id)}/report'>"
+                     f"<input type='hidden' name='token' value='{escape(token)}'>"
+                     "<button type='submit' id='report'>drift report</button></form></li>")
     tags = evidence.get("tags") or {}
     tag_table = _table(["tag", "value"], [[escape(str(k)), escape(str(v))] for k, v in tags.items()]) if tags else ""
     signal = evidence.get("signal")
@@ -108,7 +121,12 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
         [escape(v.at.isoformat(timespec="seconds")), escape(v.approver), escape(v.decision), escape(v.comment)]
         for v in review.votes]) if review.votes else "<p class='muted'>No votes yet.</p>"
     form = ""
-    if token and review.state is ReviewState.OPEN:
+    if not token:
+        form = (f"<form method='post' action='{escape(review.id)}' id='open'><h2>Approver?</h2>"
+                "<p class='muted'>Open your approval link in a browser, or paste the token from it (the text after "
+                "<code>#token=</code>):</p><input type='password' name='token' id='token' autocomplete='off'>"
+                f" <button type='submit'>Open</button></form><script>{OPEN_SCRIPT}</script>")
+    elif review.state is ReviewState.OPEN:
         form = (f"<h2>Your decision{' (' + escape(approver) + ')' if approver else ''}</h2>"
                 f"<form method='post' action='{escape(review.id)}/decision'>"
                 f"<input type='hidden' name='token' value='{escape(token)}'>"

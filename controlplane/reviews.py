@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -27,11 +28,23 @@ class ReviewKind(StrEnum):
     OPERATION = "operation"  # an Azure ML operation failed or ran past its deadline
 
 
+REVIEWERS_ONLY = ("report", "report_url")  # evidence shown only with a reviewer's token or the function key
+
+
 class ReviewState(StrEnum):
     OPEN = "open"
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+
+
+def identity(name: str) -> str:
+    """The form in which approvers, registrants and signed-in users are compared: Unicode NFKC
+    (fullwidth and other compatibility letters become plain ones), then case-folded, with every
+    whitespace and invisible format character (zero-width space, joiners, BOM) removed: no principal
+    name contains them, so they can only disguise one."""
+    text = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
 
 
 class VoteError(PermanentError):
@@ -75,7 +88,7 @@ class Review:
 
     @property
     def approvals(self) -> set[str]:
-        return {vote.approver.lower() for vote in self.votes if vote.decision == "approve"}
+        return {identity(vote.approver) for vote in self.votes if vote.decision == "approve"}
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}  # the evidence is JSON already: no deep copy
@@ -83,6 +96,10 @@ class Review:
                     created_at=self.created_at.isoformat(), expires_at=self.expires_at.isoformat(),
                     votes=[{**asdict(v), "at": v.at.isoformat()} for v in self.votes])
         return data
+
+    def public_json(self) -> dict[str, Any]:
+        """The JSON anyone who knows the id may read: without what only reviewers may follow (the report)."""
+        return {**self.to_json(), "evidence": {k: v for k, v in self.evidence.items() if k not in REVIEWERS_ONLY}}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Review:
@@ -101,26 +118,28 @@ def cast_vote(review: Review, *, approver: str, decision: str, comment: str, non
         raise VoteError(409, "review has expired")
     if decision not in ("approve", "reject"):
         raise VoteError(400, f"decision must be 'approve' or 'reject', got {decision!r}")
-    if approver.lower() not in {a.lower() for a in review.approvers}:
+    who = identity(approver)
+    if who not in {identity(a) for a in review.approvers}:
         raise VoteError(403, f"{approver} is not an approver of this review")
     if (decision == "approve" and review.separation_of_duties and review.registrant
-            and approver.lower() == review.registrant.lower()):
+            and who == identity(review.registrant)):
         raise VoteError(403, f"{approver} registered this model and may not approve it (separation of duties)")
     if any(vote.token == nonce for vote in review.votes):
         raise VoteError(409, "this approval link was used already")
-    if any(vote.approver.lower() == approver.lower() for vote in review.votes):
+    if any(identity(vote.approver) == who for vote in review.votes):
         raise VoteError(409, f"{approver} has voted already")
     votes = review.votes + (Vote(approver=approver, decision=decision, comment=comment, at=now, token=nonce),)
     state = ReviewState.OPEN
     if decision == "reject":
         state = ReviewState.REJECTED  # one reject closes the review
-    elif len({v.approver.lower() for v in votes if v.decision == "approve"}) >= review.quorum:
+    elif len({identity(v.approver) for v in votes if v.decision == "approve"}) >= review.quorum:
         state = ReviewState.APPROVED
     return replace(review, votes=votes, state=state, revision=review.revision + 1)
 
 
 # -- approval links -------------------------------------------------------------------------------
 SCOPE = "review:vote"
+MAX_TOKEN = 1024
 
 
 @dataclass(frozen=True)
@@ -146,10 +165,11 @@ def _require(key: bytes) -> None:
 
 
 def approval_url(key: bytes, public_url: str, review: Review, approver: str) -> str:
-    """The approver's own link to the review page, carrying a signed single-use token."""
-    if approver.lower() not in {a.lower() for a in review.approvers}:
+    """The approver's own link to the review page. The signed single-use token is in the fragment,
+    which browsers never send: no server, proxy or access log sees it; the page posts it."""
+    if identity(approver) not in {identity(a) for a in review.approvers}:
         raise VoteError(403, f"{approver} is not an approver of review {review.id}")
-    return f"{public_url.rstrip('/')}/api/reviews/{review.id}?token={sign_token(key, review, approver)}"
+    return f"{public_url.rstrip('/')}/api/reviews/{review.id}#token={sign_token(key, review, approver)}"
 
 
 def sign_token(key: bytes, review: Review, approver: str) -> str:
@@ -165,12 +185,14 @@ def sign_token(key: bytes, review: Review, approver: str) -> str:
 def verify_token(key: bytes, token: str, review_id: str, now: datetime) -> ApprovalToken:
     """The token's claims, or ``VoteError(403)`` for a forged, foreign, malformed or expired one."""
     _require(key)
+    if not isinstance(token, str) or len(token) > MAX_TOKEN or not token.isascii():
+        raise VoteError(403, "malformed approval token")
     try:
         payload, signature = token.split(".")
-        expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    except (ValueError, AttributeError):
+    except ValueError:
         raise VoteError(403, "malformed approval token") from None
-    if not hmac.compare_digest(expected, signature):
+    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise VoteError(403, "approval token signature is not valid")
     try:
         claims = json.loads(_unb64(payload))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +45,15 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
 DISPATCHERS = ("dry-run", "azureml")
+
+
+def _got(value: str, secret: bool = False) -> str:
+    """A mistyped value, shown only when it cannot be a secret: errors name a setting, never a value that may
+    hold one (webhook URLs carry their credentials; keys, connection strings, or a secret pasted into the
+    wrong setting), as they reach /api/health, /api/decisions and the log."""
+    if secret or len(value) > 16 or not re.fullmatch(r"[A-Za-z0-9._-]*", value):
+        return "(the value is not shown: it may hold a secret)"
+    return f"got {value!r}"
 
 
 def load_local_settings(path: str | Path = "local.settings.json") -> None:
@@ -109,20 +119,20 @@ class Settings:
         env = os.environ if env is None else env
         store = env.get(STORE) or DEFAULT_STORE
         if store != "tables" and not (store.startswith("sqlite:///") and len(store) > len("sqlite:///")):
-            raise ConfigurationError(STORE, f"expected 'sqlite:///<path>' or 'tables', got {store!r}")
+            raise ConfigurationError(STORE, f"expected 'sqlite:///<path>' or 'tables' {_got(store, secret=True)}")
         dispatch = env.get(DISPATCH) or "dry-run"
         if dispatch not in DISPATCHERS:
-            raise ConfigurationError(DISPATCH, f"expected one of {', '.join(DISPATCHERS)}, got {dispatch!r}")
+            raise ConfigurationError(DISPATCH, f"expected one of {', '.join(DISPATCHERS)}, {_got(dispatch)}")
         lease_text = env.get(LEASE_SECONDS) or "300"
         try:
             lease = int(lease_text)
         except ValueError:
             lease = 0
         if lease <= 0:
-            raise ConfigurationError(LEASE_SECONDS, f"expected a positive whole number of seconds, got {lease_text!r}")
+            raise ConfigurationError(LEASE_SECONDS, f"expected a positive whole number of seconds, {_got(lease_text)}")
         prefix = env.get(TABLE_PREFIX) or "controlplane"
         if not prefix.isalnum() or not prefix[0].isalpha():
-            raise ConfigurationError(TABLE_PREFIX, f"table names need letters and digits only, got {prefix!r}")
+            raise ConfigurationError(TABLE_PREFIX, f"table names need letters and digits only, {_got(prefix)}")
         account_url = env.get(f"{STORAGE}__tableServiceUri", "")
         if not account_url and env.get(f"{STORAGE}__accountName"):
             account_url = f"https://{env[f'{STORAGE}__accountName']}.table.core.windows.net"
@@ -131,7 +141,7 @@ class Settings:
                                                      ALERTS_AUTH_AUTHORITY)}
         for name, url in urls.items():
             if url and not url.startswith(("https://", "http://")):
-                raise ConfigurationError(name, f"expected an http(s) URL, got {url!r}")
+                raise ConfigurationError(name, f"expected an http(s) URL {_got(url, secret=True)}")
         if urls[NOTIFY_WEBHOOK_URL] and not env.get(NOTIFY_WEBHOOK_SECRET):
             raise ConfigurationError(NOTIFY_WEBHOOK_SECRET, "required when NOTIFY_WEBHOOK_URL is set (it signs bodies)")
         azureml = {name: env.get(name, "") for name in (AZUREML_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP,

@@ -7,7 +7,10 @@ degraded data to human review and labelling instead. Shadow mode records the ver
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -45,9 +48,8 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
     window = evidence.get("window")
     tasks = []
     if window:  # the window's rows go to labelling and its report to the reviewers
-        # Reports are served without a function key: the name carries a secret-derived part, unguessable.
         base = f"{model}-{window['deployment']}-{window['bucket']}.{window['part']}"
-        name = f"{base}-{digest(base, services.approval_key.hex(), length=16)}"
+        name = f"{base}-{unguessable(services.approval_key, base)}"
         evidence.update(report=name, report_url=f"{services.public_url.rstrip('/')}/api/reports/{name}")
         tasks = [TaskDraft(TaskKind.REVIEW, f"labelling/{name}", {
                      "operation": "labelling.export", "name": name, "window": dict(window),
@@ -56,12 +58,20 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
                                                                "window": dict(window), "model": model})]
     review = ReviewDraft(kind=ReviewKind.DRIFT, approvers=tuple(rule.review.assignees), quorum=1, ttl=DRIFT_REVIEW_TTL,
                          evidence={**evidence, "labelling_project": rule.review.labelling_project},
-                         separation_of_duties=False)
+                         separation_of_duties=False, secret=unguessable(services.approval_key, key))
     reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
     if rule.mode is Mode.SHADOW:
         evidence["shadow_review"] = {"kind": review.kind.value, "approvers": list(review.approvers)}
         return Verdict(Outcome.REVIEW, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
     return Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, reviews=(review,), tasks=tuple(tasks))
+
+
+def unguessable(key: bytes, base: str) -> str:
+    """A part no one can compute from public data (model, deployment, hour): an HMAC under the approval
+    signing key, or random when there is no key."""
+    if not key:
+        return secrets.token_hex(8)
+    return hmac.new(key, base.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, key: str, evidence: dict[str, Any],

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from controlplane.errors import PermanentError
 from controlplane.events import MODEL_DEPLOYED, ModelRegistered
 from controlplane.ledger import Decision, Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
-from controlplane.policy import Mode, Policy, Production, Promotion, ResolvedRule
+from controlplane.policy import Mode, Policy, Production, Promotion, ResolvedRule, UnknownRegistrant
 from controlplane.ports import Services
-from controlplane.reviews import ReviewKind
+from controlplane.reviews import ReviewKind, identity
 
 SETS_CHAMPION = "controlplane.champion"  # evidence key naming the endpoint a decision made this model serve on
 
@@ -40,16 +41,23 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
         return Verdict(Outcome.NO_ACTION, f"{model}:{version} is not newer than the champion {model}:{champion[1]} "
                        f"on {promotion.endpoint}", model=model, version=version, evidence=evidence)
 
-    metrics, registrant, looked_up = candidate_facts(event, promotion, services)
-    evidence.update(metrics=metrics, registrant=registrant, metrics_from_gateway=looked_up)
+    metrics, registrant, source, looked_up = candidate_facts(event, promotion, services)
+    evidence.update(metrics=metrics, registrant=registrant, registrant_source=source, metrics_from_gateway=looked_up)
+    # Without `production`, the review of a candidate lacking metrics can only send it to staging, where a
+    # passing candidate goes unreviewed: an unknown registrant asks for nothing more there.
+    production = promotion.production or Production(approvers=["ml-leads"])
+    unknown = promotion.production is not None and production.separation_of_duties and not registrant
+    quorum = production.quorum
+    if unknown:
+        evidence["unknown_registrant"] = production.unknown_registrant.value
+        quorum += production.unknown_registrant is UnknownRegistrant.EXTRA_APPROVAL
     missing = [gate.metric for gate in promotion.parsed_gates() if gate.metric not in metrics]
     if missing:
         reason = f"metrics missing for {model}:{version}: {', '.join(missing)}; a person must look"
-        approvers = promotion.production.approvers if promotion.production else ()
         staging = _staging_request(promotion, model, version, key, services.policy)
-        review = _review(promotion.production, evidence, registrant, staging, approvers=approvers or ("ml-leads",))
-        return _enforce(rule, Verdict(Outcome.INCONCLUSIVE, reason, model=model, version=version,
-                                      evidence=evidence, reviews=(review,)))
+        verdict = _gated(production, quorum, unknown, evidence, registrant, staging, Verdict(
+            Outcome.INCONCLUSIVE, reason, model=model, version=version, evidence=evidence))
+        return _enforce(rule, verdict)
 
     results = [{"gate": str(gate), "metric": gate.metric, "value": metrics[gate.metric], "passed":
                 gate.passes(metrics[gate.metric])} for gate in promotion.parsed_gates()]
@@ -80,11 +88,11 @@ def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Servi
         verdict = Verdict(Outcome.PROMOTE, f"gates passed ({passed}); deploying to staging on {promotion.endpoint} "
                           "at 0% traffic", model=model, version=version, evidence=evidence, tasks=(staging,))
     else:
-        review = _review(promotion.production, evidence, registrant,
-                         production_request(promotion, model, version, key, promotion.production.approvers))
-        verdict = Verdict(Outcome.REQUEST_APPROVAL, f"gates passed ({passed}); staging at 0% on "
-                          f"{promotion.endpoint}; production needs {promotion.production.quorum} approval(s)",
-                          model=model, version=version, evidence=evidence, tasks=(staging,), reviews=(review,))
+        verdict = _gated(production, quorum, unknown, evidence, registrant,
+                         production_request(promotion, model, version, key, production.approvers),
+                         Verdict(Outcome.REQUEST_APPROVAL, f"gates passed ({passed}); staging at 0% on "
+                                 f"{promotion.endpoint}; production needs {quorum} approval(s)", model=model,
+                                 version=version, evidence=evidence, tasks=(staging,)))
     return _enforce(rule, verdict)
 
 
@@ -109,14 +117,22 @@ def _enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:
                    version=verdict.version, evidence={**verdict.evidence, "shadow": shadow})
 
 
-def _review(production: Production | None, evidence: Mapping[str, Any], registrant: str,
-            on_approval: Mapping[str, Any], approvers: tuple[str, ...] | list[str] = ()) -> ReviewDraft:
-    return ReviewDraft(kind=ReviewKind.PROMOTION, approvers=tuple(approvers or production.approvers),
-                       quorum=production.quorum if production else 1,
-                       ttl=timedelta(hours=production.approval_ttl_hours if production else 72),
-                       evidence=dict(evidence), registrant=registrant,
-                       separation_of_duties=production.separation_of_duties if production else True,
-                       on_approval=dict(on_approval))
+def _gated(production: Production, quorum: int, unknown: bool, evidence: Mapping[str, Any], registrant: str,
+           on_approval: Mapping[str, Any], verdict: Verdict) -> Verdict:
+    """The verdict with its promotion review needing ``quorum`` approvals (one beyond the policy's when the
+    registrant, who may be among the approvers, is unknown: at least the policy's quorum then comes from
+    others), or refused when the registrant is unknown and the policy says so or that quorum cannot be met."""
+    if unknown and (production.unknown_registrant is UnknownRegistrant.REFUSE or quorum > len(production.approvers)):
+        why = ("the policy refuses a review without one" if production.unknown_registrant is UnknownRegistrant.REFUSE
+               else f"one approval beyond the quorum needs {quorum} approvers, {len(production.approvers)} are listed")
+        return Verdict(Outcome.REJECT, f"{verdict.reason}; but the registrant of {verdict.model}:{verdict.version} "
+                       f"cannot be established and {why}: no promotion review opened", model=verdict.model,
+                       version=verdict.version, evidence={**evidence, "unknown_registrant": "refuse"})
+    review = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=tuple(production.approvers), quorum=quorum,
+                         ttl=timedelta(hours=production.approval_ttl_hours), evidence=dict(evidence),
+                         registrant=registrant, separation_of_duties=production.separation_of_duties,
+                         on_approval=dict(on_approval))
+    return replace(verdict, evidence=evidence, reviews=(review,))
 
 
 def _staging_request(promotion: Promotion, model: str, version: str, key: str, policy: Policy) -> dict[str, Any]:
@@ -144,22 +160,28 @@ def deployment_name(model: str, version: str, key: str) -> str:
 
 
 def candidate_facts(event: ModelRegistered, promotion: Promotion,
-                    services: Services) -> tuple[dict[str, float], str, bool]:
-    """Gate metrics and registrant from the event, completed from the workspace when needed."""
+                    services: Services) -> tuple[dict[str, float], str, str, bool]:
+    """Gate metrics, completed from the workspace when the event lacks some, and the registrant with
+    where it came from: Azure ML's own record of who registered the version (``workspace``), else,
+    only when the policy allows it, the ``created_by`` tag or property (``tags``), else unknown (``""``).
+    A registrant that is not plain ASCII once normalised (a look-alike letter) counts as unknown."""
     facts = {**event.properties, **event.tags}
     metrics = _metrics(facts, promotion)
-    registrant = facts.get("created_by", "")
-    looked_up = False
-    if services.gateway is not None and (len(metrics) < len(promotion.gates) or not registrant):
+    info = None
+    if services.gateway is not None:
         try:
             info = services.gateway.get_model(event.model, event.version)
         except PermanentError:
             info = None
-        if info is not None:
-            looked_up = True
-            metrics = {**_metrics({**info.properties, **info.tags}, promotion), **metrics}
-            registrant = registrant or info.created_by
-    return metrics, registrant, looked_up
+    looked_up = info is not None and len(metrics) < len(promotion.gates)
+    if looked_up:
+        metrics = {**_metrics({**info.properties, **info.tags}, promotion), **metrics}
+    from_tags = promotion.production is not None and promotion.production.registrant_from_tags
+    for source, name in (("workspace", info.registered_by if info else ""),
+                         ("tags", (facts.get("created_by") or (info.created_by if info else "")) if from_tags else "")):
+        if identity(name) and identity(name).isascii():
+            return metrics, name.strip(), source, looked_up
+    return metrics, "", "", looked_up
 
 
 def champion_facts(services: Services, champion: tuple[str, str]) -> dict[str, float]:

@@ -15,7 +15,16 @@ from controlplane.errors import TransientError
 from controlplane.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
 from controlplane.monitoring import Signals
 from controlplane.ports import Services
-from controlplane.reviews import Review, ReviewKind, ReviewState, VoteError, approval_url, cast_vote, verify_token
+from controlplane.reviews import (
+    Review,
+    ReviewKind,
+    ReviewState,
+    VoteError,
+    approval_url,
+    cast_vote,
+    identity,
+    verify_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +34,7 @@ MAX_COMMENT = 2000
 def get_review(services: Services, review_id: str) -> Review:
     review = services.store.review(review_id)
     if review is None:
-        raise VoteError(404, f"no review {review_id!r}", field="id")
+        raise VoteError(404, f"no review {review_id[:64]!r}", field="id")
     return review
 
 
@@ -56,7 +65,7 @@ def vote(services: Services, review_id: str, *, token: str, decision: str, comme
         raise VoteError(400, f"comment is longer than {MAX_COMMENT} characters", field="comment")
     now = services.clock.now()
     claims = verify_token(services.approval_key, token, review_id, now)
-    if principal is not None and principal.lower() != claims.approver.lower():
+    if principal is not None and identity(principal) != identity(claims.approver):
         raise VoteError(403, f"signed-in user {principal} is not the approver this link was issued to")
     current = get_review(services, review_id)
     updated = cast_vote(current, approver=claims.approver, decision=decision, comment=comment, nonce=claims.nonce,

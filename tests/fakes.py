@@ -17,6 +17,7 @@ from controlplane.gateway import (
     PipelineRequest,
 )
 from controlplane.ledger import Decision, Outcome, Task, TaskState
+from controlplane.paging import Page, refused
 from controlplane.ports import AppendResult, Claim
 from controlplane.windows import Window, WindowKey, by_deployment, place, sample_row
 
@@ -168,11 +169,34 @@ class FakeStore:
             return True
 
     def decisions(self, model=None, limit=50, outcomes=(), event_types=(), version=None):
+        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
+                                  version=version).items
+
+    def decision_page(self, limit=50, after=None, *, model=None, outcomes=(), event_types=(), version=None,
+                      since=None, until=None):
         self._check()
-        found = [(d.decided_at, n, d) for n, d in enumerate(self.ledger)
+        below = None
+        if after is not None:
+            at, _, n = after.rpartition("|")
+            try:
+                below = (datetime.fromisoformat(at), int(n))
+            except ValueError:
+                raise refused() from None
+        found = [((d.decided_at, n), d) for n, d in enumerate(self.ledger)
                  if (model is None or d.model == model) and (not outcomes or d.outcome in outcomes)
-                 and (not event_types or d.event_type in event_types) and (version is None or d.version == version)]
-        return [d for _, _, d in sorted(found, key=lambda item: item[:2], reverse=True)][:limit]
+                 and (not event_types or d.event_type in event_types) and (version is None or d.version == version)
+                 and (since is None or d.decided_at >= since) and (until is None or d.decided_at < until)
+                 and (below is None or (d.decided_at, n) < below)]
+        found.sort(key=lambda item: item[0], reverse=True)
+        more = len(found) > limit
+        last = found[limit - 1][0] if more else None
+        return Page([d for _, d in found[:limit]], f"{last[0].isoformat()}|{last[1]}" if more else None)
+
+    def repair_indexes(self, now):
+        return 0
+
+    def backfill_indexes(self, resume=None, pages=1, page_size=1000):
+        return 0, None
 
     def retraining_jobs(self, model, limit):
         found = self.decisions(model=model, limit=len(self.ledger), outcomes=[Outcome.RETRAIN])
@@ -274,10 +298,12 @@ class FakeGateway:
         self.endpoints: dict[str, EndpointState] = {}
         self.calls: list[tuple] = []
 
-    def add_model(self, name, version, tags=None, properties=None, created_by=""):
+    def add_model(self, name, version, tags=None, properties=None, created_by="", registered_by=None):
+        """``registered_by`` is the workspace's record of the registrant; by default ``created_by``."""
         from controlplane.gateway import ModelInfo
 
-        self.models[(name, version)] = ModelInfo(name, version, dict(tags or {}), dict(properties or {}), created_by)
+        self.models[(name, version)] = ModelInfo(name, version, dict(tags or {}), dict(properties or {}), created_by,
+                                                 registered_by=created_by if registered_by is None else registered_by)
 
     def serve(self, endpoint, deployment, model_ref):
         from controlplane.gateway import DeploymentInfo, EndpointState

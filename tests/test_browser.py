@@ -2,9 +2,11 @@
 approval link, click Approve, see the state change. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -34,9 +36,27 @@ def link(host, review_id, approver):
     return done.stdout.strip()
 
 
+def registered_in_workspace(workdir, model, version, registrant):
+    """The dry run's simulated workspace (beside the host's database) records who registered the version."""
+    from controlplane.adapters.simulated import SimulatedWorkspace
+
+    path = workdir / "simulated-workspace.json"
+    SimulatedWorkspace(path).tag_model(model, version, {})
+    state = json.loads(path.read_text())
+    state["models"][f"{model}:{version}"]["registered_by"] = registrant
+    path.write_text(json.dumps(state))
+
+
+def open_link(page, url):
+    """Follow an approval link: the page's script posts the fragment's token and the approver's page loads."""
+    page.goto(url)
+    page.wait_for_selector("#open", state="detached")
+
+
 def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    registered_in_workspace(tmp_path, "churn", "12", "dan@contoso.com")
     with local_host(env, tmp_path) as host:
         host.env["CONTROLPLANE_PUBLIC_URL"] = host.url
         event = load_event("ce_model_registered.json")  # defect-detector, a tag holding <script>
@@ -50,7 +70,8 @@ def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(
         dialogs = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         for approver, expected in (("ana@contoso.com", "open"), ("bo@contoso.com", "approved")):
-            page.goto(link(host, review["id"], approver))
+            open_link(page, link(host, review["id"], approver))
+            assert urlsplit(page.url).fragment == ""  # the token left the address bar
             assert page.locator("[data-state]").first.get_attribute("data-state") == "open"
             page.fill("#comment", f"looks good to {approver}")
             page.click("#approve")
@@ -64,7 +85,7 @@ def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(
         assert request("GET", f"{host.url}/api/reviews/{review['id']}",
                        headers={"Accept": "application/json"}).json()["review"]["state"] == "approved"
 
-        page.goto(link(host, review["id"], "carla@contoso.com"))  # a late link no longer offers a vote
+        open_link(page, link(host, review["id"], "carla@contoso.com"))  # a late link no longer offers a vote
         assert page.locator("#approve").count() == 0
         page.goto(f"{host.url}/api/ui")
         assert page.locator("h1").inner_text() == "MLOps control plane"
@@ -95,7 +116,7 @@ def test_an_infrastructure_review_shows_the_alert_and_its_targets_recent_signals
         assert review["kind"] == "alert" and review["approvers"] == ["infra-oncall@contoso.com"]
 
         page = browser.new_page()
-        page.goto(link(host, review["id"], "infra-oncall@contoso.com"))
+        open_link(page, link(host, review["id"], "infra-oncall@contoso.com"))
         chart = page.locator("figure svg[role=img]")
         assert chart.count() == 1 and chart.bounding_box()["height"] > 50  # drawn, not blocked by the CSP
         assert "11 points" in chart.get_attribute("aria-label")
@@ -108,3 +129,28 @@ def test_an_infrastructure_review_shows_the_alert_and_its_targets_recent_signals
         assert incidents.count() == 1 and "churn-ep/blue" in incidents.first.inner_text()
         page.close()
     assert workspace.get_endpoint("churn-ep").deployments[0].instance_count == 3  # the sweep scaled it
+
+
+def test_without_javascript_the_approver_pastes_the_links_token_and_votes(browser, tmp_path):
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    registered_in_workspace(tmp_path, "churn", "12", "dan@contoso.com")
+    with local_host(env, tmp_path) as host:
+        host.env["CONTROLPLANE_PUBLIC_URL"] = host.url
+        event = load_event("ce_model_registered.json")
+        event.update(type="Microsoft.MachineLearningServices.ModelRegistered")
+        event["data"].update(modelName="churn", modelVersion="12", modelTags={"accuracy": "0.93", "auc": "0.9"})
+        assert host.post_events([event]).status == 202
+        [review] = request("GET", f"{host.url}/api/reviews?state=open").json()["reviews"]
+        url = link(host, review["id"], "ana@contoso.com")
+
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(url)
+        assert page.locator("#approve").count() == 0 and page.locator("#open").count() == 1
+        page.fill("#token", url.split("#token=", 1)[1])
+        page.click("#open button")
+        page.wait_for_selector("#approve")
+        page.click("#approve")
+        page.wait_for_selector("[role=status]")
+        assert "ana@contoso.com approved (1 of 2)" in page.locator("[role=status]").inner_text()
+        context.close()

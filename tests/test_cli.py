@@ -30,10 +30,11 @@ def test_reviews_link_prints_one_url_that_opens_the_review(tmp_path):
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     url = urlsplit(line)
-    assert url.path == f"/api/reviews/{review.id}" and url.query.startswith("token=")
+    # the token travels in the fragment, which browsers and curl never send: no server or access log sees it
+    assert url.path == f"/api/reviews/{review.id}" and url.query == "" and url.fragment.startswith("token=")
 
     from controlplane.reviews import verify_token
-    token = url.query.removeprefix("token=")
+    token = url.fragment.removeprefix("token=")
     assert verify_token(services.approval_key, token, review.id, services.clock.now()).approver == "bo@contoso.com"
 
     refused = cli("reviews", "link", review.id, "--approver", "mallory@contoso.com", env=env)
@@ -113,3 +114,26 @@ def test_incidents_lists_open_and_closed_incidents(tmp_path):
     assert sorted((i["target"], i["state"]) for i in every) == [("churn-ep/blue", "closed"), ("churn-ep/blue", "open")]
     [open_one] = [json.loads(line) for line in cli("incidents", "--state", "open", env=env).stdout.splitlines()]
     assert open_one["rule"] == "churn-ep-blue-cpu" and open_one["fired"] == 1 and open_one["id"].endswith("-1")
+
+
+def test_decisions_print_a_page_and_the_token_of_the_next(tmp_path):
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
+    from controlplane import bootstrap
+    from controlplane.settings import Settings
+    from handlers.registry import receive_registry_event
+
+    services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
+    template = load_event("eg_monitor_breach.json")[0]
+    for n in range(3):
+        receive_registry_event(services, {**template, "id": f"cli-{n}"})
+
+    first = cli("decisions", "--limit", "2", env=env)
+    assert first.returncode == 0, first.stderr
+    token = first.stderr.split("--continuation ", 1)[1].split()[0]
+    rest = cli("decisions", "--limit", "2", "--continuation", token, env=env)
+    ids = [json.loads(line)["id"] for line in first.stdout.splitlines() + rest.stdout.splitlines()]
+    assert len(ids) == len(set(ids)) == 3 and "--continuation" not in rest.stderr
+
+    refused = cli("decisions", "--continuation", token, "--outcome", "retrain", env=env)
+    assert refused.returncode == 2 and "continuation" in refused.stderr
+    assert cli("index", "backfill", env=env).stdout.strip() == "indexed 0 decisions"

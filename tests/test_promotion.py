@@ -20,13 +20,14 @@ models:
       endpoint: churn-ep
       gates: {accuracy: ">= 0.85", rmse: "<= 3.2"}
       min_improvement: 0.01
-      production: {approvers: [ana@contoso.com, bo@contoso.com], quorum: 2, approval_ttl_hours: 48}
+      production: {approvers: [ana@contoso.com, bo@contoso.com], quorum: 2, approval_ttl_hours: 48,
+                   registrant_from_tags: true}
   - name: churn-shadow
     mode: shadow
     promotion:
       endpoint: churn-ep
       gates: {accuracy: ">= 0.85"}
-      production: {approvers: [ana@contoso.com]}
+      production: {approvers: [ana@contoso.com], registrant_from_tags: true}
   - name: churn-staging-only
     promotion:
       endpoint: churn-staging

@@ -16,6 +16,7 @@ from controlplane.reviews import ReviewState, sign_token
 from handlers.registry import receive_registry_event
 from handlers.reviews import approval_link
 from handlers.sweep import sweep
+from tests.fakes import FakeGateway
 from tests.support import load_event
 
 KEY = b"k" * 32
@@ -23,7 +24,7 @@ KEY = b"k" * 32
 
 @pytest.fixture
 def wired(services):
-    services = replace(services, approval_key=KEY, public_url="https://cp.example")
+    services = replace(services, approval_key=KEY, public_url="https://cp.example", gateway=FakeGateway())
     bootstrap.reset(services)
     yield services
     bootstrap.reset()
@@ -34,18 +35,29 @@ def fn(app_functions):
     return {name: f.get_user_function() for name, f in app_functions.items()}
 
 
-def open_review(services, version="4", **tags):
+def open_review(services, version="4", registrant="alice@contoso.com", **tags):
+    """A promotion review of churn:<version>, registered in the workspace by ``registrant``."""
+    services.gateway.add_model("churn", version, registered_by=registrant)
     event = json.loads(json.dumps(load_event("eg_model_registered_sdk.json")))
     event["id"] = f"reg-{version}"
-    event["data"].update(modelVersion=version, modelTags={"accuracy": "0.93", "auc": "0.88",
-                                                          "created_by": "alice@contoso.com", **tags})
+    event["data"].update(modelVersion=version, modelTags={"accuracy": "0.93", "auc": "0.88", **tags})
     decision = receive_registry_event(services, event)
     assert decision.outcome is Outcome.REQUEST_APPROVAL, decision.reason
     return decision.reviews[0]
 
 
 def token_of(link):
-    return parse_qs(urlsplit(link).query)["token"][0]
+    """The token of an approval link: in its fragment, which browsers never send."""
+    assert urlsplit(link).query == ""
+    return parse_qs(urlsplit(link).fragment)["token"][0]
+
+
+def open_page(fn, review_id, token, accept="text/html"):
+    """The approver's page, as the review page's script posts the link's token."""
+    return fn["review"](func.HttpRequest("POST", f"/api/reviews/{review_id}", body=f"token={token}".encode(),
+                                         route_params={"id": review_id},
+                                         headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                  "Accept": accept}))
 
 
 def post_vote(fn, review_id, body, content_type="application/json", headers=None):
@@ -140,7 +152,7 @@ def test_a_token_for_an_unlisted_approver_is_refused(fn, wired):
 
 
 def test_the_registrant_may_not_approve_their_own_model(fn, wired):
-    review = open_review(wired, created_by="ana@contoso.com")
+    review = open_review(wired, registrant="ana@contoso.com")
     token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
     reply = post_vote(fn, review.id, {"decision": "approve", "token": token})
     assert reply.status_code == 403 and "separation of duties" in json.loads(reply.get_body())["error"]["reason"]
@@ -230,9 +242,7 @@ def test_staging_is_recorded_when_dispatched_and_approval_starts_the_rollout(fn,
 def test_review_pages_escape_everything_from_events(fn, wired):
     review = open_review(wired, note="<script>alert(1)</script>")
     token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
-    req = func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"token": token},
-                           route_params={"id": review.id}, headers={"Accept": "text/html"})
-    page = fn["review"](req).get_body().decode()
+    page = open_page(fn, review.id, token).get_body().decode()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "id='approve'" in page and "ana@contoso.com" in page
 
@@ -251,7 +261,7 @@ def test_review_json_carries_the_contract_fields(fn, wired):
 
 
 def test_the_registrant_may_reject_their_own_model(fn, wired):
-    review = open_review(wired, created_by="ana@contoso.com")
+    review = open_review(wired, registrant="ana@contoso.com")
     token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
     reply = post_vote(fn, review.id, {"decision": "reject", "comment": "I found a leak", "token": token})
     assert reply.status_code == 200 and json.loads(reply.get_body())["review"]["state"] == "rejected"
@@ -291,7 +301,5 @@ def test_a_review_page_without_a_signing_key_answers_503_naming_it(fn, wired):
     review = open_review(wired)
     token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
     bootstrap.reset(replace(wired, approval_key=b""))
-    req = func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"token": token},
-                           route_params={"id": review.id})
-    reply = fn["review"](req)
+    reply = open_page(fn, review.id, token)
     assert reply.status_code == 503 and "APPROVAL_SIGNING_KEY" in json.loads(reply.get_body())["error"]["reason"]

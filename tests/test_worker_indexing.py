@@ -20,7 +20,7 @@ WORKER_PYTHON = ROOT / ".tools" / "worker" / "bin" / "python"
 INDEX_APP = ROOT / "tests" / "worker" / "index_app.py"
 
 FUNCTIONS = ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "report", "review",
-             "review_decision", "reviews", "sweep", "ui"]
+             "review_decision", "review_report", "reviews", "sweep", "ui"]
 
 
 def index(app_dir: Path) -> subprocess.CompletedProcess:
@@ -72,10 +72,11 @@ def test_telemetry_is_an_event_hubs_batch_with_exponential_retry(indexed):
     ("decisions", "decisions", ["GET"], "FUNCTION"),
     ("health", "health", ["GET"], "ANONYMOUS"),
     ("reviews", "reviews", ["GET"], "FUNCTION"),
-    ("review", "reviews/{id}", ["GET"], "ANONYMOUS"),  # the signed token in the link authorises
+    ("review", "reviews/{id}", ["GET", "POST"], "ANONYMOUS"),  # the signed token in the link authorises
     ("review_decision", "reviews/{id}/decision", ["POST"], "ANONYMOUS"),
+    ("review_report", "reviews/{id}/report", ["POST"], "ANONYMOUS"),  # with the reviewer's token
     ("ui", "ui", ["GET"], "FUNCTION"),
-    ("report", "reports/{name}", ["GET"], "ANONYMOUS"),  # the name carries a secret-derived part
+    ("report", "reports/{name}", ["GET"], "FUNCTION"),
 ])
 def test_http_routes(indexed, name, route, methods, auth):
     function = indexed[name]

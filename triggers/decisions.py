@@ -1,4 +1,5 @@
-"""``decisions``: GET /api/decisions?model=&limit= - the decision ledger, newest first."""
+"""``decisions``: GET /api/decisions?model=&outcome=&since=&until=&limit=&continuation= - the decision ledger,
+newest first, a page at a time."""
 from __future__ import annotations
 
 import azure.functions as func
@@ -13,13 +14,15 @@ bp = func.Blueprint()
 def decisions(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.errors import ControlPlaneError, InvalidEvent
-    from handlers.queries import list_decisions, parse_limit
+    from handlers.queries import DecisionQuery, list_decisions, parse_limit, public_reason
 
     try:
         limit = parse_limit(req.params.get("limit"))
-        found = list_decisions(bootstrap.services(), req.params.get("model"), limit)
+        page = list_decisions(bootstrap.services(), DecisionQuery.parse(req.params), limit,
+                              req.params.get("continuation"))
     except InvalidEvent as error:
         return error_response(400, error.path, error.reason)
     except ControlPlaneError as error:
-        return error_response(503, "service", str(error))
-    return json_response(200, {"decisions": [d.to_json() for d in found]})
+        return error_response(503, "service", public_reason(error))
+    return json_response(200, {"decisions": [d.to_json() for d in page.decisions],
+                               "continuation": page.continuation})

@@ -55,7 +55,8 @@ def _model_info(model: Any) -> ModelInfo:
     context = getattr(model, "creation_context", None)
     created_by = tags.get("created_by") or properties.get("created_by") or _text(getattr(context, "created_by", ""))
     return ModelInfo(name=model.name, version=_text(model.version), tags=tags, properties=properties,
-                     created_by=created_by, stage=_text(getattr(model, "stage", None)))
+                     created_by=created_by, stage=_text(getattr(model, "stage", None)),
+                     registered_by=_text(getattr(context, "created_by", "")))
 
 
 def _job_info(job: Any, *, created: bool) -> JobInfo:

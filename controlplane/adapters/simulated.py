@@ -86,7 +86,16 @@ class SimulatedWorkspace:
         if found is None:
             raise NotFound("get_model", f"model {name}:{version} not found", 404)
         return ModelInfo(name, version, found.get("tags", {}), found.get("properties", {}), found.get("created_by", ""),
-                         found.get("stage", ""))
+                         found.get("stage", ""), registered_by=found.get("registered_by", ""))
+
+    def register_model(self, name: str, version: str, registered_by: str, tags: Mapping[str, str] | None = None,
+                       properties: Mapping[str, str] | None = None) -> ModelInfo:
+        """A model version as Azure ML keeps it once registered, with who registered it (its system data)."""
+        def change(state):
+            state["models"][f"{name}:{version}"] = {"tags": dict(tags or {}), "properties": dict(properties or {}),
+                                                    "registered_by": registered_by}
+        self._change("simulation.register_model", {"name": name, "version": version}, change)
+        return self.get_model(name, version)
 
     def tag_model(self, name: str, version: str, tags: Mapping[str, str], stage: str | None = None) -> ModelInfo:
         def change(state):
