@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,6 +27,11 @@ class Profile(StrEnum):
     CLASSICAL = "classical"  # retrain automatically
     CV = "cv"  # send degraded data to human review and labelling
     NLP = "nlp"  # likewise
+
+
+class UnknownRegistrant(StrEnum):
+    REFUSE = "refuse"
+    EXTRA_APPROVAL = "extra_approval"
 
 
 class Mode(StrEnum):
@@ -103,6 +108,12 @@ class Production(_Strict):
     quorum: int = Field(1, ge=1, description="Distinct approvals needed; one rejection closes the review.")
     approval_ttl_hours: float = Field(72, gt=0, description="How long the review and its links stay valid.")
     separation_of_duties: bool = Field(True, description="The model's registrant may not approve it.")
+    registrant_from_tags: bool = Field(False, description=(
+        "When Azure ML's record of who registered the version is missing, take the registrant from the "
+        "model's 'created_by' tag or property (anyone who registers a model can write those)."))
+    unknown_registrant: UnknownRegistrant = Field(UnknownRegistrant.EXTRA_APPROVAL, description=(
+        "With separation of duties, when the registrant cannot be established: 'refuse' opens no production "
+        "review; 'extra_approval' needs one approval beyond the quorum."))
 
     @model_validator(mode="after")
     def _reachable_quorum(self) -> Production:
@@ -164,13 +175,25 @@ class DriftPolicy(_Strict):
                                        "https blob URL or 'azureml:<data asset>:<version>'.")
     columns: dict[str, str] = Field(min_length=1, description="Column -> 'numerical' or 'categorical'; outputs "
                                                              "are 'outputs.<name>'.")
-    methods: dict[str, str] = Field(default_factory=dict, description="Per column or per type: Evidently method.")
-    thresholds: dict[str, float] = Field(default_factory=dict, description="Per column or per type.")
-    drift_share: float = Field(0.5, gt=0, le=1, description="Dataset drift when this share of columns drift.")
+    methods: dict[str, str] = Field(default_factory=dict, description="Per column or per type: the test "
+                                                                       "(default: anderson / chisquare).")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per column or per type; with "
+                                                                          "correction 'none' only.")
+    correction: Literal["holm", "bh", "none"] | None = Field(
+        None, description="holm: dataset drift when a column survives Holm's correction (family-wise error "
+                          "rate alpha); bh: Benjamini-Hochberg (false discovery rate alpha); none: Evidently's "
+                          "per-column thresholds and drift_share. Default: none when thresholds are set (a "
+                          "policy written for Evidently keeps its meaning), holm otherwise.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="The false-alarm rate of a window with no drift.")
+    drift_share: float = Field(0.5, gt=0, le=1, description="With correction 'none': dataset drift when this "
+                                                            "share of columns drift.")
     min_rows: int = Field(100, ge=1, description="Fewer rows in a window: inconclusive.")
-    effect_size_floor: float | None = Field(None, ge=0, description="Ignore numerical shifts smaller than this "
-                                                                      "many reference standard deviations.")
+    effect_size_floor: float | None = Field(None, ge=0, description="Ignore numerical changes smaller than this "
+                                                                      "many reference standard deviations "
+                                                                      "(trimmed Wasserstein distance).")
     persistence: int = Field(1, ge=1, description="Act only after this many drifted windows in a row.")
+    reference_sample: int = Field(50_000, ge=10, description="Rows of the reference the check reads (uniform "
+                                                             "sample, fixed seed); apart from window.sample.")
     window: WindowPolicy = WindowPolicy()
 
     @field_validator("columns")
@@ -190,6 +213,12 @@ class DriftPolicy(_Strict):
             if method not in METHODS:
                 raise ValueError(f"{target}: unknown drift method {method!r}; one of {', '.join(sorted(METHODS))}")
         return methods
+
+    def resolved_correction(self) -> str:
+        """The correction in force: the configured one, else ``none`` with thresholds and ``holm`` without."""
+        if self.correction is not None:
+            return self.correction
+        return "none" if self.thresholds else "holm"
 
     @model_validator(mode="after")
     def _enough_rows_sampled(self) -> DriftPolicy:

@@ -2,7 +2,9 @@
 reference data and act per the model's profile, once per window.
 
 Beyond the test itself: a window smaller than ``min_rows`` is ``inconclusive``; ``persistence`` asks
-for that many drifted windows in a row before acting; the per-column scores stay on the decision.
+for that many drifted windows in a row before acting; the per-column scores stay on the decision, and so do
+the data-quality signals (missing-value rate, invalid values, unseen categories, out-of-range numbers), with
+``evidence.data_quality`` true when any was raised.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     except PermanentError as error:
         return Verdict(Outcome.INCONCLUSIVE, f"window {key}: drift check impossible: {error}", model=key.model,
                        evidence={**evidence, "error": str(error)})
-    evidence.update(drift=result.to_evidence(), drifted=bool(result.dataset_drift and not result.inconclusive))
+    evidence.update(drift=result.to_evidence(), drifted=bool(result.dataset_drift and not result.inconclusive),
+                    data_quality=bool(getattr(result, "data_quality", False)))
     summary = f"window {key} ({window.count if window else len(rows)} records): {result.reason}"
     if result.inconclusive:
         return Verdict(Outcome.INCONCLUSIVE, summary, model=key.model, evidence=evidence)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -72,9 +73,10 @@ def test_older_patients_drift_from_younger_ones(by_age):
     assert {"age", "bmi", "bp", "s5", "s6"} <= set(result.drifted)
     assert result.share == len(result.drifted) / 10 >= 0.5
     age = result.score("age")
-    # a reference of <= 1000 rows: Evidently's default is KS for numerical, z for a two-valued categorical
-    assert (age.method, age.statistic, age.threshold) == ("ks", "p_value", 0.05)
-    assert age.value < 1e-100 and age.effect_size > 1.5
+    # the calibrated default at any size: Anderson-Darling for numbers, a homogeneity test for two categories
+    assert (age.method, age.statistic, age.threshold) == ("anderson", "p_value", 0.05)
+    assert age.value < 1e-10 and age.adjusted_p_value <= 0.05 and age.effect_size > 1.5
+    assert result.correction == "holm" and "alpha 0.05" in result.reason
     assert result.score("sex").method == "z" and result.score("sex").effect_size is None
     assert (result.rows, result.reference_rows, result.sampled_from) == (len(older), len(younger), None)
     assert "dataset drift" in result.reason and "age" in result.reason
@@ -105,12 +107,13 @@ def test_categorical_columns(by_age):
     assert result.score("sex").method == "z"  # two values
     assert result.score("bmi_band").method == "chisquare"  # four values
     assert result.score("bmi_band").drifted and result.score("bmi_band").statistic == "p_value"
+    assert "homogeneity" in result.score("bmi_band").test
 
-    rng = np.random.default_rng(1)  # a larger reference: Jensen-Shannon by default
+    rng = np.random.default_rng(1)  # a larger reference: still a test of homogeneity (no switch on size)
     reference = pd.DataFrame({"plan": rng.choice(["free", "pro", "team"], 5000, p=[0.6, 0.3, 0.1])})
     current = pd.DataFrame({"plan": rng.choice(["free", "pro", "team"], 3000, p=[0.3, 0.3, 0.4])})
     shifted = check_drift(current, reference, DriftSettings(columns={"plan": "categorical"}))
-    assert shifted.score("plan").method == "jensenshannon" and shifted.dataset_drift
+    assert shifted.score("plan").method == "chisquare" and shifted.dataset_drift
     same = check_drift(reference.iloc[2500:], reference.iloc[:2500], DriftSettings(columns={"plan": "categorical"}))
     assert not same.dataset_drift
 
@@ -118,6 +121,7 @@ def test_categorical_columns(by_age):
 # ---- the fast path gives Evidently's values ---------------------------------------------------------------------
 
 def _compare_with_evidently(current, reference, settings):
+    settings = replace(settings, correction="none")
     ours = check_drift(current, reference, settings)
     theirs = check_drift(current, reference, settings, engine="evidently")
     for mine, evidently in zip(ours.columns, theirs.columns, strict=True):
@@ -156,7 +160,7 @@ def test_ks_and_wasserstein_equal_evidently_on_large_samples():
 def test_configured_methods_and_thresholds_are_used(by_age):
     older, younger = by_age
     settings = features(methods={"bmi": "psi", "numerical": "t_test", "categorical": "chisquare"},
-                        thresholds={"bmi": 0.3, "numerical": 0.001, "sex": 0.2})
+                        thresholds={"bmi": 0.3, "numerical": 0.001, "sex": 0.2}, correction="none")
     result = check_drift(older, younger, settings)
 
     bmi = result.score("bmi")
@@ -175,7 +179,8 @@ def test_configured_methods_and_thresholds_are_used(by_age):
 
 def test_a_method_evidently_alone_implements_goes_through_evidently(by_age):
     older, younger = by_age
-    settings = DriftSettings(columns={"age": "numerical", "bmi": "numerical"}, methods={"age": "anderson"})
+    settings = DriftSettings(columns={"age": "numerical", "bmi": "numerical"}, methods={"age": "anderson"},
+                             correction="none")
     with pytest.warns(UserWarning):  # scipy floors Anderson-Darling p-values below 0.001 and says so
         result = check_drift(older, younger, settings)
     assert result.score("age").method == "anderson" and result.score("age").drifted
@@ -194,12 +199,12 @@ def test_fewer_rows_than_min_rows_is_inconclusive(by_age):
 
 def test_effect_size_floor_suppresses_a_significant_but_tiny_shift():
     reference, current = gaussian(200_000, seed=3, width=1), gaussian(200_000, shift=0.02, seed=4, width=1)
-    plain = DriftSettings(columns={"f0": "numerical"}, methods={"f0": "ks"}, sample_bound=200_000)
+    plain = DriftSettings(columns={"f0": "numerical"}, methods={"f0": "ks"}, sample_bound=200_000,
+                          reference_bound=200_000)
     flagged = check_drift(current, reference, plain)
     assert flagged.dataset_drift and flagged.score("f0").value < 1e-6
 
-    floored = DriftSettings(columns={"f0": "numerical"}, methods={"f0": "ks"}, sample_bound=200_000,
-                            effect_size_floor=0.1)
+    floored = replace(plain, effect_size_floor=0.1)
     result = check_drift(current, reference, floored)
     score = result.score("f0")
     assert not result.dataset_drift and not score.drifted and score.suppressed
@@ -212,13 +217,14 @@ def test_effect_size_floor_suppresses_a_significant_but_tiny_shift():
 
 def test_large_frames_are_sampled_with_a_fixed_seed():
     reference, current = gaussian(120_000, seed=6), gaussian(90_000, shift=0.05, seed=7)
-    settings = DriftSettings(columns={"f0": "numerical", "f1": "numerical", "f2": "numerical"}, sample_bound=20_000)
+    settings = DriftSettings(columns={"f0": "numerical", "f1": "numerical", "f2": "numerical"}, sample_bound=20_000,
+                             reference_bound=20_000)
     first, second = check_drift(current, reference, settings), check_drift(current, reference, settings)
 
     assert first.columns == second.columns and first.drifted == second.drifted
     assert (first.rows, first.sampled_from) == (20_000, 90_000)
     assert (first.reference_rows, first.reference_sampled_from) == (20_000, 120_000)
-    other_seed = check_drift(current, reference, DriftSettings(columns=settings.columns, sample_bound=20_000, seed=8))
+    other_seed = check_drift(current, reference, replace(settings, seed=8))
     assert other_seed.columns != first.columns
     assert check_drift(current, reference, DriftSettings(columns=settings.columns)).sampled_from == 90_000
 
@@ -257,7 +263,7 @@ def test_a_text_column_declared_numerical_is_refused(by_age):
 
 @pytest.mark.parametrize(("kwargs", "named"), [
     ({"columns": {}}, "columns"),
-    ({"columns": {"a": "text"}}, "a"),
+    ({"columns": {"a": "image"}}, "a"),
     ({"columns": {"a": "numerical"}, "methods": {"a": "nope"}}, "a"),
     ({"columns": {"a": "numerical"}, "methods": {"a": "chisquare"}}, "a"),
     ({"columns": {"a": "categorical"}, "methods": {"categorical": "ks"}}, "categorical"),

@@ -155,8 +155,9 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
     from controlplane.pages import review_page
 
-    page = review_page(decision.reviews[0])
-    assert f"href='../reports/{name}'" in page  # the reviewer's way to the report
+    review = decision.reviews[0]
+    page = review_page(review, token="approval-token")
+    assert f"action='{review.id}/report'" in page  # the reviewer's way to the report, with their token
     assert decision.evidence["report_url"].endswith(f"/api/reports/{name}")
     html = artifacts.load(f"reports/{name}.html").decode()
     assert "age" in html and len(html) > 10_000
@@ -207,7 +208,9 @@ def test_a_reference_registered_as_an_azure_ml_data_asset_is_read_through_the_ga
     rows = diabetes[FEATURES].head(100).to_dict("records")
 
     first, second = checker.check(rows, policy), checker.check(rows, policy)
-    assert first.reference_sampled_from == len(diabetes) and not first.dataset_drift and second.rows == first.rows
+    # the reference is sampled with its own bound, not the window's sample of 150 rows
+    assert (first.reference_rows, first.reference_sampled_from) == (len(diabetes), None)
+    assert not first.dataset_drift and second.rows == first.rows
     assert workspace.asked == [("diabetes-reference", "2")]  # a pinned version is resolved and read once
     assert downloads == ["https://st.blob.core.windows.net/refs/diabetes-reference-2.csv"]
 
@@ -244,3 +247,30 @@ models:
     services.clock.moment = services.clock.moment.replace(hour=3, minute=0, second=30)
     [fired] = run_schedules(services)
     assert fired.outcome is Outcome.RETRAIN and fired.model == "diabetes"
+
+
+def test_a_list_valued_column_is_a_data_quality_problem_and_the_window_is_still_decided(wire, diabetes):
+    services, _ = wire(policy_text, diabetes[diabetes.age < 50])
+    window = diabetes[diabetes.age >= 50].head(150).copy()
+    window["s6"] = [[0.1, 0.2, 0.3]] * len(window)  # an embedding logged where a number belongs
+    [decision] = send(services, window).windows
+    assert decision.outcome is Outcome.RETRAIN, decision.reason
+    assert decision.evidence["data_quality"] is True and "s6 (invalid_values, no_values)" in decision.reason
+    quality = {q["column"]: q for q in decision.evidence["drift"]["quality"]}
+    assert quality["s6"]["invalid"] == 150 and quality["s6"]["excluded"] is True
+    assert "age" in decision.evidence["drift"]["drifted"]
+
+
+def test_a_policy_written_for_evidently_thresholds_keeps_its_meaning(diabetes, tmp_path):
+    reference = tmp_path / "reference.csv"
+    diabetes[FEATURES].to_csv(reference, index=False)
+    checker = EvidentlyDriftChecker(LocalArtifacts(tmp_path))
+    rows = diabetes[FEATURES].head(100).to_dict("records")
+    legacy = parse_policy(policy_text(str(reference)).replace("methods: {numerical: ks}",
+                                                              "methods: {numerical: ks}\n      thresholds: "
+                                                              "{numerical: 0.01}")).rule_for("diabetes").drift
+    result = checker.check(rows, legacy)
+    assert result.correction == "none" and "drift_share" in result.reason
+    assert result.score("age").threshold == 0.01
+    calibrated = checker.check(rows, parse_policy(policy_text(str(reference))).rule_for("diabetes").drift)
+    assert calibrated.correction == "holm" and calibrated.alpha == 0.05

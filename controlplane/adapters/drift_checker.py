@@ -31,7 +31,8 @@ class EvidentlyDriftChecker:
         return DriftSettings(columns=dict(policy.columns), methods=dict(policy.methods),
                              thresholds=dict(policy.thresholds), drift_share=policy.drift_share,
                              min_rows=policy.min_rows, effect_size_floor=policy.effect_size_floor,
-                             sample_bound=policy.window.sample)
+                             sample_bound=policy.window.sample, reference_bound=policy.reference_sample,
+                             correction=policy.resolved_correction(), alpha=policy.alpha)
 
     def reference(self, policy: DriftPolicy):
         source = policy.reference

@@ -1,12 +1,13 @@
 """Drift checks for the control plane: decide whether a current window drifted from its reference.
 
-``check_drift`` gives the decision (seconds, without rendering); ``render_report`` writes Evidently's HTML
+``check_drift`` gives the decision (calibrated tests, an error rate across columns, data-quality signals;
+milliseconds, without rendering); ``render_report`` writes Evidently's HTML
 report for people; ``ReferenceCache`` loads reference data once per version. Importing this package loads
 neither pandas, numpy, scipy, Evidently nor the Azure SDKs: they load on first use.
 """
 from __future__ import annotations
 
-from controlplane.drift.engine import ColumnScore, DriftResult, check_drift
+from controlplane.drift.engine import ColumnQuality, ColumnScore, DriftResult, check_drift
 from controlplane.drift.errors import DriftConfigError, ReferenceLoadError, ReferenceUnreachable
 from controlplane.drift.reference import ReferenceCache
 from controlplane.drift.report import render_report
@@ -14,6 +15,7 @@ from controlplane.drift.settings import METHODS, DriftSettings
 
 __all__ = [
     "METHODS",
+    "ColumnQuality",
     "ColumnScore",
     "DriftConfigError",
     "DriftResult",

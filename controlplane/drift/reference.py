@@ -53,7 +53,8 @@ def _read(source: str, data: str | Path | bytes, fmt: str) -> pd.DataFrame:
         if fmt == ".parquet":
             _parquet_engine(source)
             return pd.read_parquet(handle)
-        return pd.read_csv(handle, compression="gzip" if fmt == ".csv.gz" else "infer")
+        return typed(pd.read_csv(handle, compression="gzip" if fmt == ".csv.gz" else "infer", dtype=str,
+                                 keep_default_na=True))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise ReferenceLoadError(source, f"not found: {exc}") from exc
     except PermissionError as exc:
@@ -62,6 +63,27 @@ def _read(source: str, data: str | Path | bytes, fmt: str) -> pd.DataFrame:
         raise ReferenceLoadError(source, f"cannot be parsed as {fmt}: {exc}") from exc
     except OSError as exc:  # I/O errors on mounted storage may pass
         raise ReferenceUnreachable(source, f"read failed: {exc}") from exc
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A csv read as text, typed column by column: a column is numeric when every value is a number and none
+    is an identifier written with leading zeros (``"02134"``); otherwise it stays text, as written. The
+    schema (column -> ``"numeric"`` or ``"text"``) is kept in ``frame.attrs["schema"]``."""
+    import pandas as pd
+
+    schema = {}
+    for name in frame.columns:
+        column = frame[name]
+        text = column.dropna().str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        identifier = text.str.match(r"^[+-]?0[0-9]").any()
+        if len(text) and not numbers.isna().any() and not identifier:
+            frame[name] = pd.to_numeric(column, errors="coerce")
+            schema[name] = "numeric"
+        else:
+            schema[name] = "text"
+    frame.attrs["schema"] = schema
+    return frame
 
 
 def _local_files(source: str, path: Path) -> list[Path]:

@@ -1,9 +1,10 @@
 """The human-readable drift report: Evidently's DataDriftPreset as an HTML file.
 
 Rendering takes seconds (most of the preset's cost), so it runs only when a review is opened or someone
-asks for it; decisions come from ``check_drift``. The report tests the same columns, with the same configured
-methods and thresholds, on the same (sampled) rows as ``check_drift``; it does not apply
-``effect_size_floor``.
+asks for it; decisions come from ``check_drift``. The report shows the numerical and categorical columns,
+with the configured methods (Evidently's own versions of them, at their default thresholds unless
+``correction="none"`` sets thresholds) on the same (sampled) rows as ``check_drift``: it is a picture for
+people, not the calibrated verdict, and it does not apply ``effect_size_floor``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.drift.engine import as_frame, evidently_definition, require_columns, sample
-from controlplane.drift.settings import DriftSettings
+from controlplane.drift.settings import CATEGORICAL, NUMERICAL, DriftSettings
 
 
 def render_report(current: Any, reference: Any, settings: DriftSettings, path: str | Path) -> Path:
@@ -20,12 +21,14 @@ def render_report(current: Any, reference: Any, settings: DriftSettings, path: s
     from evidently.presets import DataDriftPreset
 
     current = as_frame(current, settings.columns, "current")
+    for name in settings.columns:  # a column the window lacks is shown empty
+        if name not in current.columns:
+            current = current.assign(**{name: None})
     reference = as_frame(reference, settings.columns, "reference")
-    require_columns(current, settings, "current")
     require_columns(reference, settings, "reference")
     current, _ = sample(current, settings.sample_bound, settings.seed, 0)
-    reference, _ = sample(reference, settings.sample_bound, settings.seed, 1)
-    names = list(settings.columns)
+    reference, _ = sample(reference, settings.reference_bound, settings.seed, 1)
+    names = [name for name, kind in settings.columns.items() if kind in (NUMERICAL, CATEGORICAL)]
     methods = {name: settings.method_for(name) for name in names}
     thresholds = {name: settings.threshold_for(name) for name in names}
     preset = DataDriftPreset(

@@ -1,9 +1,13 @@
 """Drift-check settings and the table of Evidently drift methods the engine knows.
 
-A column's method and threshold resolve in this order: the column's own entry in ``methods`` /
-``thresholds``, then its kind's entry (``"numerical"`` / ``"categorical"``), then Evidently's default
-(the method chosen from the reference size and the number of distinct values; the method's own default
-threshold). The resolved method is recorded in every ``ColumnScore``.
+A column's method resolves in this order: the column's own entry in ``methods``, then its kind's entry
+(``"numerical"`` / ``"categorical"``), then the default. With ``correction`` ``"holm"`` (the default) or
+``"bh"`` every column gets a calibrated p-value (``controlplane.drift.calibrated``) and the columns are
+compared with ``alpha`` after the correction; the default method is Anderson–Darling for numerical columns
+and a chi-square test of homogeneity for categorical ones (and for numerical columns with at most
+``LOW_CARDINALITY`` distinct values). With ``correction="none"`` the engine reproduces Evidently: per-column
+``thresholds`` (or each method's default), Evidently's default methods, and ``drift_share``. The resolved
+method is recorded in every ``ColumnScore``.
 """
 from __future__ import annotations
 
@@ -17,7 +21,12 @@ from controlplane.drift.errors import DriftConfigError
 
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
-KINDS = (NUMERICAL, CATEGORICAL)
+TEXT = "text"  # free text: tested through descriptors (length, words, out-of-vocabulary share, non-letters)
+EMBEDDING = "embedding"  # a vector per row: tested through its projections on the reference's main axes
+KINDS = (NUMERICAL, CATEGORICAL, TEXT, EMBEDDING)
+CORRECTIONS = ("holm", "bh", "none")
+LOW_CARDINALITY = 20  # numerical columns with at most this many distinct values are tested as categories
+POINT_MASS = 0.1  # numerical columns where one value holds this share of the rows are tested in bins
 
 P_VALUE = "p_value"  # drift when the value is below the threshold
 DISTANCE = "distance"  # drift when the value reaches the threshold
@@ -93,10 +102,14 @@ def _frozen(mapping: Mapping[str, Any] | None, what: str) -> Mapping[str, Any]:
 class DriftSettings:
     """What to compare and how.
 
-    ``effect_size_floor``: a numerical column whose standardised mean shift ``|mean_cur - mean_ref| / std_ref``
-    (population std of the reference) stays below the floor is not counted as drifted even when its test
-    says so, so that very large windows do not flag negligible shifts. ``sample_bound``: frames longer than
-    this are sampled down to it (without replacement, fixed ``seed``) before testing.
+    ``correction``: ``"holm"`` (family-wise error rate ``alpha`` across columns), ``"bh"`` (false discovery
+    rate ``alpha``) or ``"none"`` (Evidently's per-column thresholds and the ``drift_share`` rule). With a
+    correction, dataset drift means at least one column survives it. ``effect_size_floor``: a numerical
+    column whose effect size (see ``calibrated.effect_size``; with ``correction="none"`` the standardised
+    mean shift) stays below the floor is not counted as drifted even when its test says so.
+    ``sample_bound``: windows longer than this are sampled down to it (without replacement, fixed ``seed``);
+    ``reference_bound``: the same for the reference, with its own bound. ``null_samples``: bootstrap
+    replicates of a distance's null distribution (raised to ``2 * columns / alpha`` when that is more).
     """
 
     columns: Mapping[str, str]
@@ -107,6 +120,14 @@ class DriftSettings:
     effect_size_floor: float | None = None
     sample_bound: int = 50_000
     seed: int = 7
+    correction: str = "holm"
+    alpha: float = 0.05
+    reference_bound: int = 50_000
+    null_samples: int = 499
+
+    @property
+    def calibrated(self) -> bool:
+        return self.correction != "none"
 
     def __post_init__(self) -> None:
         columns = _frozen(self.columns, "columns")
@@ -121,7 +142,9 @@ class DriftSettings:
             if not isinstance(name, str) or not name:
                 raise DriftConfigError("columns", f"column names must be non-empty strings, got {name!r}")
             if kind not in KINDS:
-                raise DriftConfigError(name, f"kind must be 'numerical' or 'categorical', got {kind!r}")
+                raise DriftConfigError(name, f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            if kind in (TEXT, EMBEDDING) and self.correction == "none":
+                raise DriftConfigError(name, f"{kind} columns need a calibrated correction ('holm' or 'bh')")
         for key, method in methods.items():
             self._check_key(key, "methods")
             known = METHODS.get(method)
@@ -139,7 +162,23 @@ class DriftSettings:
         if isinstance(self.drift_share, bool) or not isinstance(self.drift_share, int | float) \
                 or not 0 < self.drift_share <= 1:
             raise DriftConfigError("drift_share", f"must be in (0, 1], got {self.drift_share!r}")
-        for name, value, low in (("min_rows", self.min_rows, 0), ("sample_bound", self.sample_bound, 2)):
+        if self.correction not in CORRECTIONS:
+            raise DriftConfigError("correction", f"must be one of {', '.join(CORRECTIONS)}, got {self.correction!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
+            raise DriftConfigError("alpha", f"must be in (0, 1), got {self.alpha!r}")
+        if self.calibrated:
+            from controlplane.drift.calibrated import CALIBRATED
+
+            for key, method in methods.items():
+                if method not in CALIBRATED:
+                    raise DriftConfigError(key, f"method {method!r} has no calibrated test; use one of "
+                                                f"{', '.join(sorted(CALIBRATED))}, or correction 'none'")
+            if thresholds:
+                raise DriftConfigError(next(iter(thresholds)), "thresholds apply with correction 'none' only; with "
+                                       f"{self.correction!r} the level is alpha and every threshold comes from "
+                                       "the test's null distribution")
+        for name, value, low in (("min_rows", self.min_rows, 0), ("sample_bound", self.sample_bound, 2),
+                                 ("reference_bound", self.reference_bound, 2), ("null_samples", self.null_samples, 19)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise DriftConfigError(name, f"must be an integer >= {low}, got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -150,7 +189,7 @@ class DriftSettings:
             raise DriftConfigError("effect_size_floor", f"must be None or a non-negative number, got {floor!r}")
 
     def _check_key(self, key: str, what: str) -> None:
-        if key not in self.columns and key not in KINDS:
+        if key not in self.columns and key not in (NUMERICAL, CATEGORICAL):
             raise DriftConfigError(key, f"{what} key is neither a configured column nor 'numerical'/'categorical'")
 
     def _method_key(self, column: str) -> str | None:
