@@ -173,7 +173,8 @@ class DriftPolicy(_Strict):
 
     reference: str = Field(description="Reference data: a .csv/.parquet path (relative to the policy file), an "
                                        "https blob URL or 'azureml:<data asset>:<version>'.")
-    columns: dict[str, str] = Field(min_length=1, description="Column -> 'numerical' or 'categorical'; outputs "
+    columns: dict[str, str] = Field(min_length=1, description="Column -> 'numerical', 'categorical', 'text' or "
+                                                             "'embedding' (a vector per record); outputs "
                                                              "are 'outputs.<name>'.")
     methods: dict[str, str] = Field(default_factory=dict, description="Per column or per type: the test "
                                                                        "(default: anderson / chisquare).")
@@ -199,9 +200,11 @@ class DriftPolicy(_Strict):
     @field_validator("columns")
     @classmethod
     def _column_kinds(cls, columns: dict[str, str]) -> dict[str, str]:
+        from controlplane.drift.settings import KINDS  # the names only; no heavy import
+
         for name, kind in columns.items():
-            if kind not in ("numerical", "categorical"):
-                raise ValueError(f"column {name!r}: expected 'numerical' or 'categorical', got {kind!r}")
+            if kind not in KINDS:
+                raise ValueError(f"column {name!r}: expected one of {', '.join(map(repr, KINDS))}, got {kind!r}")
         return columns
 
     @field_validator("methods")

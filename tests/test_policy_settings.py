@@ -48,8 +48,8 @@ def test_the_version_is_the_content_hash():
      "models[0].drift.methods", "unknown drift method 'wasserstien'"),
     ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: numerical}, min_rows: 500,"
      " window: {sample: 100}}\n", "models[0].drift", "every window would be inconclusive"),
-    ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: text}}\n", "models[0].drift.columns",
-     "'numerical' or 'categorical'"),
+    ("models:\n  - name: x\n    drift: {reference: r.csv, columns: {a: image}}\n", "models[0].drift.columns",
+     "one of 'numerical', 'categorical', 'text', 'embedding'"),
     ("models:\n  - name: x\n    retraining: {pipeline: p, experiment: e, schedule: '0 0 3 * *'}\n",
      "models[0].retraining.schedule", "6 fields"),
 ])
