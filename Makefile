@@ -58,7 +58,7 @@ demo: $(VENV)/.dev
 	$(PY) -m controlplane demo
 
 ## bench: figures beside baselines measured in the same run (table, and bench/results.json)
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev node_modules/.package-lock.json
 	$(PY) bench/run.py
 
 ## schema: regenerate policy.schema.json from the policy model

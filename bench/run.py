@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.drift_bench import _figure, _table  # noqa: E402
 from bench.drift_bench import run as drift_figures  # noqa: E402
+from bench.store_bench import run as store_figures  # noqa: E402
 
 
 def _fresh_import_seconds(module: str, runs: int = 7) -> float:
@@ -245,7 +246,8 @@ def telemetry_ingestion() -> list[dict]:
 
 
 def main() -> int:
-    figures = cold_start() + registry_events() + local_host_http() + telemetry_ingestion() + drift_figures()
+    figures = (cold_start() + registry_events() + local_host_http() + telemetry_ingestion() + drift_figures()
+               + store_figures())
     print()
     print(_table(figures))
     results = {"figures": figures, "machine": {

@@ -3,7 +3,11 @@
     serve [--port 7071] [--bind 127.0.0.1] [--no-timers]   run the functions locally at Core Tools' URLs
     policy check [PATH]                                   validate a policy file, print its version
     policy schema                                         print the policy's JSON schema
-    decisions [--model NAME] [--limit N]                  print recorded decisions, newest first
+    decisions [--model NAME] [--outcome O,O] [--since T] [--until T] [--limit N] [--continuation TOKEN]
+                                                          print recorded decisions, newest first, a page at a
+                                                          time (the next page's token goes to stderr)
+    index backfill [--resume POINT]                       index decisions written before the indexes (Table
+                                                          Storage); idempotent, resumable from a printed point
     tasks list [--state STATE] [--limit N]                print outbox tasks
     tasks show|retry|cancel TASK_ID                       one task; send it again now; give it up
     tasks replay [--limit N]                              every dead-lettered task back to pending
@@ -40,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
 
     decisions = commands.add_parser("decisions", help="print recorded decisions, newest first")
     decisions.add_argument("--model")
+    decisions.add_argument("--outcome", help="outcomes, comma-separated")
+    decisions.add_argument("--since", help="decided at or after this ISO 8601 time (with an offset)")
+    decisions.add_argument("--until", help="decided before this ISO 8601 time (with an offset)")
     decisions.add_argument("--limit", type=int, default=20)
+    decisions.add_argument("--continuation", help="the token a previous page printed")
+
+    index = commands.add_parser("index", help="the decision indexes")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    backfill = index_commands.add_parser("backfill", help="index decisions written before the indexes")
+    backfill.add_argument("--resume", help="the point a stopped backfill printed last")
 
     tasks = commands.add_parser("tasks", help="the outbox: list, show, retry, cancel, replay dead letters")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
@@ -125,8 +138,24 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     services = bootstrap.services()
     if args.command == "decisions":
-        for decision in services.store.decisions(model=args.model, limit=args.limit):
+        from handlers.queries import DecisionQuery, list_decisions
+
+        query = DecisionQuery.parse({"model": args.model, "outcome": args.outcome, "since": args.since,
+                                     "until": args.until})
+        page = list_decisions(services, query, args.limit, args.continuation)
+        for decision in page.decisions:
             print(json.dumps(decision.to_json()))
+        if page.continuation:
+            print(f"next page: --continuation {page.continuation}", file=sys.stderr)
+    elif args.command == "index":
+        total, resume = 0, args.resume
+        while True:
+            indexed, resume = services.store.backfill_indexes(resume)
+            total += indexed
+            if resume is None:
+                break
+            print(f"indexed {total} decisions; to resume: --resume '{resume}'", file=sys.stderr, flush=True)
+        print(f"indexed {total} decisions")
     elif args.command == "incidents":
         from controlplane.incidents import IncidentState
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from controlplane.events import TelemetryEvent
 from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState
+from controlplane.paging import Page
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
 from controlplane.windows import Window, WindowKey, WindowSpec
@@ -87,6 +88,21 @@ class DecisionStore(Protocol):
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
         """Newest first, optionally for one model (and version), some outcomes and some event types."""
+
+    def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                      outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None) -> Page[Decision]:
+        """One page of ``decisions``, decided in [``since``, ``until``), going on from ``after`` (the position a
+        previous page of the same query returned); ``paging.refused`` for a position the store cannot read."""
+
+    def repair_indexes(self, now: datetime) -> int:
+        """Write the index rows of decisions whose write was cut short before them (the sweep calls it); how
+        many decisions were repaired."""
+
+    def backfill_indexes(self, resume: str | None = None, pages: int = 1,
+                         page_size: int = 1000) -> tuple[int, str | None]:
+        """Index decisions written before the indexes existed, a few pages at a time: how many, and the point to
+        resume from (None when done). Idempotent: indexing a decision again writes the same rows."""
 
     def decision(self, decision_id: str) -> Decision | None: ...
 

@@ -1,5 +1,5 @@
 """The minute timer: expire reviews whose time is up, move rollouts on, hand due outbox tasks to the
-dispatchers, and let the store do its housekeeping.
+dispatchers, and let the store do its housekeeping (index rows a crash left unwritten, checkpoints).
 
 A success marks the task ``succeeded`` with what the dispatcher returned (the dry-run dispatcher
 returns the request it would have sent). A transient failure keeps it ``pending`` and pushes it back
@@ -68,6 +68,7 @@ def sweep(services: Services) -> SweepReport:
         if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
             _record_promotion(services, updated)
     services.store.checkpoint()
+    services.store.repair_indexes(services.clock.now())
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
                          dead_lettered=counts[TaskState.DEAD_LETTERED], expired_reviews=len(expired),
                          rollouts_moved=len(moved), windows_closed=len(closed), scheduled=len(scheduled),

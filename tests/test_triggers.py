@@ -155,6 +155,32 @@ def test_decisions_filters_by_model_and_validates_limit(functions, wired):
     assert bad.status_code == 400 and json.loads(bad.get_body())["error"]["field"] == "limit"
 
 
+def test_decisions_come_a_page_at_a_time_and_a_bad_continuation_is_a_400_naming_it(functions, wired):
+    for n in range(5):
+        event = load_event("eg_monitor_breach.json")[0]
+        deliver(functions, {**event, "id": f"{event['id']}-{n}"})
+
+    def get(**params):
+        reply = call(functions["decisions"], "GET", "/api/decisions", params=params)
+        return reply.status_code, json.loads(reply.get_body())
+
+    status, first = get(limit="2", model="churn")
+    _, second = get(limit="2", model="churn", continuation=first["continuation"])
+    _, third = get(limit="2", model="churn", continuation=second["continuation"])
+    assert status == 200 and third["continuation"] is None
+    ids = [d["id"] for page in (first, second, third) for d in page["decisions"]]
+    assert len(ids) == len(set(ids)) == 5
+
+    token = first["continuation"]
+    for params, field in [({"continuation": token[:-3] + "AAA"}, "continuation"),  # edited
+                          ({"continuation": "%%%"}, "continuation"),
+                          ({"continuation": token, "model": "other"}, "continuation"),  # another query's token
+                          ({"outcome": "maybe"}, "outcome"), ({"since": "yesterday"}, "since"),
+                          ({"until": "2026-11-22T10:00:00"}, "until")]:
+        status, body = get(**{"model": "churn", "limit": "2", **params})
+        assert (status, body["error"]["field"]) == (400, field), params
+
+
 def test_health_reports_the_store(functions, wired):
     assert call(functions["health"], "GET", "/api/health").status_code == 200
     wired.store.down = True

@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from controlplane.errors import EventInProgress, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps, loads
+from controlplane.paging import Page, refused
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -79,8 +80,14 @@ _INDEXES = {
     "decisions_by_model_outcome": "decisions (model, outcome, decided_at, seq)",
     "decisions_by_model_event": "decisions (model, event_type, decided_at, seq)",
     "decisions_by_model_version": "decisions (model, version, outcome)",
+    "decisions_by_outcome_time": "decisions (outcome, decided_at, seq)",
     "tasks_due": "tasks (state, due_at)",
+    "tasks_by_due": "tasks (due_at)",
     "reviews_by_state": "reviews (state, created_at)",
+    "reviews_by_time": "reviews (created_at)",
+    "rollouts_by_state": "rollouts (state, created_at)",
+    "incidents_by_state": "incidents (state, updated_at)",
+    "incidents_by_time": "incidents (updated_at)",
     "windows_open": "windows (closed, closes_at)",
 }
 _DROPPED_INDEXES = ("decisions_by_outcome",)
@@ -243,16 +250,33 @@ class SqliteStore:
 
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
+        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
+                                  version=version).items
+
+    def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                      outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None) -> Page[Decision]:
         newest = "ORDER BY decided_at DESC, seq DESC"
-        if model is not None and version is None and bool(outcomes) != bool(event_types):
-            # A model's decisions of some outcomes (or event types): one scan of the index per value, each in
-            # the index's order, so only the newest ``limit`` of each are read however long the history is.
-            column, values, index = (("outcome", [o.value for o in outcomes], "decisions_by_model_outcome")
-                                     if outcomes else ("event_type", list(event_types), "decisions_by_model_event"))
+        bounds, bound_values = [], []
+        for condition, value in (("decided_at >= ?", since and _utc(since)), ("decided_at < ?", until and _utc(until))):
+            if value:
+                bounds.append(condition)
+                bound_values.append(value)
+        if after is not None:
+            bounds.append("(decided_at, seq) < (?, ?)")
+            bound_values += _position(after)
+        scope = "".join(f" AND {condition}" for condition in bounds)
+        if version is None and bool(outcomes) != bool(event_types) and (model is not None or outcomes):
+            # Some outcomes (or a model's event types): one scan of an index per value, each in the index's
+            # order, so only the newest ``limit`` of each are read however long the history is.
+            column, values = ("outcome", [o.value for o in outcomes]) if outcomes else ("event_type", list(event_types))
+            index = f"decisions_by_model_{column.split('_')[0]}" if model is not None else "decisions_by_outcome_time"
+            owner = "model = ? AND " if model is not None else ""
             scan = (f"SELECT * FROM (SELECT seq, decided_at FROM decisions INDEXED BY {index} "
-                    f"WHERE model = ? AND {column} = ? {newest} LIMIT ?)")
+                    f"WHERE {owner}{column} = ?{scope} {newest} LIMIT ?)")
             positions = f"SELECT seq FROM ({' UNION ALL '.join(scan for _ in values)}) {newest} LIMIT ?"
-            parameters = [p for value in values for p in (model, value, limit)]
+            parameters = [p for value in values
+                          for p in ([model] if model is not None else []) + [value, *bound_values, limit + 1]]
         else:
             conditions, parameters = [], []
             for column, values in (("model", [] if model is None else [model]),
@@ -261,14 +285,20 @@ class SqliteStore:
                 if values:
                     conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
                     parameters += values
+            conditions += bounds
+            parameters += bound_values
             where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
             # A model version's decisions are a handful among the model's many: read them through their index.
             index = "INDEXED BY decisions_by_model_version " if model is not None and version is not None else ""
             positions = f"SELECT seq FROM decisions {index}{where}{newest} LIMIT ?"
         with self._errors():  # the positions come from an index alone; only the rows found are read whole
-            rows = self._connection().execute(f"SELECT body FROM decisions WHERE seq IN ({positions}) {newest}",
-                                              (*parameters, limit)).fetchall()
-        return [Decision.from_json(loads(body)) for (body,) in rows]
+            rows = self._connection().execute(
+                f"SELECT body, decided_at, seq FROM decisions WHERE seq IN ({positions}) {newest}",
+                (*parameters, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([Decision.from_json(loads(body)) for body, _, _ in rows],
+                    f"{rows[-1][1]}|{rows[-1][2]}" if more else None)
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         with self._errors():
@@ -390,6 +420,15 @@ class SqliteStore:
         with self._errors():
             self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
+    def repair_indexes(self, now: datetime) -> int:
+        """Nothing to repair: SQLite's indexes are written in the transaction that writes the row."""
+        return 0
+
+    def backfill_indexes(self, resume: str | None = None, pages: int = 1,
+                         page_size: int = 1000) -> tuple[int, str | None]:
+        """Nothing to backfill: opening a database builds the indexes it lacks."""
+        return 0, None
+
     # -- TelemetryStore -----------------------------------------------------------------------
     def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
                          now: datetime) -> AppendResult:
@@ -484,3 +523,17 @@ class SqliteStore:
             return self._connection().execute(
                 "SELECT coalesce(sum(count), 0) FROM windows WHERE model = ? AND deployment = ?",
                 (model, deployment)).fetchone()[0]
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _position(after: str) -> tuple[str, int]:
+    """A page's position, ``<decided_at>|<seq>``, as the values the next page starts below."""
+    at, _, seq = after.rpartition("|")
+    try:
+        datetime.fromisoformat(at)
+        return at, int(seq)
+    except ValueError:
+        raise refused() from None

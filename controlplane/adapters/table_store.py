@@ -8,7 +8,13 @@ Layout of the ledger table, one partition per model (``_`` when an event names n
 - ``task|<id>``: an outbox task;
 - ``review|<id>``: a human review, changed only under its ETag;
 - ``rollout|<id>``: a progressive rollout, likewise;
-- ``incident|<group>`` in partition ``_incidents``: the latest incident of an alert group, likewise.
+- ``incident|<group>`` in partition ``_incidents``: the latest incident of an alert group, likewise;
+- ``unindexed|<id>``: a decision whose index rows may be missing, until the sweep's repair drops it.
+
+The index, for reading decisions across models newest first without scanning: ``t|<inverted time>|<id>`` and
+``o|<outcome>|<inverted time>|<id>`` rows in partition ``_day|<YYYYMMDD>``, each with the decision's body;
+``d|<inverted day>`` rows in ``_days`` list the days, and rows ``<model partition>`` in ``_models|<YYYYMMDD>`` the
+models with decisions that day.
 
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
 (same table, same partition), so they land together or not at all. Claims and task updates use
@@ -17,7 +23,9 @@ and deployment, keyed by Event Hubs partition and sequence number so redelivery 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import heapq
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -27,16 +35,18 @@ from urllib.parse import quote, unquote
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
-from controlplane.errors import EventInProgress, StoreUnavailable
+from controlplane.errors import EventInProgress, StoreRefused, StoreUnavailable
 from controlplane.events import TelemetryEvent
 from controlplane.incidents import Incident, IncidentState
 from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps, loads
+from controlplane.paging import Page, refused
 from controlplane.ports import AppendResult, Claim
 from controlplane.reviews import Review, ReviewState
 from controlplane.rollout import Rollout, RolloutState
@@ -55,6 +65,10 @@ CHUNK_CHARS = 16_000
 EVENTS_PER_TRANSACTION = 30  # a dedupe row and a sample row per event, and the windows they move
 CONFLICT_RETRIES = 50
 _MAX_TIME_MS = 10 ** 13 - 1
+# The index's partitions: one per day of decisions, the list of those days, and per day the models with decisions.
+DAY, DAYS, MODELS = "_day|", "_days", "_models|"
+_MAX_DAY = 99_999_999
+REPAIR_WINDOW = timedelta(hours=2)  # the sweep repairs the markers of models active this recently
 
 
 def partition_of(model: str | None) -> str:
@@ -66,6 +80,7 @@ class TableStore:
     name = "tables"
 
     def __init__(self, service: TableServiceClient, prefix: str = "controlplane") -> None:
+        self._listed: set[tuple[str, str]] = set()  # rows of ``_days`` and ``_models|`` this instance wrote
         with self._errors():
             self._ledger = service.create_table_if_not_exists(f"{prefix}ledger")
             self._telemetry = service.create_table_if_not_exists(f"{prefix}telemetry")
@@ -90,6 +105,8 @@ class TableStore:
             yield
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError, TableTransactionError):
             raise
+        except HttpResponseError as exc:
+            raise _failed(exc) from exc
         except AzureError as exc:
             raise StoreUnavailable(f"table storage: {type(exc).__name__}: {_first_line(exc)}") from exc
 
@@ -128,11 +145,11 @@ class TableStore:
         operations += [("create", e) for e in self._decision_entities(completed["PartitionKey"], decision)]
         with self._errors():
             try:
-                self._ledger.submit_transaction(operations)
+                self._submit(operations, decision)
             except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError) as exc:
                 if _status(exc) in (404, 409, 412):  # our lease expired and another instance took the key
                     raise EventInProgress(claim.key) from exc
-                raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+                raise _failed(exc) from exc
 
     def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
         claim = self._completed_claim(key, partition, decision)
@@ -140,11 +157,11 @@ class TableStore:
         operations += [("create", e) for e in self._decision_entities(claim["PartitionKey"], decision)]
         with self._errors():
             try:
-                self._ledger.submit_transaction(operations)
+                self._submit(operations, decision)
                 return None
             except TableTransactionError as exc:
                 if _status(exc) != 409:
-                    raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+                    raise _failed(exc) from exc
             try:  # the key is claimed: by whom, and until when?
                 existing = self._ledger.get_entity(claim["PartitionKey"], claim["RowKey"])
             except ResourceNotFoundError:
@@ -173,11 +190,10 @@ class TableStore:
     def append(self, decision: Decision) -> None:
         pk = partition_of(decision.model)
         with self._errors():
-            self._ledger.submit_transaction([("create", e) for e in self._decision_entities(pk, decision)])
+            self._submit([("create", e) for e in self._decision_entities(pk, decision)], decision)
 
     def _decision_entities(self, pk: str, decision: Decision) -> list[dict[str, Any]]:
-        inverted = _MAX_TIME_MS - int(decision.decided_at.timestamp() * 1000)
-        entities = [{"PartitionKey": pk, "RowKey": f"decision|{inverted:013d}|{decision.id}", "Kind": "decision",
+        entities = [{"PartitionKey": pk, "RowKey": _decision_row(decision), "Kind": "decision",
                      "DecisionId": decision.id, "DecidedAt": decision.decided_at, "Outcome": decision.outcome.value,
                      "EventType": decision.event_type, **_chunks(dumps(decision))}]
         entities += [self._task_entity(pk, task) for task in decision.tasks]
@@ -195,25 +211,130 @@ class TableStore:
         return {"PartitionKey": pk, "RowKey": f"task|{task.id}", "Kind": "task", "State": task.state.value,
                 "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task))}
 
+    def _submit(self, operations: list[tuple], decision: Decision) -> None:
+        """Submit the transaction that writes ``decision`` in its model's partition, then its day's index rows.
+
+        The index rows live in another partition, so they cannot join the transaction; a marker row that does
+        (``unindexed|<id>``, carrying the decision) says they may be missing, and ``repair_indexes`` writes them
+        again from it and drops it. A crash between the two writes leaves the marker; nothing else does."""
+        pk = operations[0][1]["PartitionKey"]
+        self._register(decision, pk)
+        marker = {"PartitionKey": pk, "RowKey": f"unindexed|{decision.id}", "Kind": "unindexed",
+                  **_chunks(dumps(decision))}
+        self._ledger.submit_transaction([*operations, ("upsert", marker, {"mode": UpdateMode.REPLACE})])
+        self._write_index([decision])
+
+    def _write_index(self, decisions: Sequence[Decision]) -> None:
+        """Write the decisions' index rows: upserts of the same rows however often, so exactly once in effect."""
+        by_day: dict[str, list[tuple]] = {}
+        for decision in decisions:
+            day = _day_partition(decision.decided_at)
+            by_day.setdefault(day, []).extend(
+                ("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in _index_entities(day, decision))
+        for operations in by_day.values():
+            for start in range(0, len(operations), 100):
+                self._ledger.submit_transaction(operations[start:start + 100])
+
+    def _register(self, decision: Decision, pk: str) -> None:
+        """List the decision's day in ``_days`` and its model in ``_models|<day>`` (once per instance), so
+        readers and the repair find them without scanning."""
+        day = _day_partition(decision.decided_at)
+        for entity in ({"PartitionKey": DAYS, "RowKey": f"d|{_MAX_DAY - int(day[len(DAY):]):08d}", "Day": day},
+                       {"PartitionKey": f"{MODELS}{day[len(DAY):]}", "RowKey": pk, "Model": pk}):
+            address = (entity["PartitionKey"], entity["RowKey"])
+            if address not in self._listed:
+                self._ledger.upsert_entity({**entity, "Kind": "listing"}, mode=UpdateMode.MERGE)
+                self._listed.add(address)
+
+    def repair_indexes(self, now: datetime) -> int:
+        """Index the decisions whose markers remain in the partitions of models active since ``now`` minus
+        REPAIR_WINDOW, and drop the markers: a query per model, and batches of writes."""
+        repaired = 0
+        with self._errors():
+            for day in self._day_partitions(since=now - REPAIR_WINDOW):
+                for listing in self._ledger.query_entities("PartitionKey eq @pk", parameters={
+                        "pk": f"{MODELS}{day[len(DAY):]}"}, select=["Model"]):
+                    markers = list(self._ledger.query_entities(
+                        "PartitionKey eq @pk and RowKey ge 'unindexed|' and RowKey lt 'unindexed}'",
+                        parameters={"pk": listing["Model"]}))
+                    self._write_index([Decision.from_json(_body(marker)) for marker in markers])
+                    for start in range(0, len(markers), 100):
+                        self._ledger.submit_transaction([("delete", marker) for marker in markers[start:start + 100]])
+                    repaired += len(markers)
+        return repaired
+
+    def backfill_indexes(self, resume: str | None = None, pages: int = 1,
+                         page_size: int = 1000) -> tuple[int, str | None]:
+        """Index the decisions of a ledger written before the index, ``pages`` pages of ``page_size`` decision
+        rows at a time: how many were indexed, and where to resume (None when done). Index rows are upserts, so
+        running it again, or over decisions indexed already, writes the same rows."""
+        indexed, token = 0, _resume_point(resume) if resume else None
+        with self._errors():
+            listing = self._ledger.query_entities("Kind eq 'decision'", results_per_page=page_size).by_page(
+                continuation_token=token)
+            for page in islice(listing, pages):
+                by_day: dict[str, list[Decision]] = {}
+                for row in page:
+                    decision = Decision.from_json(_body(row))
+                    by_day.setdefault(_day_partition(decision.decided_at), []).append(decision)
+                for decisions in by_day.values():
+                    for decision in decisions:
+                        self._register(decision, partition_of(decision.model))
+                    self._write_index(decisions)
+                indexed += sum(map(len, by_day.values()))
+            token = listing.continuation_token
+        return indexed, (f"{token['PartitionKey']}#{token['RowKey']}" if token else None)
+
     def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
                   event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
-        parameters: dict[str, Any] = {}
-        filters = []
-        for prefix, column, values in (("o", "Outcome", [o.value for o in outcomes]),
-                                       ("e", "EventType", list(event_types))):
-            if values:
-                parameters.update({f"{prefix}{n}": value for n, value in enumerate(values)})
-                # spaces around the parameters: the SDK reads a name up to the next space
-                filters.append("( " + " or ".join(f"{column} eq @{prefix}{n}" for n in range(len(values))) + " )")
-        extra = "".join(f" and {f}" for f in filters)
+        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
+                                  version=version).items
+
+    def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                      outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None) -> Page[Decision]:
+        """A model's page is a range of its partition; a page across models reads the day partitions of the
+        index newest first, only the days ``_days`` lists in the range, until the page is full."""
+        low = max(_after(after) if after else "", _newer_than(until) if until else "")
+        high = _newer_than(since) if since else "~"
+        extra, parameters = _filters(("EventType", list(event_types)),
+                                     ("Outcome", [o.value for o in outcomes] if model is not None else []))
+        if model is not None:
+            partitions, prefixes = [partition_of(model)], ["decision|"]
+        else:
+            newest = _moment(low) if low else None
+            partitions = self._day_partitions(since=since, until=newest)
+            prefixes = [f"o|{o.value}|" for o in dict.fromkeys(outcomes)] or ["t|"]
+        found: list[tuple[str, Decision]] = []
         with self._errors():
-            if model is not None:
-                rows = self._model_decisions(model, extra, parameters, limit)
-            else:  # across partitions: Table Storage cannot order, so read and sort
-                rows = sorted(self._ledger.query_entities("Kind eq 'decision'" + extra, parameters=parameters),
-                              key=lambda row: row["RowKey"].split("|")[1])
-            found = (Decision.from_json(_body(row)) for row in rows)
-            return list(islice((d for d in found if version is None or d.version == version), limit))
+            for row in self._ranges(partitions, prefixes, low, high, extra, parameters, limit + 1):
+                decision = Decision.from_json(_body(row))
+                if version is None or decision.version == version:
+                    found.append((_position(row["RowKey"]), decision))
+                    if len(found) > limit:
+                        break
+        more = len(found) > limit
+        return Page([d for _, d in found[:limit]], found[limit - 1][0] if more else None)
+
+    def _ranges(self, partitions: Iterable[str], prefixes: list[str], low: str, high: str, extra: str,
+                parameters: dict[str, Any], page: int) -> Iterator[Any]:
+        """Rows whose key, past one of ``prefixes``, lies in (``low``, ``high``), partition after partition,
+        newest first (several prefixes are merged in key order)."""
+        for partition in partitions:
+            streams = [self._ledger.query_entities(
+                "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high" + extra,
+                parameters={"pk": partition, "low": prefix + low, "high": prefix + high, **parameters},
+                results_per_page=min(page, 1000)) for prefix in prefixes]
+            yield from streams[0] if len(streams) == 1 else heapq.merge(
+                *streams, key=lambda row: _position(row["RowKey"]))
+
+    def _day_partitions(self, since: datetime | None = None, until: datetime | None = None) -> Iterator[str]:
+        """The index's day partitions from ``until`` back to ``since``, newest first, as ``_days`` lists them."""
+        low = f"d|{_MAX_DAY - _day_number(until):08d}" if until else "d|"
+        high = f"d|{_MAX_DAY - _day_number(since):08d}" if since else "d|~"
+        rows = self._ledger.query_entities("PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+                                           parameters={"pk": DAYS, "low": low, "high": high}, results_per_page=32)
+        return (row["Day"] for row in rows)
 
     def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
         jobs: list[tuple[datetime, str]] = []
@@ -323,11 +444,11 @@ class TableStore:
                                               "match_condition": MatchConditions.IfNotModified})]
             operations += [("create", e) for e in self._decision_entities(pk, decision)]  # same partition: atomic
             try:
-                self._ledger.submit_transaction(operations)
+                self._submit(operations, decision)
             except (TableTransactionError, ResourceModifiedError) as exc:
                 if _status(exc) in (409, 412):
                     return False
-                raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+                raise _failed(exc) from exc
         return True
 
     @staticmethod
@@ -445,7 +566,7 @@ class TableStore:
                 except TableTransactionError as exc:
                     if _status(exc) in (409, 412):
                         raise _Conflict() from exc
-                    raise StoreUnavailable(f"table storage: {_first_line(exc)}") from exc
+                    raise _failed(exc) from exc
         return AppendResult(stored, duplicates, late, tuple(closed))
 
     def _exists(self, pk: str, row_key: str) -> bool:
@@ -549,6 +670,73 @@ def _body(row: dict[str, Any]) -> dict[str, Any]:
     return loads("".join(parts))
 
 
+def _inverted(moment: datetime) -> int:
+    return _MAX_TIME_MS - int(moment.timestamp() * 1000)
+
+
+def _moment(position: str) -> datetime:
+    return datetime.fromtimestamp((_MAX_TIME_MS - int(position[:13])) / 1000, UTC)
+
+
+def _decision_row(decision: Decision) -> str:
+    return f"decision|{_inverted(decision.decided_at):013d}|{decision.id}"
+
+
+def _day_number(moment: datetime) -> int:
+    return int(moment.astimezone(UTC).strftime("%Y%m%d"))
+
+
+def _day_partition(moment: datetime) -> str:
+    return f"{DAY}{_day_number(moment)}"
+
+
+def _index_entities(day: str, decision: Decision) -> list[dict[str, Any]]:
+    """The decision's rows in its day's partition: among all (``t|``) and among its outcome's (``o|``)."""
+    position = f"{_inverted(decision.decided_at):013d}|{decision.id}"
+    fields = {"PartitionKey": day, "Kind": "index", "DecisionId": decision.id, "Model": decision.model or "",
+              "DecidedAt": decision.decided_at, "Outcome": decision.outcome.value, "EventType": decision.event_type,
+              **_chunks(dumps(decision))}
+    return [{**fields, "RowKey": f"t|{position}"}, {**fields, "RowKey": f"o|{decision.outcome.value}|{position}"}]
+
+
+_POSITION = re.compile(r"\d{13}\|[0-9a-f]{1,64}")
+
+
+def _position(row_key: str) -> str:
+    """``<inverted time>|<decision id>``: where a row stands in a newest-first list, whatever its prefix."""
+    return "|".join(row_key.rsplit("|", 2)[-2:])
+
+
+def _after(position: str) -> str:
+    if not _POSITION.fullmatch(position):
+        raise refused()
+    return position
+
+
+def _newer_than(moment: datetime) -> str:
+    """The lowest position of a decision made before ``moment`` (past every id of the millisecond before)."""
+    return f"{_inverted(moment):013d}|~"
+
+
+def _filters(*columns: tuple[str, list[str]]) -> tuple[str, dict[str, Any]]:
+    """An OData clause (`` and (C eq @c0 or ...)`` per column with values) and its parameters."""
+    clause, parameters = "", {}
+    for n, (column, values) in enumerate(columns):
+        if values:
+            names = [f"f{n}v{i}" for i in range(len(values))]
+            parameters.update(zip(names, values, strict=True))
+            # spaces around the parameters: the SDK reads a name up to the next space
+            clause += " and ( " + " or ".join(f"{column} eq @{name}" for name in names) + " )"
+    return clause, parameters
+
+
+def _resume_point(resume: str) -> dict[str, str]:
+    partition, separator, row_key = resume.partition("#")  # '#' is in no key
+    if not separator:
+        raise refused("not a point the backfill printed")
+    return {"PartitionKey": partition, "RowKey": row_key}
+
+
 def _claim_address(key: str, partition: str) -> tuple[str, str]:
     """Where a key's claim lives: in its model's partition, beside the decision that completes it."""
     return partition_of(None if partition == "_" else partition), f"claim|{digest(key)}"
@@ -556,6 +744,14 @@ def _claim_address(key: str, partition: str) -> tuple[str, str]:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _failed(exc: Exception) -> StoreRefused | StoreUnavailable:
+    """A failed request as the error the control plane acts on: a request Table Storage refuses as such (an
+    entity or property over its size limits: 400, 413) fails again whenever it is sent; anything else may not."""
+    if _status(exc) in (400, 413):
+        return StoreRefused(f"table storage refused the write: {_first_line(exc)}")
+    return StoreUnavailable(f"table storage: {type(exc).__name__}: {_first_line(exc)}")
 
 
 def _status(exc: Exception) -> int | None:
