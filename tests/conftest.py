@@ -59,6 +59,26 @@ def services(policy, clock):
                     lease=timedelta(minutes=5))
 
 
+@pytest.fixture(scope="module")
+def fn(app_functions):
+    """The app's user functions by name, called directly with ``azure.functions`` objects."""
+    return {name: f.get_user_function() for name, f in app_functions.items()}
+
+
+@pytest.fixture(scope="module")
+def in_process_host(app_functions, tmp_path_factory):
+    """The local host over the app's functions, in process, on a fresh SQLite store."""
+    from controlplane import bootstrap
+    from controlplane.localhost import Function, LocalHost
+    from controlplane.settings import Settings
+
+    workdir = tmp_path_factory.mktemp("host")
+    bootstrap.reset(bootstrap.build(Settings.from_env({"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db",
+                                                       "APPROVAL_SIGNING_KEY": "h" * 40})))
+    yield LocalHost(functions=map(Function.of, app_functions.values()))
+    bootstrap.reset()
+
+
 @pytest.fixture(scope="session")
 def app_functions():
     """The app's functions by name. ``get_functions()`` may run only once per app instance."""

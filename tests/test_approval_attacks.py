@@ -40,11 +40,6 @@ def wired(services):
     bootstrap.reset()
 
 
-@pytest.fixture(scope="module")
-def fn(app_functions):
-    return {name: f.get_user_function() for name, f in app_functions.items()}
-
-
 def register(services, version="4", registered_by="", **tags):
     """churn:<version> registered in the workspace by ``registered_by`` (nobody it knows when empty)."""
     if registered_by is not None:

@@ -8,9 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane import bootstrap
-from controlplane.localhost import Function, LocalHost
-
 ROUTES = ["/api/alerts", "/api/decisions", "/api/health", "/api/reviews", "/api/reviews/{id}",
           "/api/reviews/{id}/decision", "/api/ui", "/api/reports/{id}",
           "/runtime/webhooks/EventGrid?functionName=on_registry_event", "/admin/functions/on_telemetry",
@@ -26,16 +23,8 @@ identifiers = st.text(alphabet=st.characters(codec="ascii", exclude_categories=(
 
 
 @pytest.fixture(scope="module")
-def host(app_functions, tmp_path_factory):
-    from controlplane.settings import Settings
-
-    workdir = tmp_path_factory.mktemp("fuzz")
-    services = bootstrap.build(Settings.from_env({"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db",
-                                                  "APPROVAL_SIGNING_KEY": "f" * 40}))
-    bootstrap.reset(services)
-
-    yield LocalHost(functions=map(Function.of, app_functions.values()))
-    bootstrap.reset()
+def host(in_process_host):
+    return in_process_host
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

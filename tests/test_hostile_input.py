@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from controlplane import bootstrap
 from controlplane.ledger import Outcome, digest
-from controlplane.localhost import Function, LocalHost, event_hub_input
+from controlplane.localhost import LocalHost, event_hub_input
 from controlplane.parsing import parse_telemetry_body
 from controlplane.parsing.fields import MAX_STORED_CHARS
 from tests.support import ROOT, load_event
@@ -186,15 +186,8 @@ def tally():
 
 
 @pytest.fixture(scope="module")
-def host(app_functions, tmp_path_factory):
-    from controlplane.settings import Settings
-
-    workdir = tmp_path_factory.mktemp("hostile")
-    services = bootstrap.build(Settings.from_env({"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db",
-                                                  "APPROVAL_SIGNING_KEY": "h" * 40}))
-    bootstrap.reset(services)
-    yield LocalHost(functions=map(Function.of, app_functions.values()))
-    bootstrap.reset()
+def host(in_process_host):
+    return in_process_host
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,6 @@ def wired(services):
     bootstrap.reset()
 
 
-@pytest.fixture(scope="module")
-def fn(app_functions):
-    return {name: f.get_user_function() for name, f in app_functions.items()}
-
-
 def open_review(services, version="4", registrant="alice@contoso.com", **tags):
     """A promotion review of churn:<version>, registered in the workspace by ``registrant``."""
     services.gateway.add_model("churn", version, registered_by=registrant)
