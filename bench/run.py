@@ -46,8 +46,8 @@ def _services(workdir: str, policy_text: str):
     from controlplane.adapters.clock import SystemClock
     from controlplane.adapters.dry_run import DryRunDispatcher
     from controlplane.adapters.sqlite_store import SqliteStore
-    from controlplane.policy import parse_policy
-    from controlplane.ports import Services
+    from controlplane.domain.policy import parse_policy
+    from controlplane.ports.store import Services
 
     return Services(store=SqliteStore(f"{workdir}/bench.db"), clock=SystemClock(), dispatcher=DryRunDispatcher(),
                     policy=parse_policy(policy_text))
@@ -86,7 +86,7 @@ def _registry_stream(n: int) -> list[dict]:
 
 
 def _handled_per_second(events: list[dict], policy: str = REGISTRY_POLICY) -> float:
-    from handlers.registry import receive_registry_event
+    from controlplane.handlers.registry import receive_registry_event
 
     with tempfile.TemporaryDirectory() as workdir:
         services = _services(workdir, policy)
@@ -110,7 +110,7 @@ def _ledger_writes_per_second(events: list[dict]) -> float:
     them (the completed claim with the decision, one transaction each): the storage floor under the
     intake on this machine's disk."""
     from controlplane.adapters.sqlite_store import SqliteStore
-    from handlers.registry import receive_registry_event
+    from controlplane.handlers.registry import receive_registry_event
 
     with tempfile.TemporaryDirectory() as workdir:
         services = _services(workdir, REGISTRY_POLICY)
@@ -211,7 +211,7 @@ def local_host_http() -> list[dict]:
 
 def telemetry_ingestion() -> list[dict]:
     """Telemetry records into durable windows against a raw JSON parse of the same bytes."""
-    from handlers.telemetry import RawTelemetry, receive_telemetry
+    from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 
     print("telemetry ingestion into durable windows ...", flush=True)
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

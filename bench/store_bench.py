@@ -68,16 +68,16 @@ def _services(store):
     from bench.run import REGISTRY_POLICY
     from controlplane.adapters.clock import SystemClock
     from controlplane.adapters.dry_run import DryRunDispatcher
-    from controlplane.policy import parse_policy
-    from controlplane.ports import Services
+    from controlplane.domain.policy import parse_policy
+    from controlplane.ports.store import Services
 
     return Services(store=store, clock=SystemClock(), dispatcher=DryRunDispatcher(), policy=parse_policy(
         REGISTRY_POLICY))
 
 
 def _intake(services, events) -> None:
-    from handlers.registry import receive_registry_event
-    from handlers.sweep import sweep
+    from controlplane.handlers.registry import receive_registry_event
+    from controlplane.handlers.sweep import sweep
 
     for event in events:
         receive_registry_event(services, event)
@@ -107,7 +107,7 @@ def requests_per_event(azurite, n: int = 300) -> list[dict]:
 
 def _decisions(n: int, seed: int = 0):
     """``n`` decisions over MODELS models and DAYS days, the registry's outcomes, oldest first."""
-    from controlplane.ledger import Outcome, Source, Verdict, record
+    from controlplane.domain.ledger import Outcome, Source, Verdict, record
 
     outcomes = (Outcome.NO_ACTION, Outcome.NO_ACTION, Outcome.NO_ACTION, Outcome.REQUEST_APPROVAL, Outcome.RETRAIN,
                 Outcome.REJECT)
@@ -155,7 +155,7 @@ def _timed(query, runs: int = 5) -> float:
 
 
 def _pages(store, transport) -> dict[str, tuple[float, int]]:
-    from controlplane.ledger import Outcome
+    from controlplane.domain.ledger import Outcome
 
     first = store.decision_page(50)
     middle = _T0 + timedelta(days=DAYS // 2)

@@ -11,7 +11,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from controlplane.ports import Services
+from controlplane.ports.store import Services
 from controlplane.settings import Settings
 
 _lock = threading.Lock()
@@ -32,9 +32,9 @@ def build(settings: Settings) -> Services:
     from controlplane.adapters.clock import SystemClock
     from controlplane.adapters.dry_run import DryRunDispatcher
     from controlplane.adapters.routing import RoutingDispatcher
-    from controlplane.ledger import TaskKind
-    from controlplane.policy import load_policy
-    from controlplane.reviews import approval_url
+    from controlplane.domain.ledger import TaskKind
+    from controlplane.domain.policy import load_policy
+    from controlplane.domain.reviews import approval_url
 
     policy = load_policy(Path(settings.policy_path))
     store = build_store(settings)
@@ -57,8 +57,8 @@ def build(settings: Settings) -> Services:
     gateway, health = workspace(settings, clock)
     from controlplane.adapters.artifacts import artifacts_for
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
-    from controlplane.adapters.local_work import LocalWork
     from controlplane.adapters.signals import EnrichedNotifier, SignalsCache
+    from controlplane.handlers.dispatch_local import LocalWork
 
     kept = artifacts_for(settings.artifacts_location)
     checker = EvidentlyDriftChecker(kept, settings.public_url, Path(settings.policy_path).parent,
@@ -66,7 +66,7 @@ def build(settings: Settings) -> Services:
     signals = SignalsCache(health, kept)
     routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept, signals)
     routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
-    from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
+    from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
 
     # Rollback and scale change live endpoints, as rollouts do: in dry run they act on the simulated
     # workspace too, so its traffic and instance counts stay the ones later decisions read.

@@ -24,7 +24,7 @@ import json
 import logging
 import sys
 
-from controlplane.errors import ControlPlaneError
+from controlplane.domain.errors import ControlPlaneError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from controlplane.localhost import serve
+        from controlplane.dev.localhost import serve
 
         def announce(server) -> None:
             host, port = server.server_address[:2]
@@ -109,11 +109,11 @@ def _run(args: argparse.Namespace) -> int:
         serve(port=args.port, bind=args.bind, timers=not args.no_timers, ready=announce)
         return 0
     if args.command == "demo":
-        from controlplane.demo import run
+        from controlplane.dev.demo import run
 
         return run()
     if args.command == "policy":
-        from controlplane.policy import load_policy, schema
+        from controlplane.domain.policy import load_policy, schema
         from controlplane.settings import Settings
 
         if args.policy_command == "schema":
@@ -124,11 +124,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     from controlplane import bootstrap
-    from controlplane.ledger import TaskState
+    from controlplane.domain.ledger import TaskState
 
     if args.command == "reviews":
-        from controlplane.reviews import VoteError
-        from handlers.reviews import approval_link
+        from controlplane.domain.reviews import VoteError
+        from controlplane.handlers.reviews import approval_link
 
         try:
             print(approval_link(bootstrap.services(), args.review_id, args.approver))
@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     services = bootstrap.services()
     if args.command == "decisions":
-        from handlers.queries import DecisionQuery, list_decisions
+        from controlplane.handlers.queries import DecisionQuery, list_decisions
 
         query = DecisionQuery.parse({"model": args.model, "outcome": args.outcome, "since": args.since,
                                      "until": args.until})
@@ -157,12 +157,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"indexed {total} decisions; to resume: --resume '{resume}'", file=sys.stderr, flush=True)
         print(f"indexed {total} decisions")
     elif args.command == "incidents":
-        from controlplane.incidents import IncidentState
+        from controlplane.domain.incidents import IncidentState
 
         for incident in services.store.incidents(IncidentState(args.state) if args.state else None, args.limit):
             print(json.dumps(incident.to_json()))
     elif args.command == "tasks":
-        from controlplane import taskops
+        from controlplane.handlers import taskops
 
         command = args.tasks_command
         if command == "list":
@@ -175,8 +175,8 @@ def _run(args: argparse.Namespace) -> int:
         for task in found:
             print(json.dumps(task.to_json()))
     else:
-        from controlplane.rollout import RolloutState
-        from handlers.rollout import resume_rollout
+        from controlplane.domain.rollout import RolloutState
+        from controlplane.handlers.rollout import resume_rollout
 
         if args.rollouts_command == "resume":
             found = [resume_rollout(services, args.rollout_id)]

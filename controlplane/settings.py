@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from controlplane.errors import ConfigurationError
+from controlplane.domain.errors import ConfigurationError
 
 # Setting names (contract).
 STORE = "CONTROLPLANE_STORE"

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from controlplane.policy import load_policy
-from controlplane.ports import Services
+from controlplane.domain.policy import load_policy
+from controlplane.ports.store import Services
 from tests.fakes import FakeClock, FakeStore, RecordingDispatcher
 from tests.support import ROOT, Azurite
 
@@ -69,7 +69,7 @@ def fn(app_functions):
 def in_process_host(app_functions, tmp_path_factory):
     """The local host over the app's functions, in process, on a fresh SQLite store."""
     from controlplane import bootstrap
-    from controlplane.localhost import Function, LocalHost
+    from controlplane.dev.localhost import Function, LocalHost
     from controlplane.settings import Settings
 
     workdir = tmp_path_factory.mktemp("host")

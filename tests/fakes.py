@@ -6,8 +6,11 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from controlplane.errors import EventInProgress, StoreUnavailable
-from controlplane.gateway import (
+from controlplane.domain.errors import EventInProgress, StoreUnavailable
+from controlplane.domain.ledger import Decision, Outcome, Task, TaskState
+from controlplane.domain.paging import Page, refused
+from controlplane.domain.windows import Window, WindowKey, by_deployment, place, sample_row
+from controlplane.ports.gateway import (
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
@@ -16,10 +19,7 @@ from controlplane.gateway import (
     NotFound,
     PipelineRequest,
 )
-from controlplane.ledger import Decision, Outcome, Task, TaskState
-from controlplane.paging import Page, refused
-from controlplane.ports import AppendResult, Claim
-from controlplane.windows import Window, WindowKey, by_deployment, place, sample_row
+from controlplane.ports.store import AppendResult, Claim
 
 
 class FakeClock:
@@ -300,20 +300,20 @@ class FakeGateway:
 
     def add_model(self, name, version, tags=None, properties=None, created_by="", registered_by=None):
         """``registered_by`` is the workspace's record of the registrant; by default ``created_by``."""
-        from controlplane.gateway import ModelInfo
+        from controlplane.ports.gateway import ModelInfo
 
         self.models[(name, version)] = ModelInfo(name, version, dict(tags or {}), dict(properties or {}), created_by,
                                                  registered_by=created_by if registered_by is None else registered_by)
 
     def serve(self, endpoint, deployment, model_ref):
-        from controlplane.gateway import DeploymentInfo, EndpointState
+        from controlplane.ports.gateway import DeploymentInfo, EndpointState
 
         self.endpoints[endpoint] = EndpointState(endpoint, {deployment: 100}, {},
                                                  (DeploymentInfo(endpoint, deployment, model_ref,
                                                                  provisioning_state="Succeeded"),))
 
     def get_model(self, name, version):
-        from controlplane.gateway import NotFound
+        from controlplane.ports.gateway import NotFound
 
         self.calls.append(("get_model", name, version))
         if (name, version) not in self.models:
@@ -321,7 +321,7 @@ class FakeGateway:
         return self.models[(name, version)]
 
     def get_endpoint(self, name):
-        from controlplane.gateway import NotFound
+        from controlplane.ports.gateway import NotFound
 
         self.calls.append(("get_endpoint", name))
         if name not in self.endpoints:

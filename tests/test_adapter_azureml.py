@@ -16,8 +16,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from controlplane.adapters.azureml import AzureMLGateway
-from controlplane.errors import TransientError
-from controlplane.gateway import DeploymentRequest, DeploymentSpec, GatewayError, NotFound, PipelineRequest
+from controlplane.domain.errors import TransientError
+from controlplane.ports.gateway import DeploymentRequest, DeploymentSpec, GatewayError, NotFound, PipelineRequest
 from tests.azure_http import AzureTransport, FixedCredential, arm_error, body
 
 SUBSCRIPTION, GROUP, WORKSPACE = "00000000-1111-2222-3333-444444444444", "rg-mlops", "ws-mlops"

@@ -17,8 +17,8 @@ import pytest
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from controlplane.adapters.monitor_logs import MonitorLogsProbe, kql_string
-from controlplane.errors import PermanentError, TransientError
-from controlplane.monitoring import DeploymentHealth
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.signals import DeploymentHealth
 from tests.azure_http import AzureTransport, FixedCredential, body
 
 WORKSPACE_ID = "00000000-aaaa-bbbb-cccc-00000000000a"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from controlplane.errors import InvalidEvent
-from controlplane.events import Alert
+from controlplane.domain.errors import InvalidEvent
+from controlplane.domain.events import Alert
 from controlplane.parsing import parse_alert
 from controlplane.parsing.fields import parse_json
 from tests.support import EVENTS

@@ -10,16 +10,16 @@ import pytest
 
 from controlplane.adapters.artifacts import LocalArtifacts
 from controlplane.adapters.signals import EnrichedNotifier, SignalsCache
-from controlplane.errors import StoreUnavailable, TransientError
-from controlplane.gateway import DeploymentInfo, EndpointState
-from controlplane.incidents import IncidentState
-from controlplane.ledger import Outcome, Task, TaskKind
-from controlplane.monitoring import Series, Signals
-from controlplane.policy import parse_policy
-from controlplane.ports import Services
-from controlplane.reviews import ReviewKind
-from controlplane.rollout import Rollout, RolloutState, plan
-from handlers.alerts import receive_alert
+from controlplane.domain.errors import StoreUnavailable, TransientError
+from controlplane.domain.incidents import IncidentState
+from controlplane.domain.ledger import Outcome, Task, TaskKind
+from controlplane.domain.policy import parse_policy
+from controlplane.domain.reviews import ReviewKind
+from controlplane.domain.rollout import Rollout, RolloutState, plan
+from controlplane.domain.signals import Series, Signals
+from controlplane.handlers.alerts import receive_alert
+from controlplane.ports.gateway import DeploymentInfo, EndpointState
+from controlplane.ports.store import Services
 from tests.fakes import FakeClock, FakeStore, FakeWorkspace, RecordingDispatcher
 from tests.support import event_bytes
 
@@ -329,9 +329,9 @@ def test_a_notice_goes_out_even_when_the_signals_cannot_be_read(services, tmp_pa
 
 
 def test_the_review_page_shows_the_alert_its_signals_and_a_chart(services, tmp_path):
-    from controlplane.adapters.local_work import LocalWork
-    from controlplane.pages import review_page
-    from handlers.reviews import review_signals
+    from controlplane.handlers.dispatch_local import LocalWork
+    from controlplane.handlers.reviews import review_signals
+    from controlplane.web.pages import review_page
 
     decision = decide(services, "alert_cpu_blue_fired.json")
     [review] = decision.reviews
@@ -355,12 +355,13 @@ def task_for(request):
 
 
 def test_the_azureml_dispatcher_scales_the_previous_deployment_up_before_moving_traffic(workspace):
-    from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
+    from controlplane.adapters.clock import SystemClock
+    from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
 
     request = {"operation": "online_endpoints.rollback", "endpoint": ENDPOINT, "traffic": {"green": 100},
                "mirror": {}, "scale": {"green": 2}, "from_deployment": "blue"}
-    result = AzureMLDispatcher(workspace).dispatch(task_for(request))
-    again = AzureMLDispatcher(workspace).dispatch(task_for(request))  # a repeat changes nothing more
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request))
+    again = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request))  # a repeat changes nothing more
 
     changes = [call[0] for call in workspace.calls if call[0] in ("scale", "set_traffic")]
     assert changes == ["scale", "set_traffic"]  # the repeat found both done and sent nothing

@@ -13,11 +13,11 @@ import pytest
 
 from controlplane import bootstrap
 from controlplane.adapters.artifacts import LocalArtifacts
-from controlplane.ledger import Outcome, ReviewDraft, Source, Verdict, record
-from controlplane.policy import parse_policy
-from controlplane.reviews import ReviewKind, ReviewState, VoteError, identity, sign_token
-from handlers.registry import receive_registry_event
-from handlers.reviews import approval_link, vote
+from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Verdict, record
+from controlplane.domain.policy import parse_policy
+from controlplane.domain.reviews import ReviewKind, ReviewState, VoteError, identity, sign_token
+from controlplane.handlers.registry import receive_registry_event
+from controlplane.handlers.reviews import approval_link, vote
 from tests.fakes import FakeGateway
 from tests.support import load_event
 
@@ -363,7 +363,7 @@ def test_report_errors_name_no_server_path(fn, drift_review, tmp_path, name):
 def test_a_drift_review_id_cannot_be_computed_from_the_window(services, policy):
     # GIVEN two control planes with different signing keys and the same drifted window (public: model,
     # deployment, hour)
-    from handlers.actions import act_on_drift
+    from controlplane.handlers.actions import act_on_drift
 
     window = {"model": "defect-detector", "deployment": "blue", "bucket": 498976, "part": 0}
     key = "window:defect-detector/blue/498976.0"

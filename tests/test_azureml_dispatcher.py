@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
-from controlplane.errors import PermanentError
-from controlplane.gateway import DeploymentRequest, PipelineRequest
-from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict, record
-from handlers.registry import receive_registry_event
-from handlers.sweep import sweep
+from controlplane.adapters.clock import SystemClock
+from controlplane.domain.errors import PermanentError
+from controlplane.domain.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
+from controlplane.handlers.registry import receive_registry_event
+from controlplane.handlers.sweep import sweep
+from controlplane.ports.gateway import DeploymentRequest, PipelineRequest
 from tests.fakes import FakeWorkspace as Workspace
 from tests.support import load_event
 
@@ -51,7 +52,7 @@ def test_retraining_task_submits_the_pipeline_with_the_requests_name_experiment_
     task = retraining_task(services)
     job = task.request["job"]
 
-    result = AzureMLDispatcher(workspace).dispatch(task)
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task)
 
     [(_, submitted)] = workspace.called("submit_pipeline")
     assert submitted == PipelineRequest(name=job["name"], experiment=task.request["experiment_name"],
@@ -63,7 +64,7 @@ def test_retraining_task_submits_the_pipeline_with_the_requests_name_experiment_
 
 def test_a_repeated_retraining_dispatch_submits_once_and_reports_the_existing_job(services, workspace):
     task = retraining_task(services)
-    dispatcher = AzureMLDispatcher(workspace)
+    dispatcher = AzureMLDispatcher(workspace, SystemClock())
 
     first, second = dispatcher.dispatch(task), dispatcher.dispatch(task)
 
@@ -74,7 +75,7 @@ def test_a_repeated_retraining_dispatch_submits_once_and_reports_the_existing_jo
 
 def test_the_sweep_with_the_azureml_dispatcher_keeps_the_submitted_job_on_the_task(services, workspace):
     task = retraining_task(services)
-    services = replace(services, dispatcher=AzureMLDispatcher(workspace))
+    services = replace(services, dispatcher=AzureMLDispatcher(workspace, SystemClock()))
 
     report = sweep(services)
 
@@ -86,7 +87,7 @@ def test_the_sweep_with_the_azureml_dispatcher_keeps_the_submitted_job_on_the_ta
 def test_staging_promotion_deploys_the_requested_model_and_never_sets_traffic(workspace):
     request = staging_request()
 
-    result = AzureMLDispatcher(workspace).dispatch(task_for(request))
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request))
 
     [(_, deployed)] = workspace.called("deploy")
     # the spec the champion serves with is copied from its deployment
@@ -100,7 +101,7 @@ def test_staging_promotion_deploys_the_requested_model_and_never_sets_traffic(wo
 
 def test_a_repeated_staging_dispatch_sends_nothing_again_and_still_leaves_traffic_alone(workspace):
     task = task_for(staging_request())
-    dispatcher = AzureMLDispatcher(workspace)
+    dispatcher = AzureMLDispatcher(workspace, SystemClock())
 
     first, second = dispatcher.dispatch(task), dispatcher.dispatch(task)
 
@@ -113,7 +114,7 @@ def test_a_repeated_staging_dispatch_sends_nothing_again_and_still_leaves_traffi
 def test_a_staging_dispatch_leaves_a_deployment_that_already_serves_traffic_as_it_is(workspace):
     workspace.serve("churn-ep", "churn-v7-0a1b2c3d4e5f", "azureml:churn:7")  # a rollout took it to 100%
 
-    result = AzureMLDispatcher(workspace).dispatch(task_for(staging_request("churn-v7-0a1b2c3d4e5f")))
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(staging_request("churn-v7-0a1b2c3d4e5f")))
 
     assert workspace.called("deploy") == [] and workspace.called("set_traffic") == []
     assert result["redeployed"] is False and result["traffic"] == 100
@@ -122,7 +123,7 @@ def test_a_staging_dispatch_leaves_a_deployment_that_already_serves_traffic_as_i
 
 def test_a_staging_request_asking_for_traffic_is_refused_before_anything_is_sent(workspace):
     with pytest.raises(PermanentError, match="0% traffic, not 10%"):
-        AzureMLDispatcher(workspace).dispatch(task_for(staging_request(traffic=10)))
+        AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(staging_request(traffic=10)))
     assert workspace.calls == []
 
 
@@ -130,7 +131,7 @@ def test_scale_task_scales_the_named_deployment(workspace):
     request = {"operation": "online_deployments.scale", "endpoint": "churn-ep", "deployment": "blue",
                "instance_count": 4}
 
-    result = AzureMLDispatcher(workspace).dispatch(task_for(request, TaskKind.SCALE))
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request, TaskKind.SCALE))
 
     assert workspace.called("scale") == [("scale", "churn-ep", "blue", 4)]
     assert result["deployment"] == "blue" and result["instance_count"] == 4
@@ -142,7 +143,7 @@ def test_rollback_task_sets_the_requested_traffic_and_mirror(workspace):
     request = {"operation": "online_endpoints.set_traffic", "endpoint": "churn-ep",
                "traffic": {"blue": 100, "green": 0}, "mirror": {"green": 10}}
 
-    result = AzureMLDispatcher(workspace).dispatch(task_for(request, TaskKind.ROLLBACK))
+    result = AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request, TaskKind.ROLLBACK))
 
     assert workspace.called("set_traffic") == [("set_traffic", "churn-ep", {"blue": 100, "green": 0}, {"green": 10})]
     assert result == {"endpoint": "churn-ep", "traffic": {"blue": 100, "green": 0}, "mirror_traffic": {"green": 10},
@@ -154,7 +155,7 @@ def test_rollback_without_mirror_leaves_mirror_traffic_unchanged(workspace):
     workspace.calls.clear()
     request = {"operation": "online_endpoints.set_traffic", "endpoint": "churn-ep", "traffic": {"blue": 100}}
 
-    AzureMLDispatcher(workspace).dispatch(task_for(request, TaskKind.ROLLBACK))
+    AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for(request, TaskKind.ROLLBACK))
 
     assert workspace.called("set_traffic") == [("set_traffic", "churn-ep", {"blue": 100}, None)]
 
@@ -162,7 +163,7 @@ def test_rollback_without_mirror_leaves_mirror_traffic_unchanged(workspace):
 @pytest.mark.parametrize("operation", ["rollout.start", "jobs.delete", None])
 def test_an_unknown_operation_is_a_permanent_error_naming_it(workspace, operation):
     with pytest.raises(PermanentError, match=f"no operation {operation!r}"):
-        AzureMLDispatcher(workspace).dispatch(task_for({"operation": operation, "endpoint": "churn-ep"}))
+        AzureMLDispatcher(workspace, SystemClock()).dispatch(task_for({"operation": operation, "endpoint": "churn-ep"}))
     assert workspace.calls == []
 
 
@@ -172,7 +173,7 @@ def test_a_malformed_request_is_a_permanent_error_naming_the_field(services, wor
     del request["job"]["name"]
 
     with pytest.raises(PermanentError, match=r"request\.job\.name is missing"):
-        AzureMLDispatcher(workspace).dispatch(replace(task, request=request))
+        AzureMLDispatcher(workspace, SystemClock()).dispatch(replace(task, request=request))
     assert workspace.calls == []
 
 
@@ -180,7 +181,7 @@ def test_a_malformed_request_is_dead_lettered_by_the_sweep_not_retried(services,
     task = retraining_task(services)
     broken = replace(task, request={**task.request, "job": "not-an-object"})
     services.store.update_task(task, broken)
-    services = replace(services, dispatcher=AzureMLDispatcher(workspace))
+    services = replace(services, dispatcher=AzureMLDispatcher(workspace, SystemClock()))
 
     sweep(services)
 

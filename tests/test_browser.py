@@ -97,7 +97,7 @@ def test_an_infrastructure_review_shows_the_alert_and_its_targets_recent_signals
     from datetime import UTC, datetime, timedelta
 
     from controlplane.adapters.simulated import SimulatedWorkspace
-    from controlplane.monitoring import Series
+    from controlplane.domain.signals import Series
     from tests.support import event_bytes
 
     ARTIFACTS.mkdir(exist_ok=True)

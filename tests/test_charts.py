@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.charts import line_chart
-from controlplane.monitoring import Series
+from controlplane.domain.signals import Series
+from controlplane.web.charts import line_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -113,6 +113,6 @@ def test_no_script_style_or_external_reference():
 
 
 def test_importing_the_charts_is_cheap():
-    code = ("import sys; import controlplane.charts; "
+    code = ("import sys; import controlplane.web.charts; "
             "assert not {m for m in sys.modules if m.startswith(('azure', 'controlplane.adapters'))}")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)

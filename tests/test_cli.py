@@ -18,8 +18,8 @@ def cli(*args, env):
 def test_reviews_link_prints_one_url_that_opens_the_review(tmp_path):
     env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "CONTROLPLANE_PUBLIC_URL": "http://127.0.0.1:7071"}
     from controlplane import bootstrap
+    from controlplane.handlers.registry import receive_registry_event
     from controlplane.settings import Settings
-    from handlers.registry import receive_registry_event
 
     services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
     event = load_event("eg_model_registered_sdk.json")
@@ -33,7 +33,7 @@ def test_reviews_link_prints_one_url_that_opens_the_review(tmp_path):
     # the token travels in the fragment, which browsers and curl never send: no server or access log sees it
     assert url.path == f"/api/reviews/{review.id}" and url.query == "" and url.fragment.startswith("token=")
 
-    from controlplane.reviews import verify_token
+    from controlplane.domain.reviews import verify_token
     token = url.fragment.removeprefix("token=")
     assert verify_token(services.approval_key, token, review.id, services.clock.now()).approver == "bo@contoso.com"
 
@@ -55,8 +55,8 @@ def test_policy_check_and_schema(tmp_path):
 def test_tasks_and_rollouts_commands(tmp_path):
     env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
     from controlplane import bootstrap
+    from controlplane.handlers.registry import receive_registry_event
     from controlplane.settings import Settings
-    from handlers.registry import receive_registry_event
 
     services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
     decision = receive_registry_event(services, load_event("eg_monitor_breach.json")[0])
@@ -102,8 +102,8 @@ def test_the_demo_tells_the_whole_story():
 def test_incidents_lists_open_and_closed_incidents(tmp_path):
     env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
     from controlplane import bootstrap
+    from controlplane.handlers.alerts import receive_alert
     from controlplane.settings import Settings
-    from handlers.alerts import receive_alert
     from tests.support import event_bytes
 
     services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
@@ -119,8 +119,8 @@ def test_incidents_lists_open_and_closed_incidents(tmp_path):
 def test_decisions_print_a_page_and_the_token_of_the_next(tmp_path):
     env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
     from controlplane import bootstrap
+    from controlplane.handlers.registry import receive_registry_event
     from controlplane.settings import Settings
-    from handlers.registry import receive_registry_event
 
     services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
     template = load_event("eg_monitor_breach.json")[0]

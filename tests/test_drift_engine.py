@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.drift import (
     DriftConfigError,
     DriftSettings,
@@ -22,7 +23,6 @@ from controlplane.drift import (
     check_drift,
     render_report,
 )
-from controlplane.errors import PermanentError, TransientError
 from tests.support import ROOT
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]

@@ -10,15 +10,15 @@ import pytest
 
 from controlplane.adapters.artifacts import LocalArtifacts
 from controlplane.adapters.drift_checker import EvidentlyDriftChecker
-from controlplane.adapters.local_work import LocalWork
 from controlplane.adapters.routing import RoutingDispatcher
-from controlplane.gateway import JobInfo
-from controlplane.ledger import Outcome, TaskKind, TaskState
-from controlplane.policy import parse_policy
-from handlers.drift import EVENT_TYPE
-from handlers.schedules import run_schedules
-from handlers.sweep import sweep
-from handlers.telemetry import RawTelemetry, receive_telemetry
+from controlplane.domain.ledger import Outcome, TaskKind, TaskState
+from controlplane.domain.policy import parse_policy
+from controlplane.handlers.dispatch_local import LocalWork
+from controlplane.handlers.drift import EVENT_TYPE
+from controlplane.handlers.schedules import run_schedules
+from controlplane.handlers.sweep import sweep
+from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
+from controlplane.ports.gateway import JobInfo
 from tests.fakes import FakeWorkspace, RecordingDispatcher
 
 FEATURES = ["age", "bmi", "bp", "s1", "s2", "s3", "s5", "s6"]
@@ -153,7 +153,7 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     lines = (tmp_path / "artifacts" / "labelling" / f"{name}.jsonl").read_text().splitlines()
     assert len(lines) == 150 and set(FEATURES) <= set(json.loads(lines[0]))
     assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
-    from controlplane.pages import review_page
+    from controlplane.web.pages import review_page
 
     review = decision.reviews[0]
     page = review_page(review, token="approval-token")
@@ -216,7 +216,7 @@ def test_a_reference_registered_as_an_azure_ml_data_asset_is_read_through_the_ga
 
 
 def test_a_window_whose_check_fails_for_now_is_decided_by_a_later_sweep(wire, diabetes):
-    from controlplane.errors import TransientError
+    from controlplane.domain.errors import TransientError
 
     services, _ = wire(policy_text, diabetes[diabetes.age < 50])
     real_check = services.drift.check

@@ -6,7 +6,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane.errors import InvalidEvent
+from controlplane.domain.errors import InvalidEvent
 from controlplane.parsing import parse_alert, parse_registry_event, parse_telemetry_body
 from tests.support import load_event
 

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from controlplane.errors import EventInProgress, PermanentError, StoreUnavailable, TransientError
-from controlplane.ledger import Outcome, TaskKind, TaskState
-from handlers.alerts import receive_alert
-from handlers.registry import receive_registry_event
-from handlers.sweep import MAX_ATTEMPTS, sweep
-from handlers.telemetry import RawTelemetry, receive_telemetry
+from controlplane.domain.errors import EventInProgress, PermanentError, StoreUnavailable, TransientError
+from controlplane.domain.ledger import Outcome, TaskKind, TaskState
+from controlplane.handlers.alerts import receive_alert
+from controlplane.handlers.registry import receive_registry_event
+from controlplane.handlers.sweep import MAX_ATTEMPTS, sweep
+from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 from tests.fakes import RecordingDispatcher
 from tests.support import event_bytes, load_event
 
@@ -109,7 +109,7 @@ def test_unknown_event_type_is_recorded_invalid(services):
 
 
 def test_a_failed_decision_releases_its_claim_so_the_retry_decides(services, monkeypatch):
-    import handlers.registry as registry
+    import controlplane.handlers.registry as registry
 
     def broken(*args, **kwargs):
         raise StoreUnavailable("workspace lookup timed out")
@@ -227,5 +227,5 @@ def test_sweep_gives_up_after_the_maximum_attempts(services):
 
 def test_decision_json_round_trips(services):
     decision = receive_registry_event(services, first("eg_monitor_breach.json"))
-    from controlplane.ledger import Decision
+    from controlplane.domain.ledger import Decision
     assert Decision.from_json(json.loads(json.dumps(decision.to_json()))) == decision

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane import bootstrap
-from controlplane.ledger import Outcome, digest
-from controlplane.localhost import LocalHost, event_hub_input
+from controlplane.dev.localhost import LocalHost, event_hub_input
+from controlplane.domain.ledger import Outcome, digest
 from controlplane.parsing import parse_telemetry_body
 from controlplane.parsing.fields import MAX_STORED_CHARS
 from tests.support import ROOT, load_event
@@ -178,9 +178,9 @@ class _Crashes(logging.Handler):
 def tally():
     found = Tally()
     handler = _Crashes(found)
-    logging.getLogger("controlplane.localhost").addHandler(handler)
+    logging.getLogger("controlplane.dev.localhost").addHandler(handler)
     yield found
-    logging.getLogger("controlplane.localhost").removeHandler(handler)
+    logging.getLogger("controlplane.dev.localhost").removeHandler(handler)
     ARTIFACT.parent.mkdir(exist_ok=True)
     ARTIFACT.write_text(json.dumps(found.report(), indent=2) + "\n", encoding="utf-8")
 

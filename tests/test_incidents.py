@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controlplane.events import Alert, AlertCondition
-from controlplane.incidents import Effect, IncidentState, is_infrastructure, observe, target_of
+from controlplane.domain.events import Alert, AlertCondition
+from controlplane.domain.incidents import Effect, IncidentState, is_infrastructure, observe, target_of
 from controlplane.parsing import parse_alert
 from controlplane.parsing.fields import parse_json
 from tests.support import event_bytes

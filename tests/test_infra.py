@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane import events as ev
 from controlplane import settings as names
-from handlers.actions import deterministic_name
+from controlplane.domain import events as ev
+from controlplane.handlers.actions import deterministic_name
 from tests.support import ROOT, load_event
 from tests.test_policy_settings import bicep_app_settings, sample_values
 
@@ -282,7 +282,7 @@ def _one(name: str) -> dict:
 
 
 def _own_run(kind: str) -> dict:
-    """A run event of a retraining job the control plane submitted (handlers/actions.py names and tags it)."""
+    """A run event of a retraining job the control plane submitted (handlers/actions.py names it)."""
     envelope = _one("eg_run_completed_docs.json" if kind == "RunCompleted" else "eg_run_status_changed_docs.json")
     job = deterministic_name("retrain", "churn", "ml:2a8d5f13-9c47-4e6b-b1d0-7f3e5a9c2b84")
     data = {**envelope["data"], "RunId": job, "RunType": "azureml.PipelineRun",

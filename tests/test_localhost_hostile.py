@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from controlplane.localhost import Function, LocalHost, make_server
+from controlplane.dev.localhost import Function, LocalHost, make_server
 from tests.support import load_event, local_host, request
 from tests.test_hostile_input import LITERALS, WEBHOOK
 

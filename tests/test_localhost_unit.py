@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from controlplane.localhost import LocalHost
+from controlplane.dev.localhost import LocalHost
 
 
 def small_app(calls):

@@ -120,8 +120,8 @@ def test_a_mistyped_secret_setting_is_named_and_never_shown(tmp_path, setting, v
     "artifact reports/x.html: C:\\home\\site\\artifacts\\reports\\x.html: File name too long",
 ])
 def test_health_names_what_failed_without_server_paths(error):
-    from controlplane.errors import PolicyError, StoreUnavailable
-    from handlers.queries import check_health
+    from controlplane.domain.errors import PolicyError, StoreUnavailable
+    from controlplane.handlers.queries import check_health
 
     def build():
         raise (PolicyError("$", error.split(": ", 1)[1]) if error.startswith("policy") else StoreUnavailable(error))

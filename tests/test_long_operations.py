@@ -12,15 +12,15 @@ from datetime import timedelta
 
 import pytest
 
-from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
 from controlplane.adapters.simulated import SimulatedWorkspace
-from controlplane.ledger import Outcome, Task, TaskKind, TaskState
-from controlplane.operations import DEADLINES
-from controlplane.policy import parse_policy
-from controlplane.reviews import ReviewKind
-from controlplane.rollout import RolloutState
-from handlers.rollout import advance_rollouts, start_rollout
-from handlers.sweep import sweep
+from controlplane.domain.ledger import Outcome, Task, TaskKind, TaskState
+from controlplane.domain.policy import parse_policy
+from controlplane.domain.reviews import ReviewKind
+from controlplane.domain.rollout import RolloutState
+from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
+from controlplane.handlers.operations import DEADLINES
+from controlplane.handlers.rollout import advance_rollouts, start_rollout
+from controlplane.handlers.sweep import sweep
 from tests.fakes import FakeWorkspace
 from tests.test_azureml_dispatcher import staging_request, task_for
 
@@ -102,14 +102,14 @@ def test_the_new_deployment_carries_the_spec_of_the_one_it_replaces_and_the_poli
 
 
 def _blue(workspace):
-    from controlplane.gateway import DeploymentRequest
+    from controlplane.ports.gateway import DeploymentRequest
 
     blue = workspace.get_deployment("churn-ep", "blue")
     return DeploymentRequest("churn-ep", "blue", blue.model, blue.instance_type, blue.instance_count)
 
 
 def _custom_spec():
-    from controlplane.gateway import DeploymentSpec
+    from controlplane.ports.gateway import DeploymentSpec
 
     return DeploymentSpec(environment="azureml:churn-env:4", code="azureml:churn-score:2", scoring_script="old.py",
                           environment_variables={"TELEMETRY_EVENTHUB_NAME": "telemetry", "LOG_LEVEL": "warning"},

@@ -11,8 +11,8 @@ import pytest
 
 from controlplane.adapters.eventgrid_publisher import EventGridPublisher
 from controlplane.adapters.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookNotifier, sign
-from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Task, TaskKind
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Task, TaskKind
 from tests.fakes import FakeClock
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -8,13 +8,14 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
-from controlplane.errors import TransientError
-from controlplane.gateway import GatewayError, JobInfo, PipelineRequest
-from controlplane.ledger import Task, TaskKind, TaskState
-from controlplane.policy import parse_policy
-from handlers.registry import receive_registry_event
-from handlers.sweep import sweep
+from controlplane.adapters.clock import SystemClock
+from controlplane.domain.errors import TransientError
+from controlplane.domain.ledger import Task, TaskKind, TaskState
+from controlplane.domain.policy import parse_policy
+from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
+from controlplane.handlers.registry import receive_registry_event
+from controlplane.handlers.sweep import sweep
+from controlplane.ports.gateway import GatewayError, JobInfo, PipelineRequest
 from tests.fakes import FakeWorkspace as Workspace
 from tests.support import load_event
 
@@ -105,7 +106,7 @@ monitors: {churn-monitor: churn}
 def test_a_flaky_workspace_leaves_every_task_succeeded_or_dead_lettered_none_lost_no_job_submitted_twice(
         store_services):
     workspace = FlakyWorkspace(random.Random(20261122))
-    services = replace(store_services, dispatcher=AzureMLDispatcher(workspace))
+    services = replace(store_services, dispatcher=AzureMLDispatcher(workspace, SystemClock()))
     created = open_retraining_tasks(services, TASKS)
 
     sweep_until_quiet(services)
@@ -133,12 +134,12 @@ def test_a_task_whose_dispatch_crashed_half_way_is_dispatched_again_and_finds_it
     name = task.request["job"]["name"]
 
     with pytest.raises(Crash):
-        sweep(replace(store_services, dispatcher=DiesAfterDispatch(AzureMLDispatcher(workspace))))
+        sweep(replace(store_services, dispatcher=DiesAfterDispatch(AzureMLDispatcher(workspace, SystemClock()))))
 
     assert name in workspace.jobs  # the job was created...
     assert store_services.store.task(task.id) == task  # ...and the outbox never heard of it
 
-    report = sweep(replace(store_services, dispatcher=AzureMLDispatcher(workspace)))  # a fresh process
+    report = sweep(replace(store_services, dispatcher=AzureMLDispatcher(workspace, SystemClock())))  # a fresh process
 
     stored = store_services.store.task(task.id)
     assert report.succeeded == 1 and stored.state is TaskState.SUCCEEDED and stored.attempts == 1

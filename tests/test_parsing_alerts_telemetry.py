@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from controlplane.errors import InvalidEvent
+from controlplane.domain.errors import InvalidEvent
 from controlplane.parsing import parse_alert, parse_telemetry_body
 from tests.support import event_bytes, load_event
 

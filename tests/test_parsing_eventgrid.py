@@ -6,8 +6,8 @@ from datetime import UTC
 
 import pytest
 
-from controlplane import events as ev
-from controlplane.errors import InvalidEvent, UnsupportedEvent
+from controlplane.domain import events as ev
+from controlplane.domain.errors import InvalidEvent, UnsupportedEvent
 from controlplane.parsing import parse_registry_event
 from controlplane.parsing.eventgrid import parse_monitor_breach
 from tests.support import load_event

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controlplane.errors import InvalidEvent, StoreUnavailable
-from controlplane.ledger import Outcome, Source, Verdict
+from controlplane.domain.errors import InvalidEvent, StoreUnavailable
+from controlplane.domain.ledger import Outcome, Source, Verdict
+from controlplane.handlers.record import bounded_verdict, decide_once, record_invalid
+from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 from controlplane.parsing.fields import MAX_DEPTH, MAX_NAME_CHARS, MAX_STORED_CHARS, check_json, parse_json, parse_time
-from handlers.record import bounded_verdict, decide_once, record_invalid
-from handlers.telemetry import RawTelemetry, receive_telemetry
 from tests.support import load_event
 
 
@@ -163,7 +163,7 @@ def test_an_outage_still_fails_the_batch_for_the_retry(services, monkeypatch):
 def test_a_write_table_storage_refuses_for_good_is_permanent_not_an_outage(make_store):
     # GIVEN Table Storage (Azurite), which refuses a property over 64 KiB with 400, as Azure refuses an entity
     # over 1 MiB: a write that fails again every time it is sent
-    from controlplane.errors import PermanentError, StoreRefused
+    from controlplane.domain.errors import PermanentError, StoreRefused
 
     store = make_store("tables")
     with pytest.raises(StoreRefused, match="refused the write") as refused, store._errors():

@@ -27,7 +27,7 @@ def churn_retraining(policy):
 
 
 def task_inputs(policy) -> dict[str, str]:
-    """What a churn retraining task passes to the pipeline (handlers.actions.retrain)."""
+    """What a churn retraining task passes to the pipeline (controlplane.handlers.actions.retrain)."""
     return {"model_name": "churn", **churn_retraining(policy).inputs}
 
 
@@ -82,14 +82,15 @@ def test_the_control_plane_adapter_accepts_the_pipeline_with_a_retraining_tasks_
     from azure.ai.ml import Input
 
     from controlplane.adapters.azureml import AzureMLGateway
-    from controlplane.adapters.azureml_dispatcher import AzureMLDispatcher
-    from handlers.registry import receive_registry_event
+    from controlplane.adapters.clock import SystemClock
+    from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
+    from controlplane.handlers.registry import receive_registry_event
     from tests.fakes import FakeWorkspace
 
     # GIVEN the retraining task a churn monitor breach opens under the shipped policy
     [task] = receive_registry_event(services, load_event("eg_monitor_breach.json")[0]).tasks
     workspace = FakeWorkspace()
-    AzureMLDispatcher(workspace).dispatch(task)
+    AzureMLDispatcher(workspace, SystemClock()).dispatch(task)
     [(_, request)] = workspace.called("submit_pipeline")
     assert dict(request.inputs) == task_inputs(services.policy)
 
@@ -203,8 +204,8 @@ def test_register_dry_run_writes_the_model_entity_with_the_metrics_as_tags(pipel
 
 
 def test_the_registration_passes_the_promotion_gates_of_the_shipped_policy(pipeline_run, services):
-    from controlplane.ledger import Outcome
-    from handlers.registry import receive_registry_event
+    from controlplane.domain.ledger import Outcome
+    from controlplane.handlers.registry import receive_registry_event
 
     # GIVEN the ModelRegistered event Azure ML sends for the entity the register step writes
     entity = json.loads((pipeline_run / "registration" / "model.json").read_text(encoding="utf-8"))

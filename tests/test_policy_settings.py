@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from controlplane import settings as names
-from controlplane.errors import ConfigurationError, PolicyError
-from controlplane.ncrontab import Schedule
-from controlplane.policy import Mode, Profile, load_policy, parse_policy, schema
+from controlplane.domain.errors import ConfigurationError, PolicyError
+from controlplane.domain.ncrontab import Schedule
+from controlplane.domain.policy import Mode, Profile, load_policy, parse_policy, schema
 from controlplane.settings import Settings
 from tests.support import ROOT
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.ledger import Outcome, TaskKind
-from controlplane.policy import parse_policy
-from controlplane.reviews import ReviewKind
-from handlers.registry import receive_registry_event
+from controlplane.domain.ledger import Outcome, TaskKind
+from controlplane.domain.policy import parse_policy
+from controlplane.domain.reviews import ReviewKind
+from controlplane.handlers.registry import receive_registry_event
 from tests.fakes import FakeGateway
 from tests.support import load_event
 

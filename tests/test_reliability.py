@@ -10,13 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.errors import TransientError
-from controlplane.ledger import Outcome
+from controlplane.domain.errors import TransientError
+from controlplane.domain.ledger import Outcome
 from tests.support import Azurite, load_event, local_host
 
 
 def telemetry_batch(events=90, per_event=4):
-    from handlers.telemetry import RawTelemetry
+    from controlplane.handlers.telemetry import RawTelemetry
 
     now = "2026-11-22T10:00:00Z"
     batch = []
@@ -32,7 +32,7 @@ def test_storage_going_away_mid_batch_raises_for_the_retry_which_then_lands_exac
     from azure.data.tables import TableServiceClient
 
     from controlplane.adapters.table_store import TableStore
-    from handlers.telemetry import receive_telemetry
+    from controlplane.handlers.telemetry import receive_telemetry
 
     azurite = Azurite(persistent=True).start()
     try:
@@ -68,7 +68,7 @@ def test_a_decision_interrupted_by_an_outage_is_decided_once_after_recovery(serv
     from azure.data.tables import TableServiceClient
 
     from controlplane.adapters.table_store import TableStore
-    from handlers.registry import receive_registry_event
+    from controlplane.handlers.registry import receive_registry_event
 
     azurite = Azurite(persistent=True).start()
     try:

@@ -11,11 +11,11 @@ import azure.functions as func
 import pytest
 
 from controlplane import bootstrap
-from controlplane.ledger import Outcome, TaskKind, TaskState
-from controlplane.reviews import ReviewState, sign_token
-from handlers.registry import receive_registry_event
-from handlers.reviews import approval_link
-from handlers.sweep import sweep
+from controlplane.domain.ledger import Outcome, TaskKind, TaskState
+from controlplane.domain.reviews import ReviewState, sign_token
+from controlplane.handlers.registry import receive_registry_event
+from controlplane.handlers.reviews import approval_link
+from controlplane.handlers.sweep import sweep
 from tests.fakes import FakeGateway
 from tests.support import load_event
 
@@ -133,7 +133,7 @@ def test_a_replayed_link_counts_once(fn, wired):
 
 def test_approvers_must_be_listed(wired):
     review = open_review(wired)
-    from controlplane.reviews import VoteError
+    from controlplane.domain.reviews import VoteError
     with pytest.raises(VoteError) as error:
         approval_link(wired, review.id, "mallory@contoso.com")
     assert error.value.status == 403
@@ -263,7 +263,7 @@ def test_the_registrant_may_reject_their_own_model(fn, wired):
 
 
 def test_approving_a_drift_review_is_not_a_promotion(wired):
-    from handlers.reviews import vote
+    from controlplane.handlers.reviews import vote
 
     event = load_event("eg_monitor_breach.json")[0]
     event["data"]["experimentName"] = "defect-detector-drift"

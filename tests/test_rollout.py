@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.ledger import Outcome, Task, TaskKind
-from controlplane.monitoring import DeploymentHealth
-from controlplane.policy import parse_policy
-from controlplane.rollout import RolloutState
-from handlers.promotion import SETS_CHAMPION, find_champion
-from handlers.rollout import advance_rollouts, resume_rollout, start_rollout
+from controlplane.domain.ledger import Outcome, Task, TaskKind
+from controlplane.domain.policy import parse_policy
+from controlplane.domain.rollout import RolloutState
+from controlplane.domain.signals import DeploymentHealth
+from controlplane.handlers.promotion import SETS_CHAMPION, find_champion
+from controlplane.handlers.rollout import advance_rollouts, resume_rollout, start_rollout
 from tests.fakes import FakeWorkspace
 
 POLICY = """

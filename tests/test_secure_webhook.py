@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from controlplane.adapters.secure_webhook import ROLE, SecureWebhookValidator
-from controlplane.errors import TransientError, Unauthorized
+from controlplane.domain.errors import TransientError, Unauthorized
 from tests.support import ROOT
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

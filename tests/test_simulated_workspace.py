@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 
 from controlplane.adapters.simulated import SimulatedWorkspace
-from controlplane.gateway import DeploymentRequest, GatewayError, NotFound, PipelineRequest
-from controlplane.monitoring import DeploymentHealth
+from controlplane.domain.signals import DeploymentHealth
+from controlplane.ports.gateway import DeploymentRequest, GatewayError, NotFound, PipelineRequest
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlplane.errors import EventInProgress
-from controlplane.events import TelemetryEvent, TelemetryRecord
-from controlplane.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
-from controlplane.windows import Window, WindowKey, WindowSpec, record_hash
+from controlplane.domain.errors import EventInProgress
+from controlplane.domain.events import TelemetryEvent, TelemetryRecord
+from controlplane.domain.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.domain.windows import Window, WindowKey, WindowSpec, record_hash
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -264,8 +264,8 @@ def test_concurrent_claims_of_the_same_keys_complete_each_key_exactly_once(store
 
 
 def decision_with_review(key, at=T0):
-    from controlplane.ledger import ReviewDraft
-    from controlplane.reviews import ReviewKind
+    from controlplane.domain.ledger import ReviewDraft
+    from controlplane.domain.reviews import ReviewKind
 
     draft = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=("ana@contoso.com", "bo@contoso.com"), quorum=2,
                         ttl=timedelta(hours=72), evidence={"accuracy": 0.91}, registrant="alice@contoso.com",
@@ -282,7 +282,7 @@ def test_reviews_are_written_with_their_decision_and_listed_by_state(store):
 
     stored = store.review(review.id)
     assert stored == review and stored.expires_at == T0 + timedelta(hours=72)
-    from controlplane.reviews import ReviewState
+    from controlplane.domain.reviews import ReviewState
     assert [r.id for r in store.reviews(ReviewState.OPEN)] == [review.id]
     assert store.reviews(ReviewState.APPROVED) == [] and store.review("nope") is None
 
@@ -290,7 +290,7 @@ def test_reviews_are_written_with_their_decision_and_listed_by_state(store):
 def test_a_review_changes_only_from_the_revision_it_was_read_at(store):
     from dataclasses import replace
 
-    from controlplane.reviews import ReviewState, cast_vote
+    from controlplane.domain.reviews import ReviewState, cast_vote
 
     decision = decision_with_review("ml:r2")
     store.complete(store.claim("ml:r2", "churn", T0, LEASE), decision)
@@ -307,7 +307,7 @@ def test_a_review_changes_only_from_the_revision_it_was_read_at(store):
 
 
 def test_concurrent_votes_on_one_review_have_exactly_one_winner(store):
-    from controlplane.reviews import cast_vote
+    from controlplane.domain.reviews import cast_vote
 
     decision = decision_with_review("ml:r3")
     store.complete(store.claim("ml:r3", "churn", T0, LEASE), decision)
@@ -326,7 +326,7 @@ def test_concurrent_votes_on_one_review_have_exactly_one_winner(store):
 
 
 def a_rollout(rollout_id="ro-1"):
-    from controlplane.rollout import Rollout, plan
+    from controlplane.domain.rollout import Rollout, plan
 
     return Rollout(id=rollout_id, endpoint="churn-ep", model="churn", version="4", deployment="churn-v4-abc",
                    model_ref="azureml:churn:4", steps=plan(20, [10, 100]), policy={"interval_minutes": 30},
@@ -336,7 +336,7 @@ def a_rollout(rollout_id="ro-1"):
 def test_a_rollout_is_created_once_and_advances_only_from_the_revision_it_was_read_at(store):
     from dataclasses import replace
 
-    from controlplane.rollout import RolloutState
+    from controlplane.domain.rollout import RolloutState
 
     rollout = a_rollout()
     assert store.create_rollout(rollout) is True
@@ -379,7 +379,7 @@ def test_a_window_filled_exactly_leaves_no_empty_part_and_is_undecided_until_mar
 
 
 def an_alert(alert_id="a1", condition="Fired", severity="Sev2", at=T0):
-    from controlplane.events import Alert
+    from controlplane.domain.events import Alert
 
     return Alert(alert_id=alert_id, rule="latency", rule_id="", severity=severity, signal_type="Metric",
                  monitor_condition=condition, monitoring_service="Platform", targets=(), configuration_items=(),
@@ -387,7 +387,7 @@ def an_alert(alert_id="a1", condition="Fired", severity="Sev2", at=T0):
 
 
 def test_an_incident_is_created_once_and_changes_only_from_the_revision_it_was_read_at(store):
-    from controlplane.incidents import IncidentState, observe
+    from controlplane.domain.incidents import IncidentState, observe
 
     opened, _ = observe(None, an_alert(), "g1", "latency", "churn-ep/blue", timedelta(hours=1), T0)
     assert store.incident("g1") is None
@@ -449,7 +449,7 @@ def test_a_database_from_the_first_schema_is_upgraded_and_its_decisions_stay_fin
     import sqlite3
 
     from controlplane.adapters.sqlite_store import SqliteStore
-    from controlplane.ledger import dumps
+    from controlplane.domain.ledger import dumps
 
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)

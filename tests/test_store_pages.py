@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from controlplane.errors import InvalidEvent
-from controlplane.ledger import Outcome
+from controlplane.domain.errors import InvalidEvent
+from controlplane.domain.ledger import Outcome
 from tests.test_store_contract import LEASE, T0, decision_for
 
 MODELS = ("churn", "defect-detector", "fraud")

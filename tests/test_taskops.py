@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict, record
-from controlplane.taskops import (
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.handlers.sweep import MAX_ATTEMPTS, sweep
+from controlplane.handlers.taskops import (
     TaskChanged,
     TaskNotFound,
     TaskRefused,
@@ -17,7 +18,6 @@ from controlplane.taskops import (
     retry_task,
     show_task,
 )
-from handlers.sweep import MAX_ATTEMPTS, sweep
 from tests.fakes import RecordingDispatcher
 
 

@@ -1,5 +1,5 @@
 """Triggers invoked as the Python worker invokes them: from the input the host sends (a ``Datum`` and its
-trigger metadata, built by ``controlplane.localhost``'s ``*_input`` functions) through the worker's decoding
+trigger metadata, built by ``controlplane.dev.localhost``'s ``*_input`` functions) through the worker's decoding
 (``azure.functions``' converters, or the generic binding for ``str`` parameters)."""
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from azure.functions.eventgrid import EventGridEventInConverter
 
 from controlplane import bootstrap
-from controlplane.ledger import Outcome
-from controlplane.localhost import (
+from controlplane.dev.localhost import (
     Function,
     LocalHost,
     event_grid_input,
@@ -21,6 +20,7 @@ from controlplane.localhost import (
     http_input,
     timer_input,
 )
+from controlplane.domain.ledger import Outcome
 from tests.support import event_bytes, load_event
 
 

@@ -26,9 +26,9 @@ from azure.data.tables import TableServiceClient
 from controlplane.adapters.clock import SystemClock
 from controlplane.adapters.dry_run import DryRunDispatcher
 from controlplane.adapters.table_store import TableStore
-from controlplane.policy import parse_policy
-from controlplane.ports import Services
-from handlers.telemetry import RawTelemetry, receive_telemetry
+from controlplane.domain.policy import parse_policy
+from controlplane.ports.store import Services
+from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 
 connection, prefix, worker, timestamp, policy = sys.argv[1:6]
 store = TableStore(TableServiceClient.from_connection_string(connection), prefix=prefix)

@@ -19,8 +19,8 @@ bp = func.Blueprint()
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError, Unauthorized
-    from handlers.alerts import receive_alert
+    from controlplane.domain.errors import ControlPlaneError, Unauthorized
+    from controlplane.handlers.alerts import receive_alert
 
     try:
         services = bootstrap.services()

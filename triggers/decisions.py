@@ -13,8 +13,8 @@ bp = func.Blueprint()
 @bp.route(route="decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def decisions(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError, InvalidEvent
-    from handlers.queries import DecisionQuery, list_decisions, parse_limit, public_reason
+    from controlplane.domain.errors import ControlPlaneError, InvalidEvent
+    from controlplane.handlers.queries import DecisionQuery, list_decisions, parse_limit, public_reason
 
     try:
         limit = parse_limit(req.params.get("limit"))

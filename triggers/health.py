@@ -12,7 +12,7 @@ bp = func.Blueprint()
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from handlers.queries import check_health
+    from controlplane.handlers.queries import check_health
 
     result = check_health(bootstrap.services)
     return json_response(200 if result.healthy else 503,

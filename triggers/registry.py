@@ -18,6 +18,6 @@ bp = func.Blueprint()
 @bp.event_grid_trigger(arg_name="event")
 def on_registry_event(event: str) -> None:
     from controlplane import bootstrap
-    from handlers.registry import receive_registry_event
+    from controlplane.handlers.registry import receive_registry_event
 
     receive_registry_event(bootstrap.services(), event)

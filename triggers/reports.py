@@ -27,8 +27,8 @@ def serve_report(name: str) -> func.HttpResponse:
     import logging
 
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError, PermanentError
-    from handlers.queries import public_reason
+    from controlplane.domain.errors import ControlPlaneError, PermanentError
+    from controlplane.handlers.queries import public_reason
 
     if not name:
         return error_response(404, "name", "this review has no report")

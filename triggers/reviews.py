@@ -33,7 +33,7 @@ def _wants_html(req: func.HttpRequest) -> bool:
 
 
 def _html(body: str, status: int = 200) -> func.HttpResponse:
-    from controlplane.pages import OPEN_SCRIPT_HASH
+    from controlplane.web.pages import OPEN_SCRIPT_HASH
 
     return func.HttpResponse(body, status_code=status, mimetype="text/html", charset="utf-8", headers={
         "Content-Security-Policy": f"default-src 'none'; style-src 'unsafe-inline'; script-src '{OPEN_SCRIPT_HASH}'; "
@@ -45,10 +45,10 @@ def _html(body: str, status: int = 200) -> func.HttpResponse:
 @bp.route(route="reviews", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def reviews(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
-    from controlplane.pages import reviews_page
-    from controlplane.reviews import ReviewState
-    from handlers.queries import public_reason
+    from controlplane.domain.errors import ControlPlaneError
+    from controlplane.domain.reviews import ReviewState
+    from controlplane.handlers.queries import public_reason
+    from controlplane.web.pages import reviews_page
 
     state = req.params.get("state") or None
     if state is not None and state not in {s.value for s in ReviewState}:
@@ -66,11 +66,11 @@ def reviews(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="reviews/{id}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def review(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
-    from controlplane.pages import review_page
-    from controlplane.reviews import VoteError, verify_token
-    from handlers.queries import public_reason
-    from handlers.reviews import get_review, review_signals
+    from controlplane.domain.errors import ControlPlaneError
+    from controlplane.domain.reviews import VoteError, verify_token
+    from controlplane.handlers.queries import public_reason
+    from controlplane.handlers.reviews import get_review, review_signals
+    from controlplane.web.pages import review_page
 
     token = ""
     if req.method == "POST":  # the approver's page: the token comes in the body, never in the URL
@@ -101,10 +101,10 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="reviews/{id}/report", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def review_report(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
-    from controlplane.reviews import VoteError, verify_token
-    from handlers.queries import public_reason
-    from handlers.reviews import get_review
+    from controlplane.domain.errors import ControlPlaneError
+    from controlplane.domain.reviews import VoteError, verify_token
+    from controlplane.handlers.queries import public_reason
+    from controlplane.handlers.reviews import get_review
 
     form = _form(req)
     if isinstance(form, func.HttpResponse):
@@ -128,11 +128,11 @@ def review_report(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="reviews/{id}/decision", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def review_decision(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
-    from controlplane.pages import review_page
-    from controlplane.reviews import VoteError
-    from handlers.queries import public_reason
-    from handlers.reviews import vote
+    from controlplane.domain.errors import ControlPlaneError
+    from controlplane.domain.reviews import VoteError
+    from controlplane.handlers.queries import public_reason
+    from controlplane.handlers.reviews import vote
+    from controlplane.web.pages import review_page
 
     form = _form(req)
     if isinstance(form, func.HttpResponse):
@@ -160,11 +160,11 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def ui(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.errors import ControlPlaneError
-    from controlplane.incidents import IncidentState
-    from controlplane.pages import reviews_page
-    from controlplane.reviews import ReviewState
-    from handlers.queries import public_reason
+    from controlplane.domain.errors import ControlPlaneError
+    from controlplane.domain.incidents import IncidentState
+    from controlplane.domain.reviews import ReviewState
+    from controlplane.handlers.queries import public_reason
+    from controlplane.web.pages import reviews_page
 
     try:
         store = bootstrap.services().store

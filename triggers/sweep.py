@@ -10,6 +10,6 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
     from controlplane import bootstrap
-    from handlers.sweep import sweep as drain_outbox
+    from controlplane.handlers.sweep import sweep as drain_outbox
 
     drain_outbox(bootstrap.services())

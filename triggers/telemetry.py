@@ -22,7 +22,7 @@ bp = func.Blueprint()
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
 def on_telemetry(events: List[func.EventHubEvent]) -> None:  # noqa: UP006 - see the import
     from controlplane import bootstrap
-    from handlers.telemetry import RawTelemetry, receive_telemetry
+    from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 
     if not events:
         return

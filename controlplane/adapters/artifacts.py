@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from controlplane.adapters.identity import app_credential
-from controlplane.errors import PermanentError, TransientError
+from controlplane.domain.errors import PermanentError, TransientError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from controlplane.errors import ControlPlaneError, TransientError
-from controlplane.gateway import GatewayError, NotFound
+from controlplane.domain.errors import ControlPlaneError, TransientError
+from controlplane.ports.gateway import GatewayError, NotFound
 
 _TRANSIENT_STATUS = frozenset({408, 429})
 

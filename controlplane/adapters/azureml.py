@@ -15,7 +15,7 @@ from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors, reason_of
 from controlplane.adapters.identity import Lazy, app_credential
-from controlplane.gateway import (
+from controlplane.ports.gateway import (
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
@@ -286,7 +286,7 @@ class AzureMLGateway:
 
     # Every change below begins a long-running operation and returns without waiting for it: the SDK's poller
     # is dropped (it polls on a daemon thread of its own until the process recycles; nothing waits for it) and
-    # later sweeps read the state with get_endpoint / get_deployment (controlplane.operations).
+    # later sweeps read the state with get_endpoint / get_deployment (controlplane.handlers.operations).
 
     def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
         from azure.ai.ml.entities import ManagedOnlineEndpoint

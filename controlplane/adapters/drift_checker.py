@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from controlplane.policy import DriftPolicy
+from controlplane.domain.policy import DriftPolicy
 
 
 class EvidentlyDriftChecker:
@@ -24,16 +24,6 @@ class EvidentlyDriftChecker:
         self._download = download or _download_blob
         self._scratch = tempfile.TemporaryDirectory(prefix="controlplane-references-")
 
-    @staticmethod
-    def settings(policy: DriftPolicy):
-        from controlplane.drift import DriftSettings
-
-        return DriftSettings(columns=dict(policy.columns), methods=dict(policy.methods),
-                             thresholds=dict(policy.thresholds), drift_share=policy.drift_share,
-                             min_rows=policy.min_rows, effect_size_floor=policy.effect_size_floor,
-                             sample_bound=policy.window.sample, reference_bound=policy.reference_sample,
-                             correction=policy.resolved_correction(), alpha=policy.alpha)
-
     def reference(self, policy: DriftPolicy):
         source = policy.reference
         if not source.startswith(("azureml:", "https://", "http://", "/")):
@@ -42,7 +32,7 @@ class EvidentlyDriftChecker:
 
     def _asset_file(self, source: str) -> str:
         """A local copy of a data asset's file (the cache reads it once per asset version)."""
-        from controlplane.errors import PermanentError
+        from controlplane.domain.errors import PermanentError
 
         _, name, version = source.split(":", 2)
         if self._gateway is None or not hasattr(self._gateway, "data_asset_url"):
@@ -56,14 +46,14 @@ class EvidentlyDriftChecker:
     def check(self, rows: list[dict[str, Any]], policy: DriftPolicy):
         from controlplane.drift import check_drift
 
-        return check_drift(rows, self.reference(policy), self.settings(policy))
+        return check_drift(rows, self.reference(policy), policy.settings())
 
     def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str:
         """Render the full report and keep it as ``reports/<name>.html``; the URL people open."""
         from controlplane.drift import render_report
 
         with tempfile.TemporaryDirectory() as scratch:
-            path = render_report(rows, self.reference(policy), self.settings(policy), Path(scratch) / "report.html")
+            path = render_report(rows, self.reference(policy), policy.settings(), Path(scratch) / "report.html")
             self._artifacts.save(f"reports/{name}.html", path.read_bytes(), "text/html")
         return f"{self._public_url}/api/reports/{name}"
 
@@ -74,7 +64,7 @@ def _download_blob(url: str) -> bytes:
     from azure.storage.blob import BlobClient
 
     from controlplane.adapters.identity import app_credential
-    from controlplane.errors import TransientError
+    from controlplane.domain.errors import TransientError
 
     try:
         return BlobClient.from_blob_url(url, credential=app_credential()).download_blob().readall()

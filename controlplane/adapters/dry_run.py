@@ -2,7 +2,7 @@
 would have sent, which the outbox keeps on the task as its result."""
 from __future__ import annotations
 
-from controlplane.ledger import Task
+from controlplane.domain.ledger import Task
 
 
 class DryRunDispatcher:

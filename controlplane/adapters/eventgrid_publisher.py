@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.adapters.identity import Lazy, app_credential
-from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Task
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Task
 
 
 class EventGridPublisher:

@@ -17,9 +17,9 @@ from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors
 from controlplane.adapters.identity import Lazy, app_credential
-from controlplane.errors import TransientError
-from controlplane.gateway import GatewayError
-from controlplane.monitoring import DeploymentHealth, Series, Signals
+from controlplane.domain.errors import TransientError
+from controlplane.domain.signals import DeploymentHealth, Series, Signals
+from controlplane.ports.gateway import GatewayError
 
 TABLE = "AmlOnlineEndpointTrafficLog"
 METRICS_TABLE = "AzureMetrics"

@@ -11,9 +11,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from controlplane.errors import PermanentError, TransientError
-from controlplane.ledger import Task
-from controlplane.ports import Clock
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Task
+from controlplane.ports.store import Clock
 
 TIMESTAMP_HEADER = "X-ControlPlane-Timestamp"
 SIGNATURE_HEADER = "X-ControlPlane-Signature"

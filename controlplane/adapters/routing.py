@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controlplane.ledger import Task, TaskKind
-from controlplane.ports import Dispatcher
+from controlplane.domain.ledger import Task, TaskKind
+from controlplane.ports.store import Dispatcher
 
 
 class RoutingDispatcher:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.errors import TransientError, Unauthorized
+from controlplane.domain.errors import TransientError, Unauthorized
 
 ROLE = "ActionGroupsSecureWebhook"
 ALGORITHM = "RS256"

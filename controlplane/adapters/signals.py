@@ -8,10 +8,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from controlplane.errors import ControlPlaneError
-from controlplane.ledger import Task
-from controlplane.monitoring import SignalReader, Signals
-from controlplane.ports import Dispatcher
+from controlplane.domain.errors import ControlPlaneError
+from controlplane.domain.ledger import Task
+from controlplane.domain.signals import Signals
+from controlplane.ports.monitoring import SignalReader
+from controlplane.ports.store import Dispatcher
 
 
 class SignalsCache:

@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controlplane.gateway import (
+from controlplane.domain.signals import DeploymentHealth, Series, Signals
+from controlplane.ports.gateway import (
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
@@ -26,7 +27,6 @@ from controlplane.gateway import (
     PipelineRequest,
     validate_traffic,
 )
-from controlplane.monitoring import DeploymentHealth, Series, Signals
 
 _lock = threading.Lock()
 

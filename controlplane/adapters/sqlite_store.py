@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controlplane.errors import EventInProgress, StoreUnavailable
-from controlplane.events import TelemetryEvent
-from controlplane.incidents import Incident, IncidentState
-from controlplane.ledger import Decision, Outcome, Task, TaskState, dumps, loads
-from controlplane.paging import Page, refused
-from controlplane.ports import AppendResult, Claim
-from controlplane.reviews import Review, ReviewState
-from controlplane.rollout import Rollout, RolloutState
-from controlplane.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
+from controlplane.domain.errors import EventInProgress, StoreUnavailable
+from controlplane.domain.events import TelemetryEvent
+from controlplane.domain.incidents import Incident, IncidentState
+from controlplane.domain.ledger import Decision, Outcome, Task, TaskState, dumps, loads
+from controlplane.domain.paging import Page, refused
+from controlplane.domain.reviews import Review, ReviewState
+from controlplane.domain.rollout import Rollout, RolloutState
+from controlplane.domain.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
+from controlplane.ports.store import AppendResult, Claim
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (

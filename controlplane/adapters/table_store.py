@@ -42,16 +42,16 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
-from controlplane.errors import EventInProgress, StoreRefused, StoreUnavailable
-from controlplane.events import TelemetryEvent
-from controlplane.incidents import Incident, IncidentState
-from controlplane.ledger import Decision, Outcome, Task, TaskState, digest, dumps, loads
-from controlplane.paging import Page, refused
-from controlplane.ports import AppendResult, Claim
-from controlplane.reviews import Review, ReviewState
-from controlplane.rollout import Rollout, RolloutState
+from controlplane.domain.errors import EventInProgress, StoreRefused, StoreUnavailable
+from controlplane.domain.events import TelemetryEvent
+from controlplane.domain.incidents import Incident, IncidentState
+from controlplane.domain.ledger import Decision, Outcome, Task, TaskState, digest, dumps, loads
+from controlplane.domain.paging import Page, refused
+from controlplane.domain.reviews import Review, ReviewState
+from controlplane.domain.rollout import Rollout, RolloutState
+from controlplane.domain.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
+from controlplane.ports.store import AppendResult, Claim
 from controlplane.settings import Settings
-from controlplane.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
 
 AZURITE_CONNECTION = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"

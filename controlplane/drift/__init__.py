@@ -7,11 +7,12 @@ neither pandas, numpy, scipy, Evidently nor the Azure SDKs: they load on first u
 """
 from __future__ import annotations
 
+from controlplane.domain.drift import METHODS, DriftSettings
+from controlplane.domain.errors import DriftConfigError
 from controlplane.drift.engine import ColumnQuality, ColumnScore, DriftResult, check_drift
-from controlplane.drift.errors import DriftConfigError, ReferenceLoadError, ReferenceUnreachable
+from controlplane.drift.errors import ReferenceLoadError, ReferenceUnreachable
 from controlplane.drift.reference import ReferenceCache
 from controlplane.drift.report import render_report
-from controlplane.drift.settings import METHODS, DriftSettings
 
 __all__ = [
     "METHODS",

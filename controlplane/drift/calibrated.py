@@ -28,11 +28,6 @@ MONTE_CARLO = 1999  # tables with small expected counts: p-values down to 1/2000
 BOOTSTRAP_CAP = 10_000  # null replicates past this many rows use sizes with the same effective size
 _AD_VARIANCE = 2 * (math.pi ** 2 - 9) / 3  # the variance of the asymptotic Anderson-Darling law (its mean is 1)
 
-P_VALUE_METHODS = ("anderson", "ks", "cramer_von_mises", "es", "mannw", "t_test", "chisquare", "g_test", "z",
-                   "fisher_exact")
-DISTANCE_METHODS = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger", "ed")
-CALIBRATED = frozenset(P_VALUE_METHODS + DISTANCE_METHODS)
-
 
 class Outcome(NamedTuple):
     """One column's test: its p-value, the statistic it rests on, and what was run."""

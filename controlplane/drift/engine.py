@@ -6,7 +6,7 @@ cannot be tested, then runs one test per remaining column. By default (``correct
 gets a calibrated p-value (``controlplane.drift.calibrated``) and dataset drift means a column survives
 Holm's correction at ``alpha``: with no drift, at most ``alpha`` of windows are called drifted, whatever the
 sizes. ``correction="none"`` reproduces Evidently's decision: methods listed as ``fast`` in
-``controlplane.drift.settings.METHODS`` are computed by ``controlplane.drift.stattests`` (scipy, the same
+``controlplane.domain.drift.METHODS`` are computed by ``controlplane.drift.stattests`` (scipy, the same
 values as Evidently's); the others, or every column when ``engine="evidently"``, go through one Evidently
 ``Report`` of ``ValueDrift`` metrics. The HTML report for people is ``controlplane.drift.report.render_report``.
 """
@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from controlplane.drift.errors import DriftConfigError
-from controlplane.drift.settings import (
+from controlplane.domain.drift import (
     CATEGORICAL,
     EMBEDDING,
     LOW_CARDINALITY,
@@ -31,6 +30,7 @@ from controlplane.drift.settings import (
     DriftSettings,
     method_named,
 )
+from controlplane.domain.errors import DriftConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

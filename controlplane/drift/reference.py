@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from controlplane.domain.errors import ControlPlaneError
 from controlplane.drift.errors import ReferenceLoadError, ReferenceUnreachable
-from controlplane.errors import ControlPlaneError
 
 if TYPE_CHECKING:
     import pandas as pd

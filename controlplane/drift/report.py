@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from controlplane.domain.drift import CATEGORICAL, NUMERICAL, DriftSettings
 from controlplane.drift.engine import as_frame, evidently_definition, require_columns, sample
-from controlplane.drift.settings import CATEGORICAL, NUMERICAL, DriftSettings
 
 
 def render_report(current: Any, reference: Any, settings: DriftSettings, path: str | Path) -> Path:

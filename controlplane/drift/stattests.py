@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from controlplane.drift.settings import CATEGORICAL, NUMERICAL
+from controlplane.domain.drift import CATEGORICAL, NUMERICAL
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,4 +1,4 @@
-"""Strict parsers from raw payloads to ``controlplane.events``.
+"""Strict parsers from raw payloads to ``controlplane.domain.events``.
 
 Every parser raises ``InvalidEvent`` naming the path of the first bad field; keys are matched
 case-insensitively because real Azure sources disagree on casing, and unknown fields are ignored.

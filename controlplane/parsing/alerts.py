@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.errors import InvalidEvent
-from controlplane.events import Alert, AlertCondition
+from controlplane.domain.errors import InvalidEvent
+from controlplane.domain.events import Alert, AlertCondition
 from controlplane.parsing.fields import Fields
 
 COMMON_ALERT_SCHEMA = "azureMonitorCommonAlertSchema"

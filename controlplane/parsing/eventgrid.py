@@ -9,8 +9,8 @@ import json
 import re
 from typing import Any
 
-from controlplane import events as ev
-from controlplane.errors import InvalidEvent, UnsupportedEvent
+from controlplane.domain import events as ev
+from controlplane.domain.errors import InvalidEvent, UnsupportedEvent
 from controlplane.parsing.fields import Fields, check_json
 
 

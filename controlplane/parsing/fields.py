@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from controlplane.errors import InvalidEvent
+from controlplane.domain.errors import InvalidEvent
 
 # What intake accepts from outside, in one place. Every JSON document read from a sender goes through
 # ``parse_json`` (or ``check_json`` when a host decoded it already), so past these limits a payload is

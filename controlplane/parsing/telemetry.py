@@ -4,8 +4,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from controlplane.errors import InvalidEvent
-from controlplane.events import TelemetryRecord
+from controlplane.domain.errors import InvalidEvent
+from controlplane.domain.events import TelemetryRecord
 from controlplane.parsing.fields import MAX_JSON_BYTES, Fields, parse_json, parse_time
 
 

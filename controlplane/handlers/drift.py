@@ -1,0 +1,93 @@
+"""Drift decisions on telemetry windows: when a window closes, check it against the model's
+reference data and act per the model's profile, once per window.
+
+Beyond the test itself: a window smaller than ``min_rows`` is ``inconclusive``; ``persistence`` asks
+for that many drifted windows in a row before acting; the per-column scores stay on the decision, and so do
+the data-quality signals (missing-value rate, invalid values, unseen categories, out-of-range numbers), with
+``evidence.data_quality`` true when any was raised.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
+from controlplane.domain.windows import WindowKey
+from controlplane.handlers.actions import act_on_drift
+from controlplane.handlers.record import decide_once
+from controlplane.ports.store import Services
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "drift.window"
+
+
+def evaluate_window(services: Services, key: WindowKey) -> Decision:
+    """Decide a closed window once; a check that fails for now leaves it undecided for the next sweep."""
+    decision = decide_once(services, key=f"window:{key}", event_id=str(key), source=Source.TELEMETRY,
+                           event_type=EVENT_TYPE, model=key.model, version=None, received_at=services.clock.now(),
+                           decide=lambda: _decide(services, key))
+    services.store.mark_window_decided(key)
+    return decision
+
+
+def evaluate_closed_windows(services: Services, keys: list[WindowKey]) -> list[Decision]:
+    """Decide each window; one whose check fails for now waits for the sweep, the others go on."""
+    decided = []
+    for key in keys:
+        try:
+            decided.append(evaluate_window(services, key))
+        except TransientError as error:
+            logger.warning("window %s stays undecided until the next sweep: %s", key, error)
+    return decided
+
+
+def _decide(services: Services, key: WindowKey) -> Verdict:
+    rule = services.policy.rule_for(key.model)
+    window = services.store.window(key)
+    evidence: dict[str, Any] = {"window": {"model": key.model, "deployment": key.deployment, "bucket": key.bucket,
+                                           "part": key.part, "records": window.count if window else 0,
+                                           "closed_by": window.reason if window else ""}}
+    if rule is None or rule.drift is None:
+        return Verdict(Outcome.NO_ACTION, f"window {key} closed; no drift policy for {key.model}", model=key.model,
+                       evidence=evidence)
+    if services.drift is None:
+        return Verdict(Outcome.INCONCLUSIVE, f"window {key}: no drift checker is configured", model=key.model,
+                       evidence=evidence)
+    rows = services.store.window_sample(key, rule.drift.window.sample)
+    try:
+        result = services.drift.check(rows, rule.drift)
+    except PermanentError as error:
+        return Verdict(Outcome.INCONCLUSIVE, f"window {key}: drift check impossible: {error}", model=key.model,
+                       evidence={**evidence, "error": str(error)})
+    evidence.update(drift=result.to_evidence(), drifted=bool(result.dataset_drift and not result.inconclusive),
+                    data_quality=bool(getattr(result, "data_quality", False)))
+    summary = f"window {key} ({window.count if window else len(rows)} records): {result.reason}"
+    if result.inconclusive:
+        return Verdict(Outcome.INCONCLUSIVE, summary, model=key.model, evidence=evidence)
+    if not result.dataset_drift:
+        return Verdict(Outcome.NO_ACTION, summary, model=key.model, evidence=evidence)
+    streak = 1 + _drifted_streak(services, key)
+    evidence["streak"] = streak
+    if streak < rule.drift.persistence:
+        return Verdict(Outcome.NO_ACTION, f"{summary}; drifted {streak} of {rule.drift.persistence} windows in a "
+                                          "row needed before acting", model=key.model, evidence=evidence)
+    signal = {"kind": "telemetry_window", "monitor": f"{key.model}/{key.deployment}", "window": str(key),
+              "drifted_columns": list(result.drifted), "share": result.share}
+    return act_on_drift(services, key.model, signal, summary, f"window:{key}", evidence=evidence)
+
+
+def _drifted_streak(services: Services, key: WindowKey) -> int:
+    """How many of this deployment's latest decided windows, newest first, drifted in a row."""
+    streak = 0
+    for decision in services.store.decisions(model=key.model, limit=200, event_types=[EVENT_TYPE]):
+        window = decision.evidence.get("window", {})
+        if decision.event_type != EVENT_TYPE or window.get("deployment") != key.deployment:
+            continue
+        if decision.outcome is Outcome.DUPLICATE:
+            continue
+        if not decision.evidence.get("drifted"):
+            break
+        streak += 1
+    return streak

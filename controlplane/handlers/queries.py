@@ -1,0 +1,110 @@
+"""Read side: decisions for people and tools ("why is this model in production?"), and health."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from controlplane.domain import paging
+from controlplane.domain.errors import ControlPlaneError, InvalidEvent
+from controlplane.domain.ledger import Decision, Outcome
+from controlplane.ports.store import Services
+
+MAX_LIMIT = paging.MAX_PAGE
+_PATH = re.compile(r"(?<![\w:/.~-])(?:[A-Za-z]:)?[/\\][^\s'\":]*")  # /srv/cp.db or C:\\cp.db, not a URL's path
+
+logger = logging.getLogger(__name__)
+
+
+def public_reason(error: Exception) -> str:
+    """What an anonymous caller may read of an error: its message without server paths (the whole message,
+    paths and all, goes to the log). Setting errors already name the setting without its value."""
+    logger.warning("answered without detail: %s", error)
+    return _PATH.sub("<path>", str(error))
+
+
+def parse_limit(text: str | None, default: int = 50) -> int:
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_LIMIT:
+        raise InvalidEvent("limit", f"expected a whole number from 1 to {MAX_LIMIT}, got {text[:20]!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class DecisionQuery:
+    """What ``/api/decisions`` and ``decisions`` on the command line filter on."""
+
+    model: str | None = None
+    outcomes: tuple[Outcome, ...] = ()
+    since: datetime | None = None  # decided at or after
+    until: datetime | None = None  # decided before
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str | None]) -> DecisionQuery:
+        """From query-string values: ``model``, ``outcome`` (comma-separated), ``since`` and ``until`` (ISO 8601
+        with an offset); ``InvalidEvent`` naming the parameter when one is malformed."""
+        outcomes = []
+        for value in filter(None, (params.get("outcome") or "").split(",")):
+            try:
+                outcomes.append(Outcome(value.strip()))
+            except ValueError:
+                raise InvalidEvent("outcome", f"expected one of {', '.join(o.value for o in Outcome)}, "
+                                              f"got {value[:40]!r}") from None
+        return cls(params.get("model") or None, tuple(dict.fromkeys(outcomes)),
+                   _moment(params, "since"), _moment(params, "until"))
+
+    def fields(self) -> dict[str, object]:
+        return {"model": self.model, "outcomes": [o.value for o in self.outcomes], "since": self.since,
+                "until": self.until}
+
+
+@dataclass(frozen=True)
+class DecisionPage:
+    decisions: list[Decision]
+    continuation: str | None  # the token of the next page; None on the last one
+
+
+def list_decisions(services: Services, query: DecisionQuery, limit: int,
+                   continuation: str | None = None) -> DecisionPage:
+    """One page of the ledger, newest first; ``continuation`` is the token the previous page returned."""
+    key = services.approval_key
+    after = paging.unseal(key, continuation, query.fields())
+    page = services.store.decision_page(paging.bounded(limit), after, model=query.model, outcomes=query.outcomes,
+                                        since=query.since, until=query.until)
+    return DecisionPage(page.items, paging.seal(key, page.after, query.fields()))
+
+
+def _moment(params: Mapping[str, str | None], name: str) -> datetime | None:
+    text = params.get(name)
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text[:64])
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidEvent(name, f"expected an ISO 8601 time with an offset, got {text[:40]!r}")
+    return moment
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    checks: dict[str, str]
+
+
+def check_health(build_services) -> Health:
+    """Build (or reuse) the services and ping the store; a failure is named, never raised."""
+    try:
+        services = build_services()
+    except ControlPlaneError as error:
+        return Health(False, {"services": public_reason(error)})
+    checks = {"policy": services.policy.version}
+    try:
+        services.store.ping()
+    except ControlPlaneError as error:
+        return Health(False, {**checks, "store": public_reason(error)})
+    return Health(True, {**checks, "store": f"ok ({services.store.name})"})

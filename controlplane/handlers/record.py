@@ -1,0 +1,149 @@
+"""Record a verdict exactly once per idempotency key, and invalid payloads as ``invalid`` decisions.
+
+This is the one path by which every intake use case writes to the ledger: claim the key
+(INPROGRESS with a lease), decide, then complete the claim together with the decision and its
+tasks; or, for cheap decisions with no effect of their own, decide first and write the completed
+claim with the decision. A redelivery of a completed key is recorded as a ``duplicate`` and
+dispatches nothing; a failure releases the claim so the host's retry can decide at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from controlplane.domain.errors import ControlPlaneError, InvalidEvent
+from controlplane.domain.ledger import Decision, Outcome, Source, Verdict, digest, record
+from controlplane.parsing.fields import MAX_INT, MAX_NAME_CHARS, MAX_STORED_CHARS, MIN_INT, clip
+from controlplane.ports.store import Services
+
+logger = logging.getLogger(__name__)
+
+
+def decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
+                model: str | None, version: str | None, received_at: datetime,
+                decide: Callable[[], Verdict], claim_first: bool = True) -> Decision:
+    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``.
+
+    ``claim_first=False`` is for decisions that are cheap and do nothing until recorded: decide, then
+    write the completed claim with the decision in one go (one write instead of two). A redelivery
+    decides again and its write, finding the first decision, records the ``duplicate`` instead; so do
+    two instances deciding the same key at once.
+    """
+    cut: dict[str, Any] = {}
+    key = key if len(key) <= MAX_NAME_CHARS else f"{key[:MAX_NAME_CHARS - 33]}#{digest(key)}"
+    event_id, event_type = _name(event_id, "event_id", cut), _name(event_type, "event_type", cut)
+    model, version = _name(model, "model", cut), _name(version, "version", cut)
+    store, partition = services.store, model or "_"
+    stamp = dict(key=key, event_id=event_id, source=source, event_type=event_type,
+                 policy_version=services.policy.version, received_at=received_at)
+
+    def bounded() -> Verdict:
+        return bounded_verdict(decide(), dict(cut))
+
+    if not claim_first:
+        decision = record(bounded(), **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
+        original = store.complete_unclaimed(key, partition, decision)
+        return _logged(decision) if original is None else _duplicate(services, stamp, original, model, version)
+    claim = store.claim(key, partition, services.clock.now(), services.lease)
+    if claim.is_duplicate:
+        return _duplicate(services, stamp, claim.original, model, version)
+    try:
+        verdict = bounded()
+        decision = record(verdict, **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
+        store.complete(claim, decision)
+    except BaseException:
+        with suppress(ControlPlaneError):
+            store.release(claim)
+        raise
+    return _logged(decision)
+
+
+def _duplicate(services: Services, stamp: dict, original: str, model: str | None, version: str | None) -> Decision:
+    """A redelivery of a decided key: recorded under an attempt id of its own, dispatching nothing."""
+    verdict = Verdict(Outcome.DUPLICATE, f"already decided as {original}; nothing dispatched",
+                      model=model, version=version, evidence={"duplicate_of": original})
+    decision = record(verdict, **stamp, decided_at=services.clock.now(), attempt=uuid.uuid4().hex)
+    services.store.append(decision)
+    return _logged(decision)
+
+
+def record_invalid(services: Services, *, source: Source, payload: bytes, error: InvalidEvent,
+                   event_id: str = "", event_type: str = "", key: str = "") -> Decision:
+    """Keep a payload that broke its contract, with the field and reason, instead of losing it.
+
+    ``key`` is the payload's idempotency key when its position is known (telemetry); otherwise the
+    payload's hash stands in, so a redelivered bad payload is a ``duplicate``.
+    """
+    now = services.clock.now()
+    verdict = Verdict(
+        Outcome.INVALID,
+        f"{error.path}: {error.reason}",
+        evidence={"field": error.path, "error": error.reason, "payload_bytes": len(payload),
+                  "payload_sha256": hashlib.sha256(payload).hexdigest(),
+                  "payload": payload[:MAX_STORED_CHARS].decode("utf-8", "replace")},
+    )
+    key = key or f"invalid:{source.value}:{digest(payload.decode('latin-1'))}"
+    return decide_once(services, key=key, event_id=event_id,
+                       source=source, event_type=event_type or "invalid", model=None, version=None,
+                       received_at=now, decide=lambda: verdict, claim_first=False)
+
+
+def bounded_verdict(verdict: Verdict, cut: dict[str, Any]) -> Verdict:
+    """The verdict as it may be stored: every text of its reason, model, version and evidence cut to its
+    limit, lone surrogates escaped, integers past 64 bits kept as text. What was cut is listed in the
+    evidence's ``truncated``, by path, with its original length and SHA-256."""
+    evidence = _bounded(verdict.evidence, "evidence", cut)
+    reason = _text(verdict.reason, "reason", MAX_STORED_CHARS, cut)
+    model, version = _name(verdict.model, "model", cut), _name(verdict.version, "version", cut)
+    if cut:
+        evidence = {**evidence, "truncated": cut}
+    if cut or evidence is not verdict.evidence:
+        return replace(verdict, reason=reason, model=model, version=version, evidence=evidence)
+    return verdict
+
+
+def _bounded(value: Any, path: str, cut: dict[str, Any]) -> Any:
+    """``value`` with every string bounded; the same object when nothing had to change."""
+    if isinstance(value, str):
+        return _text(value, path, MAX_STORED_CHARS, cut)
+    if isinstance(value, Mapping):
+        items = {_text(str(k), f"{path}.<key>", MAX_NAME_CHARS, cut): _bounded(v, f"{path}.{clip(str(k), 64)}", cut)
+                 for k, v in value.items()}
+        same = len(items) == len(value) and all(k in value and value[k] is v for k, v in items.items())
+        return value if same else items
+    if isinstance(value, (list, tuple)):
+        items = [_bounded(v, f"{path}[{i}]", cut) for i, v in enumerate(value)]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        cut[path] = {"bits": value.bit_length()}
+        return f"{value:.6e}" if value.bit_length() < 1000 else "out-of-range integer"
+    return value
+
+
+def _text(text: str, path: str, limit: int, cut: dict[str, Any]) -> str:
+    stored = clip(text, limit)
+    if len(stored) < len(text):
+        cut[path] = {"chars": len(text), "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()}
+    return stored
+
+
+def _name(text: str | None, path: str, cut: dict[str, Any]) -> str | None:
+    return None if text is None else _text(text, path, MAX_NAME_CHARS, cut)
+
+
+def _logged(decision: Decision) -> Decision:
+    logger.info(
+        "decision %s outcome=%s model=%s version=%s event=%s tasks=%d reason=%s",
+        decision.id, decision.outcome.value, decision.model, decision.version, decision.event_id,
+        len(decision.tasks), decision.reason,
+        extra={"custom_dimensions": {"correlation_id": decision.event_id, "decision_id": decision.id,
+                                     "outcome": decision.outcome.value, "model": decision.model or "",
+                                     "policy_version": decision.policy_version}},
+    )
+    return decision

@@ -1,0 +1,121 @@
+"""Operator use cases on the outbox: list, show, retry, cancel and replay tasks (``python -m controlplane tasks``).
+
+Every change is a conditional ``store.update_task(current, updated)`` followed by a re-read: when a sweep
+(or another operator) changed the task meanwhile, the store keeps their version and ``TaskChanged`` says
+what the task is now. Nothing is ever deleted.
+
+- ``retry_task``: one more go. A pending or dead-lettered task becomes pending and due now, keeping its
+  attempts and last error; a dead-lettered task that fails transiently again is dead-lettered again at once.
+- ``replay_dead_letters``: a fresh start. Every dead-lettered task becomes pending and due now with its
+  attempts reset to 0, so it gets the full retry budget again.
+- ``cancel_task``: a pending task is cancelled and never dispatched.
+
+Dispatching a task again is safe because every request carries a name derived from its idempotency key.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.ledger import Task, TaskState
+from controlplane.ports.store import Services
+
+logger = logging.getLogger(__name__)
+
+
+class TaskNotFound(PermanentError):
+    """No task has this id."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id} not found")
+
+
+class TaskRefused(PermanentError):
+    """The task's state does not allow the change asked for."""
+
+    def __init__(self, task: Task, action: str, reason: str) -> None:
+        self.task_id, self.state, self.action = task.id, task.state, action
+        super().__init__(f"cannot {action} task {task.id}: it is {task.state.value}; {reason}")
+
+
+class TaskChanged(TransientError):
+    """Somebody else changed the task between our read and our write; their version was kept."""
+
+    def __init__(self, action: str, found: Task) -> None:
+        self.task_id, self.found = found.id, found
+        super().__init__(f"task {found.id} changed while trying to {action} it; it is now {found.state.value} "
+                         f"(attempts {found.attempts}, due {found.due_at.isoformat()}); nothing was overwritten")
+
+
+def list_tasks(services: Services, state: TaskState | str | None = None, limit: int = 50) -> list[Task]:
+    """Outbox tasks, optionally in one state, soonest due first."""
+    return services.store.tasks(_state(state) if state is not None else None, limit)
+
+
+def show_task(services: Services, task_id: str) -> Task:
+    task = services.store.task(task_id)
+    if task is None:
+        raise TaskNotFound(task_id)
+    return task
+
+
+def retry_task(services: Services, task_id: str) -> Task:
+    """Make a pending or dead-lettered task pending and due now; attempts and last error are kept."""
+    current = show_task(services, task_id)
+    if current.state is TaskState.SUCCEEDED:
+        raise TaskRefused(current, "retry", "it was dispatched already; a new decision must ask for it again")
+    if current.state is TaskState.CANCELLED:
+        raise TaskRefused(current, "retry", "a cancelled task stays cancelled")
+    now = services.clock.now()
+    updated = replace(current, state=TaskState.PENDING, due_at=now, updated_at=now)
+    return _write(services, current, updated, "retry")
+
+
+def cancel_task(services: Services, task_id: str) -> Task:
+    """Cancel a pending task so it is never dispatched; the record stays."""
+    current = show_task(services, task_id)
+    if current.state is not TaskState.PENDING:
+        reasons = {TaskState.SUCCEEDED: "it was dispatched already",
+                   TaskState.DEAD_LETTERED: "it is not going to be dispatched unless retried or replayed",
+                   TaskState.CANCELLED: "it was cancelled already"}
+        raise TaskRefused(current, "cancel", reasons.get(current.state, "only pending tasks can be cancelled"))
+    updated = replace(current, state=TaskState.CANCELLED, updated_at=services.clock.now())
+    return _write(services, current, updated, "cancel")
+
+
+def replay_dead_letters(services: Services, limit: int = 100) -> list[Task]:
+    """Give up to ``limit`` dead-lettered tasks the full retry budget again: pending, due now, attempts 0.
+
+    Returns the tasks replayed. A task somebody else changed meanwhile is left as they wrote it, logged and
+    not returned.
+    """
+    now = services.clock.now()
+    replayed = []
+    for current in services.store.tasks(TaskState.DEAD_LETTERED, limit):
+        updated = replace(current, state=TaskState.PENDING, attempts=0, due_at=now, updated_at=now)
+        try:
+            replayed.append(_write(services, current, updated, "replay"))
+        except TaskChanged as changed:
+            logger.warning("replay skipped: %s", changed)
+    return replayed
+
+
+def _write(services: Services, current: Task, updated: Task, action: str) -> Task:
+    services.store.update_task(current, updated)
+    found = services.store.task(current.id)
+    if found is None:
+        raise TaskNotFound(current.id)
+    if found != updated:
+        raise TaskChanged(action, found)
+    logger.info("task %s: %s -> %s (%s)", current.id, current.state.value, found.state.value, action)
+    return found
+
+
+def _state(value: TaskState | str) -> TaskState:
+    try:
+        return TaskState(value)
+    except ValueError:
+        raise PermanentError(f"unknown task state {value!r}; one of "
+                             f"{', '.join(state.value for state in TaskState)}") from None

@@ -1,0 +1,182 @@
+"""The Azure ML gateway port: everything the control plane asks of a workspace.
+
+Adapters: ``controlplane.adapters.azureml.AzureMLGateway`` (azure-ai-ml ``MLClient``) and, in tests,
+hand-written fakes. Errors cross this port only as ``TransientError`` (throttling, 5xx, timeouts)
+or ``GatewayError`` (a ``PermanentError``: not found, validation, authorisation).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from controlplane.domain.errors import PermanentError
+
+
+class GatewayError(PermanentError):
+    """The workspace refused the request for good (not found, invalid, forbidden)."""
+
+    def __init__(self, operation: str, reason: str, status: int | None = None) -> None:
+        self.operation = operation
+        self.reason = reason
+        self.status = status
+        super().__init__(f"{operation}: {reason}" + (f" (HTTP {status})" if status else ""))
+
+
+class NotFound(GatewayError):
+    """The model, job, endpoint or deployment does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    created_by: str = ""  # the 'created_by' tag or property: whatever whoever registered it wrote
+    stage: str = ""
+    registered_by: str = ""  # Azure ML's own record (system data) of who registered the version
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    """A pipeline job: from a YAML file, or from a registered component (``azureml:name:version``)."""
+
+    name: str  # deterministic: a resubmission finds the same job
+    experiment: str
+    source: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    compute: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    status: str
+    experiment: str = ""
+    studio_url: str = ""
+    created: bool = False  # False when the job existed already (a repeated submission)
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What a model needs to serve besides its weights. Only MLflow models deploy without an environment and
+    a scoring script; a redeploy replaces the whole spec, so what is not given here is copied from the
+    deployment being replaced (``DeploymentRequest.copy_from``)."""
+
+    environment: str | None = None  # azureml:<name>:<version> or an ARM id
+    code: str | None = None  # the scoring code: azureml:<name>:<version>, an ARM id or a local folder
+    scoring_script: str | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    request_settings: Mapping[str, int] = field(default_factory=dict)
+    liveness_probe: Mapping[str, int] = field(default_factory=dict)
+    readiness_probe: Mapping[str, int] = field(default_factory=dict)
+    app_insights_enabled: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value not in (None, {})}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any] | None) -> DeploymentSpec:
+        return DeploymentSpec(**(data or {}))
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    endpoint: str
+    name: str
+    model: str  # azureml:<name>:<version>
+    instance_type: str
+    instance_count: int = 1
+    tags: Mapping[str, str] = field(default_factory=dict)
+    spec: DeploymentSpec = DeploymentSpec()
+    copy_from: str | None = None  # the deployment whose spec fills what ``spec`` leaves out
+    auth_mode: str = "key"  # for the endpoint, when it has to be created
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    endpoint: str
+    name: str
+    model: str
+    instance_type: str = ""
+    instance_count: int = 0
+    provisioning_state: str = ""
+    error: str = ""  # why provisioning failed, when it did
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    name: str
+    traffic: Mapping[str, int]
+    mirror_traffic: Mapping[str, int]
+    deployments: tuple[DeploymentInfo, ...] = ()
+    provisioning_state: str = "Succeeded"
+
+    def serving(self) -> str | None:
+        """The deployment with the most live traffic, if any."""
+        live = {name: share for name, share in self.traffic.items() if share > 0}
+        return max(live, key=live.__getitem__) if live else None
+
+
+def validate_traffic(traffic: Mapping[str, int], mirror: Mapping[str, int] | None) -> None:
+    """Refuse a traffic split Azure ML would refuse, before anything is sent."""
+
+    def refuse(reason: str) -> GatewayError:
+        return GatewayError("set_traffic", reason)
+
+    for name, share in {**traffic, **(mirror or {})}.items():
+        if isinstance(share, bool) or not isinstance(share, int):
+            raise refuse(f"share of {name!r} must be an integer, got {share!r}")
+    if any(not 0 <= share <= 100 for share in traffic.values()):
+        raise refuse(f"live traffic shares must be between 0 and 100: {dict(traffic)}")
+    total = sum(traffic.values())
+    if total not in (0, 100):
+        raise refuse(f"live traffic shares must sum to 100 (or all be 0), got {total}: {dict(traffic)}")
+    mirrored = {name: share for name, share in (mirror or {}).items() if share != 0}
+    if any(not 0 < share <= 50 for share in mirrored.values()):
+        raise refuse(f"mirror traffic shares must be between 0 and 50: {dict(mirror or {})}")
+    if len(mirrored) > 1:
+        raise refuse(f"mirror traffic can go to one deployment only: {mirrored}")
+    for name in mirrored:
+        if traffic.get(name, 0):
+            raise refuse(f"deployment {name!r} cannot receive mirror traffic while it serves live traffic")
+
+
+class Gateway(Protocol):
+    def get_model(self, name: str, version: str) -> ModelInfo: ...
+
+    def tag_model(self, name: str, version: str, tags: Mapping[str, str], stage: str | None = None) -> ModelInfo:
+        """Merge ``tags`` into the model's tags (and set its stage); returns the updated model."""
+
+    def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
+        """Submit once: when a job of that name exists, return it instead of starting another."""
+
+    def get_job(self, name: str) -> JobInfo: ...
+
+    # The changes to endpoints and deployments below are long-running operations in Azure ML (a deployment can
+    # take 15 minutes or more): each one is begun and returns at once; ``get_endpoint`` and ``get_deployment``
+    # say how it goes (``controlplane.handlers.operations`` watches them).
+
+    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+        """Begin creating a managed online endpoint."""
+
+    def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
+        """Begin creating (or replacing) a managed online deployment, its spec completed from ``copy_from``."""
+
+    def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
+        """Begin changing a deployment's instance count."""
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        """Begin deleting a deployment; one already gone is not an error."""
+
+    def set_traffic(self, endpoint: str, traffic: Mapping[str, int],
+                    mirror: Mapping[str, int] | None = None) -> EndpointState:
+        """Begin setting live traffic (shares summing to 100 or 0) and, when given, mirror traffic (<= 50)."""
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        """Traffic, mirror traffic, deployments and provisioning state of an online endpoint."""
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        """One deployment as it is now (``NotFound`` when it does not exist)."""

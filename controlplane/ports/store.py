@@ -1,0 +1,226 @@
+"""The ports: small protocols the handlers use to reach the outside world.
+
+Adapters in ``controlplane.adapters`` implement them (SQLite, Azure Table Storage, the dry-run
+dispatcher, the system clock); tests use hand-written fakes or the real adapters.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from controlplane.domain.events import TelemetryEvent
+from controlplane.domain.incidents import Incident, IncidentState
+from controlplane.domain.ledger import Decision, Outcome, Task, TaskState
+from controlplane.domain.paging import Page
+from controlplane.domain.reviews import Review, ReviewState
+from controlplane.domain.rollout import Rollout, RolloutState
+from controlplane.domain.windows import Window, WindowKey, WindowSpec
+
+if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
+    from controlplane.domain.policy import DriftPolicy, Policy
+    from controlplane.ports.gateway import Gateway
+    from controlplane.ports.monitoring import HealthProbe
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to decide one idempotency key, or the news that it was decided already.
+
+    ``token`` is the store's concurrency token (a row version or an ETag) for the completing write;
+    ``original`` is the first decision's id when the key was already completed.
+    """
+
+    key: str
+    partition: str
+    token: str
+    original: str | None = None
+    taken_over: bool = False
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.original is not None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int  # records counted in a window
+    duplicates: int  # records of events seen before
+    late: int = 0  # records whose window had closed (after its grace period)
+    closed: tuple[WindowKey, ...] = ()  # windows this append filled up
+
+
+class DecisionStore(Protocol):
+    """Idempotency claims, the decision ledger and the task outbox, written together."""
+
+    name: str
+
+    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
+        """Take the key (INPROGRESS until ``now + lease``), or report it done.
+
+        Raises ``EventInProgress`` while another holder's lease runs; an expired lease is taken over.
+        """
+
+    def complete(self, claim: Claim, decision: Decision) -> None:
+        """Atomically mark the claim COMPLETED and write the decision, its tasks and its reviews."""
+
+    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
+        """Claim ``key`` COMPLETED and write the decision, its tasks and its reviews in one atomic write,
+        for a decision made without a claim (a cheap one, with no effect until it is recorded).
+
+        None when written. When the key was completed meanwhile nothing is written and the original
+        decision's id is returned; ``EventInProgress`` while another holder's lease runs at
+        ``decision.decided_at`` (an expired one is taken over).
+        """
+
+    def release(self, claim: Claim) -> None:
+        """Give the key back after a failed attempt so the retry can take it at once."""
+
+    def append(self, decision: Decision) -> None:
+        """Write a decision that needs no claim (``duplicate`` records)."""
+
+    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
+                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
+        """Newest first, optionally for one model (and version), some outcomes and some event types."""
+
+    def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                      outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None) -> Page[Decision]:
+        """One page of ``decisions``, decided in [``since``, ``until``), going on from ``after`` (the position a
+        previous page of the same query returned); ``paging.refused`` for a position the store cannot read."""
+
+    def repair_indexes(self, now: datetime) -> int:
+        """Write the index rows of decisions whose write was cut short before them (the sweep calls it); how
+        many decisions were repaired."""
+
+    def backfill_indexes(self, resume: str | None = None, pages: int = 1,
+                         page_size: int = 1000) -> tuple[int, str | None]:
+        """Index decisions written before the indexes existed, a few pages at a time: how many, and the point to
+        resume from (None when done). Idempotent: indexing a decision again writes the same rows."""
+
+    def decision(self, decision_id: str) -> Decision | None: ...
+
+    def retraining_jobs(self, model: str, limit: int) -> list[tuple[datetime, str]]:
+        """When the model's latest retraining jobs were decided, and their names, newest first (the storm
+        guard's question, answered without reading whole decisions)."""
+
+    def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]: ...
+
+    def task(self, task_id: str) -> Task | None: ...
+
+    def due_tasks(self, now: datetime, limit: int) -> list[Task]:
+        """Pending tasks whose ``due_at`` has come, oldest first."""
+
+    def update_task(self, current: Task, updated: Task) -> None:
+        """Replace ``current`` with ``updated``; a no-op when another sweep changed it meanwhile."""
+
+    def review(self, review_id: str) -> Review | None: ...
+
+    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
+        """Newest first."""
+
+    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
+        """Replace ``current`` and write ``decision`` (with its tasks) atomically, only if nobody changed
+        the review since ``current`` was read; False when somebody did (the caller lost the race)."""
+
+    def create_rollout(self, rollout: Rollout) -> bool:
+        """Write a new rollout; False (and nothing written) when one with that id exists already."""
+
+    def rollout(self, rollout_id: str) -> Rollout | None: ...
+
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
+        """Newest first."""
+
+    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
+        """Like ``update_review``: replace and record atomically, only from the revision read."""
+
+    def incident(self, group: str) -> Incident | None:
+        """The latest incident of an alert group (open, or the last one closed)."""
+
+    def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
+        """Most recently updated first."""
+
+    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
+        """Write ``updated`` for its group: created when ``current`` is None, else replacing ``current`` only if
+        nobody changed it since it was read; False when somebody did (re-read and try again)."""
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+
+    def checkpoint(self) -> None:
+        """Housekeeping the sweep does off the request path (SQLite copies its write-ahead log into the
+        database); nothing where there is none."""
+
+
+class TelemetryStore(Protocol):
+    """Telemetry windows: exact counts and hash samples, deduplicated by Event Hubs partition and
+    sequence number, safe when several instances append to the same window at once."""
+
+    def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
+                         now: datetime) -> AppendResult: ...
+
+    def close_due_windows(self, now: datetime) -> list[WindowKey]:
+        """Close every open window whose bucket and grace period have passed; the keys closed."""
+
+    def undecided_windows(self, limit: int = 100) -> list[WindowKey]:
+        """Closed windows whose decision is not recorded yet (a check that failed for now)."""
+
+    def mark_window_decided(self, key: WindowKey) -> None: ...
+
+    def window(self, key: WindowKey) -> Window | None: ...
+
+    def window_sample(self, key: WindowKey, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` kept rows with the smallest hashes: a uniform sample of the window."""
+
+    def telemetry_count(self, model: str, deployment: str) -> int: ...
+
+
+class Store(DecisionStore, TelemetryStore, Protocol):
+    """What a storage backend provides."""
+
+
+class DriftChecker(Protocol):
+    """Checks a window's rows against the model's reference data (Evidently behind it).
+
+    ``check`` returns a result with ``rows``, ``inconclusive``, ``dataset_drift``, ``drifted``, ``share``,
+    ``reason`` and ``to_evidence()``; ``render`` writes the full HTML report for people and returns
+    where it is. A bad drift policy or unreadable reference raises ``PermanentError``.
+    """
+
+    def check(self, rows: list[dict[str, Any]], policy: DriftPolicy) -> Any: ...
+
+    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str: ...
+
+
+class Dispatcher(Protocol):
+    """Sends a task's request to where it goes (Azure ML, a webhook...) and returns what came back."""
+
+    name: str
+
+    def dispatch(self, task: Task) -> dict: ...
+
+
+
+@dataclass(frozen=True)
+class Services:
+    """The ports and values a handler works with, built once by ``controlplane.bootstrap``."""
+
+    store: Store
+    clock: Clock
+    dispatcher: Dispatcher
+    policy: Policy
+    lease: timedelta = timedelta(minutes=5)
+    gateway: Gateway | None = None  # Azure ML, when a workspace is configured
+    approval_key: bytes = b""  # signs approval links
+    public_url: str = "http://127.0.0.1:7071"  # where approval links point
+    publish_decisions: bool = False  # an Event Grid topic receives every decision
+    health: HealthProbe | None = None  # deployment health for rollout gates
+    drift: DriftChecker | None = None  # window drift checks
+    artifacts: Any = None  # reports and labelling exports: save(name, data, content_type), load(name)
+    alert_auth: Any = None  # Entra secure-webhook tokens for /api/alerts: validate(authorization) -> claims
