@@ -127,14 +127,9 @@ def _run(args: argparse.Namespace) -> int:
     from controlplane.domain.ledger import TaskState
 
     if args.command == "reviews":
-        from controlplane.domain.reviews import VoteError
         from controlplane.handlers.reviews import approval_link
 
-        try:
-            print(approval_link(bootstrap.services(), args.review_id, args.approver))
-        except VoteError as error:
-            print(f"error: {error.reason}", file=sys.stderr)
-            return 2
+        print(approval_link(bootstrap.services(), args.review_id, args.approver))
         return 0
     services = bootstrap.services()
     if args.command == "decisions":

@@ -175,4 +175,4 @@ def test_every_alert_fixture_without_its_alert_id_is_refused_naming_it(name):
     del essentials[key]
     with pytest.raises(InvalidEvent) as error:
         parse_alert(payload)
-    assert "alertid" in error.value.path.lower()
+    assert "alertid" in error.value.subject.lower()

@@ -48,7 +48,7 @@ def only_invalid_event(parse, value):
     try:
         parse(value)
     except InvalidEvent as error:
-        assert error.path and error.reason
+        assert error.subject and error.reason
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -124,7 +124,8 @@ def test_health_names_what_failed_without_server_paths(error):
     from controlplane.handlers.queries import check_health
 
     def build():
-        raise (PolicyError("$", error.split(": ", 1)[1]) if error.startswith("policy") else StoreUnavailable(error))
+        where, reason = error.split(": ", 1)
+        raise PolicyError("$", reason) if where == "policy $" else StoreUnavailable(where, reason)
 
     [reason] = check_health(build).checks.values()
     assert "<path>" in reason and "/home" not in reason and "/srv" not in reason and "\\home" not in reason

@@ -73,7 +73,7 @@ def test_bad_alert_fields_are_named(mutate, path):
     mutate(alert)
     with pytest.raises(InvalidEvent) as error:
         parse_alert(alert)
-    assert error.value.path == path
+    assert error.value.subject == path
 
 
 def test_telemetry_single_record_and_array():
@@ -92,7 +92,7 @@ def test_telemetry_gzip_body_is_accepted_with_or_without_the_property():
 def test_telemetry_bad_record_names_its_index_and_field():
     with pytest.raises(InvalidEvent) as error:
         parse_telemetry_body(event_bytes("telemetry_bad_records.json"))
-    assert error.value.path == "[1].timestamp"
+    assert error.value.subject == "[1].timestamp"
 
 
 @pytest.mark.parametrize("body, path, words", [
@@ -105,4 +105,4 @@ def test_telemetry_bad_record_names_its_index_and_field():
 def test_telemetry_malformed_bodies(body, path, words):
     with pytest.raises(InvalidEvent) as error:
         parse_telemetry_body(body)
-    assert error.value.path == path and words in error.value.reason
+    assert error.value.subject == path and words in error.value.reason

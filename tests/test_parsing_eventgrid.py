@@ -47,18 +47,42 @@ def test_model_deployed_lists_the_models_serving_the_endpoint(name, endpoint, mo
     assert event.endpoint == endpoint and [str(m) for m in event.models] == models
 
 
-@pytest.mark.parametrize("name, kind, status", [
-    ("eg_run_completed_docs.json", ev.RunCompleted, None),
-    ("ce_run_completed_sdk.json", ev.RunCompleted, None),
-    ("eg_run_status_changed_docs.json", ev.RunStatusChanged, "Running"),
-    ("ce_run_status_changed_sdk.json", ev.RunStatusChanged, "Completed"),
+def other_casing(event):
+    """The event with every data key in the other casing: ``RunId`` for ``runId`` and back."""
+    twin = copy.deepcopy(event)
+    twin["data"] = {(k[0].lower() if k[0].isupper() else k[0].upper()) + k[1:]: v for k, v in event["data"].items()}
+    assert set(twin["data"]).isdisjoint(event["data"])
+    return twin
+
+
+@pytest.mark.parametrize("name, kind, run_id, experiment, status", [
+    ("eg_run_completed_docs.json", ev.RunCompleted, "brave_kiwi_4tq8lm2zxp", "churn-training", None),
+    ("ce_run_completed_sdk.json", ev.RunCompleted, "sleepy_mango_8hx3wz1q2c", "defect-detector-training", None),
+    ("eg_run_status_changed_docs.json", ev.RunStatusChanged, "0f3b8e61-d27a-4c94-8b15-e6a9c2d74f08",
+     "churn-training", "Running"),
+    ("ce_run_status_changed_sdk.json", ev.RunStatusChanged, "happy_pear_2mz9tq6v4d", "churn-training", "Completed"),
 ])
-def test_run_events_parse_in_both_casings(name, kind, status):
-    event = parse_registry_event(first(name))
-    assert type(event) is kind
-    assert event.run_id and event.experiment_name
+def test_run_events_parse_in_both_casings(name, kind, run_id, experiment, status):
+    event = first(name)
+    parsed, twin = parse_registry_event(event), parse_registry_event(other_casing(event))
+    assert type(parsed) is kind and twin == parsed
+    assert (parsed.run_id, parsed.experiment_name) == (run_id, experiment)
+    raw = {k.lower(): v for k, v in event["data"].items()}
+    assert (parsed.experiment_id, parsed.run_type, parsed.tags) == (raw["experimentid"], raw["runtype"], raw["runtags"])
     if status:
-        assert event.status == status and event.breach is None
+        assert parsed.status == status and parsed.breach is None
+
+
+@pytest.mark.parametrize("tag", ["azureml_modelmonitor_threshold_breached", "AZUREML_MODELMONITOR_THRESHOLD_BREACHED",
+                                 "Azureml_ModelMonitor_Threshold_Breached"])
+def test_the_breach_tag_is_found_in_any_casing(tag):
+    event = copy.deepcopy(first("eg_monitor_breach.json"))
+    tags = event["data"]["runTags"]
+    text = tags.pop(ev.MONITOR_BREACH_TAG)
+    event["data"]["runTags"] = {**tags, tag: text}
+    parsed = parse_registry_event(event)
+    assert parsed.breach is not None and parsed.breach.signal == "data-drift-signal"
+    assert [v.feature for v in parsed.breach.violations] == ["age", "tenure_months", "plan"]
 
 
 def test_monitor_breach_tag_is_parsed_into_feature_violations():
@@ -90,7 +114,7 @@ def test_breach_text_as_a_json_array_of_escaped_strings_is_understood_too():
 def test_breach_text_without_a_signal_names_the_tag():
     with pytest.raises(InvalidEvent) as error:
         parse_monitor_breach("thresholds violated", "data.runTags.azureml_modelmonitor_threshold_breached")
-    assert error.value.path == "data.runTags.azureml_modelmonitor_threshold_breached"
+    assert error.value.subject == "data.runTags.azureml_modelmonitor_threshold_breached"
 
 
 @pytest.mark.parametrize("name", ["eg_dataset_drift_detected.json", "ce_dataset_drift_detected.json"])
@@ -103,7 +127,7 @@ def test_legacy_dataset_drift_detected(name):
 def test_unknown_event_type_is_unsupported_and_names_the_field():
     with pytest.raises(UnsupportedEvent) as error:
         parse_registry_event(first("eg_unknown_type.json"))
-    assert error.value.path == "eventType" and "SomethingNew" in error.value.reason
+    assert error.value.subject == "eventType" and "SomethingNew" in error.value.reason
 
 
 @pytest.mark.parametrize("mutate, path, words", [
@@ -120,7 +144,7 @@ def test_bad_fields_raise_one_error_naming_the_path(mutate, path, words):
     mutate(event)
     with pytest.raises(InvalidEvent) as error:
         parse_registry_event(event)
-    assert error.value.path == path and words in error.value.reason
+    assert error.value.subject == path and words in error.value.reason
 
 
 def test_model_ids_must_be_name_colon_version():
@@ -128,7 +152,7 @@ def test_model_ids_must_be_name_colon_version():
     event["data"]["ModelIds"] = "churn:3,churn"
     with pytest.raises(InvalidEvent) as error:
         parse_registry_event(event)
-    assert error.value.path == "data.ModelIds" and "'churn'" in error.value.reason
+    assert error.value.subject == "data.ModelIds" and "'churn'" in error.value.reason
 
 
 def test_cloudevents_must_be_version_1_0():
@@ -150,5 +174,5 @@ def test_one_bad_event_in_a_batch_does_not_hide_the_good_ones():
         try:
             results.append(type(parse_registry_event(raw)).__name__)
         except InvalidEvent as error:
-            results.append(f"invalid {error.path}")
+            results.append(f"invalid {error.subject}")
     assert results == ["ModelRegistered", "RunStatusChanged", "invalid data"]

@@ -35,7 +35,7 @@ def test_unambiguous_times_are_normalised_to_utc(text, expected):
 def test_other_times_are_invalid_naming_the_field(value):
     with pytest.raises(InvalidEvent) as raised:
         parse_time(value, "data.essentials.firedDateTime")
-    assert raised.value.path == "data.essentials.firedDateTime" and len(raised.value.reason) < 200
+    assert raised.value.subject == "data.essentials.firedDateTime" and len(raised.value.reason) < 200
 
 
 def test_an_aware_datetime_at_the_limits_is_invalid_not_an_overflow():
@@ -61,7 +61,7 @@ def test_an_aware_datetime_at_the_limits_is_invalid_not_an_overflow():
 def test_json_past_the_limits_is_invalid_naming_the_field(text, path, reason):
     with pytest.raises(InvalidEvent) as raised:
         parse_json(text)
-    assert raised.value.path == path and reason in raised.value.reason
+    assert raised.value.subject == path and reason in raised.value.reason
 
 
 def test_json_within_the_limits_is_kept_as_sent():
@@ -153,7 +153,7 @@ def test_an_event_the_store_refuses_is_dead_lettered_and_the_others_kept(service
 
 def test_an_outage_still_fails_the_batch_for_the_retry(services, monkeypatch):
     def outage(events, spec, now):
-        raise StoreUnavailable("down")
+        raise StoreUnavailable("store", "down")
 
     monkeypatch.setattr(services.store, "append_telemetry", outage)
     with pytest.raises(StoreUnavailable):

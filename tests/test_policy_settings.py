@@ -56,7 +56,7 @@ def test_the_version_is_the_content_hash():
 def test_an_invalid_policy_names_the_key_path(text, path, words):
     with pytest.raises(PolicyError) as error:
         parse_policy(text)
-    assert error.value.path == path and words in error.value.reason
+    assert error.value.subject == path and words in error.value.reason
 
 
 def test_a_missing_policy_file_is_a_policy_error(tmp_path):
@@ -103,7 +103,7 @@ def test_function_bindings_reference_only_settings_in_the_sample(app_functions):
 def test_bad_settings_name_the_setting(env, setting):
     with pytest.raises(ConfigurationError) as error:
         Settings.from_env(env)
-    assert error.value.setting == setting
+    assert error.value.subject == setting
 
 
 def test_identity_based_storage_connection():

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from controlplane.adapters.secure_webhook import ROLE, SecureWebhookValidator
-from controlplane.domain.errors import TransientError, Unauthorized
+from controlplane.domain.errors import Forbidden, TransientError, Unauthorized
 from tests.support import ROOT
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -143,7 +143,7 @@ def forge(header: dict, body: dict, sign) -> str:
 def refused(validator: SecureWebhookValidator, authorization: str | None, status: int = 401) -> str:
     with pytest.raises(Unauthorized) as caught:
         validator.validate(authorization)
-    assert caught.value.status == status
+    assert isinstance(caught.value, Forbidden) == (status == 403) and caught.value.subject == "Authorization"
     return caught.value.reason
 
 

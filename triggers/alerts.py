@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from triggers.http import MAX_BODY_BYTES, error_response, json_response
+from triggers.http import MAX_BODY_BYTES, answers_errors, error_answer, json_response
 
 bp = func.Blueprint()
 
 
 @bp.function_name("on_alert")
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@answers_errors
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.domain.errors import ControlPlaneError, Unauthorized
+    from controlplane.domain.errors import PayloadTooLarge
     from controlplane.handlers.alerts import receive_alert
 
-    try:
-        services = bootstrap.services()
-        if services.alert_auth is not None:
-            services.alert_auth.validate(req.headers.get("Authorization"))
-        body = req.get_body()
-        if len(body) > MAX_BODY_BYTES:
-            return error_response(413, "body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
-        receipt = receive_alert(services, body)
-    except Unauthorized as error:
-        return error_response(error.status, "Authorization", error.reason)
-    except ControlPlaneError as error:
-        return error_response(503, "service", str(error))
-    if receipt.error is not None:
-        return error_response(400, receipt.error.path, receipt.error.reason, decision=receipt.decision.id)
+    services = bootstrap.services()
+    if services.alert_auth is not None:
+        services.alert_auth.validate(req.headers.get("Authorization"))
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge("body", f"{len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+    receipt = receive_alert(services, body)
+    if receipt.error is not None:  # recorded as an invalid decision, and answered naming the field
+        return error_answer(receipt.error, decision=receipt.decision.id)
     return json_response(200, {"decision": receipt.decision.to_json()})

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from triggers.http import error_response, json_response
+from triggers.http import answers_errors, json_response
 
 bp = func.Blueprint()
 
 
 @bp.function_name("decisions")
 @bp.route(route="decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_errors
 def decisions(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
-    from controlplane.domain.errors import ControlPlaneError, InvalidEvent
-    from controlplane.handlers.queries import DecisionQuery, list_decisions, parse_limit, public_reason
+    from controlplane.handlers.queries import DecisionQuery, list_decisions, parse_limit
 
-    try:
-        limit = parse_limit(req.params.get("limit"))
-        page = list_decisions(bootstrap.services(), DecisionQuery.parse(req.params), limit,
-                              req.params.get("continuation"))
-    except InvalidEvent as error:
-        return error_response(400, error.path, error.reason)
-    except ControlPlaneError as error:
-        return error_response(503, "service", public_reason(error))
+    limit = parse_limit(req.params.get("limit"))
+    page = list_decisions(bootstrap.services(), DecisionQuery.parse(req.params), limit, req.params.get("continuation"))
     return json_response(200, {"decisions": [d.to_json() for d in page.decisions],
                                "continuation": page.continuation})

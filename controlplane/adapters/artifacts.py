@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
-        raise PermanentError(f"artifact name {name!r} is not a plain relative path")
+        raise PermanentError(f"artifact {name!r}", "not a plain relative path")
     return name
 
 
@@ -55,7 +55,7 @@ class BlobArtifacts:
         try:
             blob.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
         except AzureError as error:
-            raise TransientError(f"artifact {name}: {error}") from error
+            raise TransientError(f"artifact {name}", str(error)) from error
         return blob.url
 
     def load(self, name: str) -> bytes | None:
@@ -66,7 +66,7 @@ class BlobArtifacts:
         except ResourceNotFoundError:
             return None
         except AzureError as error:
-            raise TransientError(f"artifact {name}: {error}") from error
+            raise TransientError(f"artifact {name}", str(error)) from error
 
 
 def artifacts_for(location: str):

@@ -59,13 +59,13 @@ def translate(operation: str, exc: BaseException, conflict_is_transient: bool = 
         if cause is None:  # a local validation or configuration error
             return GatewayError(operation, reason_of(exc))
     if not isinstance(cause, HttpResponseError):  # no response at all: connection refused, reset, timed out
-        return TransientError(f"{operation}: {type(cause).__name__}: {reason_of(cause)}")
+        return TransientError(operation, f"{type(cause).__name__}: {reason_of(cause)}")
     status = cause.status_code
     if status == 404 or isinstance(cause, ResourceNotFoundError):
         return NotFound(operation, reason_of(cause), status)
     if (status in _TRANSIENT_STATUS or (status is not None and status >= 500)
             or (status == 409 and conflict_is_transient)):
-        return TransientError(f"{operation}: HTTP {status}: {reason_of(cause)}")
+        return TransientError(operation, f"HTTP {status}: {reason_of(cause)}")
     # 400, 401, 403, 409, 412 ... and credential failures (ClientAuthenticationError without a response)
     return GatewayError(operation, reason_of(cause), status)
 

@@ -146,7 +146,7 @@ class MonitorLogsProbe:
             if result.status != LogsQueryStatus.SUCCESS:
                 error = getattr(result, "partial_error", None) or result
                 detail = f"{getattr(error, 'code', '')}: {getattr(error, 'message', '')}"
-                raise TransientError(f"{operation}: {_text(result.status)} result from Log Analytics: {detail}")
+                raise TransientError(operation, f"{_text(result.status)} result from Log Analytics: {detail}")
             return list(result.tables)
 
 

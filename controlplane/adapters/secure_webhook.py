@@ -14,7 +14,7 @@ issues for our app registration, carrying the app role ``ActionGroupsSecureWebho
 6. the audience is exactly the configured one (the app ID URI or client id);
 7. the ``roles`` claim holds ``ActionGroupsSecureWebhook``.
 
-Failures 1-6 raise ``Unauthorized(401, ...)``, failure 7 ``Unauthorized(403, ...)``; each reason names the check and
+Failures 1-6 raise ``Unauthorized``, failure 7 ``Forbidden``; each reason names the check and
 never echoes the token. Signing keys are fetched on first use and cached for ``keys_ttl_seconds``. A token whose
 ``kid`` is unknown (Entra rotated its keys) triggers one refetch, but such refetches happen at most once a minute so
 forged kids cannot hammer Entra. If a refresh fails the cached keys stay in use (and the fetch is retried after
@@ -34,9 +34,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.domain.errors import TransientError, Unauthorized
+from controlplane.domain.errors import Forbidden, TransientError, Unauthorized
 
 ROLE = "ActionGroupsSecureWebhook"
+HEADER = "Authorization"  # the header a token is read from: what a refusal is about
 ALGORITHM = "RS256"
 LEEWAY_SECONDS = 60
 UNKNOWN_KID_REFETCH_SECONDS = 60
@@ -92,13 +93,13 @@ class SecureWebhookValidator:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise Unauthorized(401, "bearer token is not a well-formed JWT") from None
+            raise Unauthorized(HEADER, "bearer token is not a well-formed JWT") from None
         alg = header.get("alg")
         if alg != ALGORITHM:
-            raise Unauthorized(401, f"token algorithm {_show(alg)} is not {ALGORITHM}")
+            raise Unauthorized(HEADER, f"token algorithm {_show(alg)} is not {ALGORITHM}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise Unauthorized(401, "token header names no signing key id (kid)")
+            raise Unauthorized(HEADER, "token header names no signing key id (kid)")
 
         key = self._signing_key(kid)
         options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
@@ -106,36 +107,36 @@ class SecureWebhookValidator:
         try:
             claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=options)
         except jwt.InvalidSignatureError:
-            raise Unauthorized(401, f"token signature does not verify with signing key {_show(kid)}") from None
+            raise Unauthorized(HEADER, f"token signature does not verify with signing key {_show(kid)}") from None
         except jwt.InvalidTokenError as error:
-            raise Unauthorized(401, f"token was refused: {error}") from None
+            raise Unauthorized(HEADER, f"token was refused: {error}") from None
 
         self._check_lifetime(claims)
         issuer = claims.get("iss")
         if issuer not in self.issuers:
-            raise Unauthorized(401, f"token issuer {_show(issuer)} is not {' or '.join(map(repr, self.issuers))}")
+            raise Unauthorized(HEADER, f"token issuer {_show(issuer)} is not {' or '.join(map(repr, self.issuers))}")
         audience = claims.get("aud")
         if self.audience not in (audience if isinstance(audience, list) else [audience]):
-            raise Unauthorized(401, f"token audience {_show(audience)} is not {self.audience!r}")
+            raise Unauthorized(HEADER, f"token audience {_show(audience)} is not {self.audience!r}")
         roles = claims.get("roles")
         if not isinstance(roles, list) or ROLE not in roles:
-            raise Unauthorized(403, f"token does not grant the app role {ROLE!r} (roles: {_show(roles)})")
+            raise Forbidden(HEADER, f"token does not grant the app role {ROLE!r} (roles: {_show(roles)})")
         return claims
 
     def _check_lifetime(self, claims: dict) -> None:
         now = self._clock()
         expires = claims.get("exp")
         if not _is_number(expires):
-            raise Unauthorized(401, "token has no numeric expiry (exp) claim")
+            raise Unauthorized(HEADER, "token has no numeric expiry (exp) claim")
         if expires <= now - LEEWAY_SECONDS:
-            raise Unauthorized(401, f"token expired at {_utc(expires)} (leeway {LEEWAY_SECONDS} s)")
+            raise Unauthorized(HEADER, f"token expired at {_utc(expires)} (leeway {LEEWAY_SECONDS} s)")
         not_before = claims.get("nbf")
         if not_before is None:
             return
         if not _is_number(not_before):
-            raise Unauthorized(401, "token's not-before (nbf) claim is not a number")
+            raise Unauthorized(HEADER, "token's not-before (nbf) claim is not a number")
         if not_before > now + LEEWAY_SECONDS:
-            raise Unauthorized(401, f"token is not valid before {_utc(not_before)} (leeway {LEEWAY_SECONDS} s)")
+            raise Unauthorized(HEADER, f"token is not valid before {_utc(not_before)} (leeway {LEEWAY_SECONDS} s)")
 
     def _signing_key(self, kid: str) -> Any:
         """The cached key ``kid``, refetching when the cache is due or (rate-limited) when ``kid`` is unknown."""
@@ -143,14 +144,14 @@ class SecureWebhookValidator:
             now = self._clock()
             fetched = now >= self._refresh_at and self._refresh(now)
             if self._keys is None:
-                raise TransientError(f"Entra signing keys are unavailable: {self._last_error}")
+                raise TransientError("Entra signing keys", f"unavailable: {self._last_error}")
             key = self._keys.get(kid)
             if key is None and not fetched and now >= self._unknown_kid_refetch_at:
                 self._unknown_kid_refetch_at = now + UNKNOWN_KID_REFETCH_SECONDS
                 self._refresh(now)
                 key = self._keys.get(kid)
         if key is None:
-            raise Unauthorized(401, f"token signing key id {_show(kid)} is not among the tenant's signing keys")
+            raise Unauthorized(HEADER, f"token signing key id {_show(kid)} is not among the tenant's signing keys")
         return key
 
     def _refresh(self, now: float) -> bool:
@@ -182,16 +183,16 @@ class SecureWebhookValidator:
                 body = response.read(MAX_JWKS_BYTES)
         except urllib.error.HTTPError as error:
             error.close()  # it holds the response
-            raise TransientError(f"signing keys at {self.jwks_url} answered HTTP {error.code}") from error
+            raise TransientError(f"signing keys at {self.jwks_url}", f"answered HTTP {error.code}") from error
         except (OSError, http.client.HTTPException) as error:  # URLError, timeouts and refused connections
-            raise TransientError(f"signing keys at {self.jwks_url} could not be fetched: {error}") from error
+            raise TransientError(f"signing keys at {self.jwks_url}", f"could not be fetched: {error}") from error
         try:
             document = json.loads(body)
         except ValueError as error:
-            raise TransientError(f"signing keys at {self.jwks_url} are not JSON") from error
+            raise TransientError(f"signing keys at {self.jwks_url}", "are not JSON") from error
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
-            raise TransientError(f"signing keys at {self.jwks_url} have no 'keys' list")
+            raise TransientError(f"signing keys at {self.jwks_url}", "have no 'keys' list")
 
         keys: dict[str, Any] = {}
         for entry in entries:
@@ -203,20 +204,20 @@ class SecureWebhookValidator:
             except jwt.PyJWTError:
                 logger.warning("skipping unusable signing key %r from %s", entry["kid"], self.jwks_url)
         if not keys:
-            raise TransientError(f"signing keys at {self.jwks_url} hold no usable RSA signing key")
+            raise TransientError(f"signing keys at {self.jwks_url}", "hold no usable RSA signing key")
         return keys
 
 
 def _bearer_token(authorization: str | None) -> str:
     if not authorization or not authorization.strip():
-        raise Unauthorized(401, "request has no Authorization header")
+        raise Unauthorized(HEADER, "request has no Authorization header")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
         shown = f" (got {scheme!r})" if scheme.isalpha() and len(scheme) <= 20 else ""
-        raise Unauthorized(401, f"Authorization header does not use the Bearer scheme{shown}")
+        raise Unauthorized(HEADER, f"Authorization header does not use the Bearer scheme{shown}")
     token = token.strip()
     if not token:
-        raise Unauthorized(401, "Authorization header has an empty Bearer token")
+        raise Unauthorized(HEADER, "Authorization header has an empty Bearer token")
     return token
 
 

@@ -43,8 +43,10 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 from azure.functions import meta
 
+from controlplane.domain.errors import InvalidEvent, LengthRequired, PayloadTooLarge
 from controlplane.domain.ncrontab import Schedule
 from controlplane.settings import load_local_settings
+from triggers.http import status_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +55,6 @@ WORKERS = 16  # requests served at once; more connections wait for a worker
 LISTEN_BACKLOG = 128  # connections the kernel queues before the server accepts them
 READ_TIMEOUT_SECONDS = 10.0  # a client silent this long mid-request (or idle between requests) is dropped
 LOCAL_DEFAULTS = {"TELEMETRY_EVENTHUB_NAME": "telemetry", "TELEMETRY_CONSUMER_GROUP": "$Default"}
-
-
-class BadRequest(Exception):
-    """A request the host itself refuses (its body, its shape); answered with ``status`` before any function runs."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -137,8 +131,8 @@ class LocalHost:
                 return Reply.json(200, {"state": "Running", "functions": sorted(self.functions)})
             if path.lower().startswith("/api/") or path.lower() == "/api":
                 return self._http(method, target, path[len("/api/"):], query, headers, body)
-        except BadRequest as refused:
-            return Reply.json(refused.status, {"error": str(refused)})
+        except InvalidEvent as refused:  # refused by the host (functions record invalid input instead of raising)
+            return Reply.json(status_of(refused), {"error": str(refused)})
         except Exception as error:  # the host keeps serving whatever a function does
             logger.exception("function failed for %s %s", method, path)
             return Reply.json(500, {"error": type(error).__name__, "message": str(error)})
@@ -257,21 +251,21 @@ class LocalHost:
 # -- decoding what clients post ------------------------------------------------------------------------------
 
 def decode_json(body: bytes) -> Any:
-    """A request body as JSON, or ``BadRequest`` (400) saying why not."""
+    """A request body as JSON, or ``InvalidEvent`` saying why not."""
     try:
         return json.loads(body)
     except RecursionError:
-        raise BadRequest(400, "body is not JSON the host can read: nested too deeply") from None
+        raise InvalidEvent("body", "not JSON the host can read: nested too deeply") from None
     except ValueError as error:  # not UTF-8, not JSON, or a number past Python's digit limit
-        raise BadRequest(400, f"body is not JSON: {str(error)[:200]}") from None
+        raise InvalidEvent("body", f"not JSON: {str(error)[:200]}") from None
 
 
 def encode_json(value: Any) -> str:
-    """``value`` as JSON text again, or ``BadRequest`` (400) when it is too deep to encode."""
+    """``value`` as JSON text again, or ``InvalidEvent`` when it is too deep to encode."""
     try:
         return json.dumps(value)
     except (RecursionError, ValueError):
-        raise BadRequest(400, "input is nested too deeply to pass on") from None
+        raise InvalidEvent("input", "nested too deeply to pass on") from None
 
 
 class EventText(str):
@@ -284,7 +278,7 @@ def _event_datum(item: Any) -> meta.Datum | None:
         return None
     try:
         return event_grid_input(item)
-    except BadRequest:
+    except InvalidEvent:
         return None
 
 
@@ -298,7 +292,7 @@ def delivery_events(body: bytes) -> list[Any]:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequest(400, f"body is not JSON: {str(error)[:200]}") from None
+        raise InvalidEvent("body", f"not JSON: {str(error)[:200]}") from None
     except (RecursionError, ValueError):  # well-formed as far as read, but past Python's limits
         return [_decoded_or_text(item) for item in split_array(body.decode("utf-8-sig", "replace"))]
     return payload if isinstance(payload, list) else [payload]
@@ -413,8 +407,8 @@ class _Handler(BaseHTTPRequestHandler):
         head = self.command == "HEAD"  # answered as GET, without the body
         try:
             body = self._body()
-        except BadRequest as refused:
-            reply = Reply.json(refused.status, {"error": str(refused)})
+        except InvalidEvent as refused:
+            reply = Reply.json(status_of(refused), {"error": str(refused)})
             self.close_connection = True  # the rest of what the client sent cannot be told from the next request
         except TimeoutError:
             reply = Reply.json(408, {"error": f"no request body within {self.timeout:g} s"})
@@ -437,19 +431,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise BadRequest(411, "chunked bodies are not read here: send Content-Length")
+            raise LengthRequired("Transfer-Encoding", "chunked bodies are not read here: send Content-Length")
         declared = self.headers.get_all("Content-Length") or []
         if len(set(declared)) > 1:
-            raise BadRequest(400, "conflicting Content-Length headers")
+            raise InvalidEvent("Content-Length", "conflicting headers")
         text = declared[0].strip() if declared else "0"
         if not (text.isascii() and text.isdigit()):
-            raise BadRequest(400, f"Content-Length must be a whole number, got {text[:40]!r}")
+            raise InvalidEvent("Content-Length", f"must be a whole number, got {text[:40]!r}")
         length = int(text) if len(text) <= 18 else MAX_REQUEST_BYTES + 1
         if length > MAX_REQUEST_BYTES:
-            raise BadRequest(413, f"request body over {MAX_REQUEST_BYTES} bytes")
+            raise PayloadTooLarge("body", f"over {MAX_REQUEST_BYTES} bytes")
         body = self.rfile.read(length) if length else b""
         if len(body) < length:
-            raise BadRequest(400, f"body ended after {len(body)} of {length} bytes")
+            raise InvalidEvent("body", f"ended after {len(body)} of {length} bytes")
         return body
 
     def __getattr__(self, name: str) -> Any:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from controlplane.domain.errors import ConfigurationError, PermanentError
+from controlplane.domain.errors import ConfigurationError, VoteConflict, VoteError, VoteForbidden
 
 
 class ReviewKind(StrEnum):
@@ -45,17 +45,6 @@ def identity(name: str) -> str:
     name contains them, so they can only disguise one."""
     text = unicodedata.normalize("NFKC", name).casefold()
     return "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
-
-
-class VoteError(PermanentError):
-    """A vote that must not count; ``status`` is the HTTP answer (400, 401, 403, 404, 409) and
-    ``field`` the request field at fault."""
-
-    def __init__(self, status: int, reason: str, field: str = "") -> None:
-        self.status = status
-        self.reason = reason
-        self.field = field or {400: "decision", 404: "id", 409: "review"}.get(status, "token")
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
@@ -113,21 +102,21 @@ class Review:
 def cast_vote(review: Review, *, approver: str, decision: str, comment: str, nonce: str, now: datetime) -> Review:
     """The review after one vote, or ``VoteError`` saying why the vote does not count."""
     if review.state is not ReviewState.OPEN:
-        raise VoteError(409, f"review is {review.state.value}")
+        raise VoteConflict("review", f"review is {review.state.value}")
     if now >= review.expires_at:
-        raise VoteError(409, "review has expired")
+        raise VoteConflict("review", "review has expired")
     if decision not in ("approve", "reject"):
-        raise VoteError(400, f"decision must be 'approve' or 'reject', got {decision!r}")
+        raise VoteError("decision", f"decision must be 'approve' or 'reject', got {decision!r}")
     who = identity(approver)
     if who not in {identity(a) for a in review.approvers}:
-        raise VoteError(403, f"{approver} is not an approver of this review")
+        raise VoteForbidden("token", f"{approver} is not an approver of this review")
     if (decision == "approve" and review.separation_of_duties and review.registrant
             and who == identity(review.registrant)):
-        raise VoteError(403, f"{approver} registered this model and may not approve it (separation of duties)")
+        raise VoteForbidden("token", f"{approver} registered this model and may not approve it (separation of duties)")
     if any(vote.token == nonce for vote in review.votes):
-        raise VoteError(409, "this approval link was used already")
+        raise VoteConflict("review", "this approval link was used already")
     if any(identity(vote.approver) == who for vote in review.votes):
-        raise VoteError(409, f"{approver} has voted already")
+        raise VoteConflict("review", f"{approver} has voted already")
     votes = review.votes + (Vote(approver=approver, decision=decision, comment=comment, at=now, token=nonce),)
     state = ReviewState.OPEN
     if decision == "reject":
@@ -168,7 +157,7 @@ def approval_url(key: bytes, public_url: str, review: Review, approver: str) -> 
     """The approver's own link to the review page. The signed single-use token is in the fragment,
     which browsers never send: no server, proxy or access log sees it; the page posts it."""
     if identity(approver) not in {identity(a) for a in review.approvers}:
-        raise VoteError(403, f"{approver} is not an approver of review {review.id}")
+        raise VoteForbidden("token", f"{approver} is not an approver of review {review.id}")
     return f"{public_url.rstrip('/')}/api/reviews/{review.id}#token={sign_token(key, review, approver)}"
 
 
@@ -183,25 +172,25 @@ def sign_token(key: bytes, review: Review, approver: str) -> str:
 
 
 def verify_token(key: bytes, token: str, review_id: str, now: datetime) -> ApprovalToken:
-    """The token's claims, or ``VoteError(403)`` for a forged, foreign, malformed or expired one."""
+    """The token's claims, or ``VoteForbidden`` for a forged, foreign, malformed or expired one."""
     _require(key)
     if not isinstance(token, str) or len(token) > MAX_TOKEN or not token.isascii():
-        raise VoteError(403, "malformed approval token")
+        raise VoteForbidden("token", "malformed approval token")
     try:
         payload, signature = token.split(".")
     except ValueError:
-        raise VoteError(403, "malformed approval token") from None
+        raise VoteForbidden("token", "malformed approval token") from None
     expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(expected.encode(), signature.encode()):
-        raise VoteError(403, "approval token signature is not valid")
+        raise VoteForbidden("token", "approval token signature is not valid")
     try:
         claims = json.loads(_unb64(payload))
         parsed = ApprovalToken(review_id=str(claims["r"]), approver=str(claims["a"]), scope=str(claims["s"]),
                                expires=int(claims["e"]), nonce=str(claims["n"]))
     except (ValueError, KeyError, TypeError):
-        raise VoteError(403, "malformed approval token") from None
+        raise VoteForbidden("token", "malformed approval token") from None
     if parsed.review_id != review_id or parsed.scope != SCOPE:
-        raise VoteError(403, "approval token is for another review")
+        raise VoteForbidden("token", "approval token is for another review")
     if now >= datetime.fromtimestamp(parsed.expires, UTC):
-        raise VoteError(403, "approval token has expired")
+        raise VoteForbidden("token", "approval token has expired")
     return parsed

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.domain.errors import PermanentError
+from controlplane.domain.errors import OperationFailed, PermanentError
 from controlplane.ports.gateway import DeploymentRequest, EndpointState, Gateway, NotFound
 
 # Past these, an operation is given up on: Azure ML's own timeouts are in the same range.
@@ -64,14 +64,6 @@ class Operation:
                          dict(data.get("expect") or {}))
 
 
-class OperationFailed(PermanentError):
-    """Azure ML reported the operation failed, or it ran past its deadline."""
-
-    def __init__(self, operation: Operation, reason: str) -> None:
-        self.operation, self.reason = operation, reason
-        super().__init__(f"{operation.kind} on {operation.target} failed: {reason}")
-
-
 Step = Callable[[], Operation]
 
 
@@ -89,7 +81,7 @@ def reconcile(gateway: Gateway, now: datetime, running: Operation | None,
         operation = step()
         if not finished(gateway, operation, now):
             return operation
-    raise PermanentError(f"the workspace did not reach the wanted state after {_MAX_STEPS} operations")
+    raise PermanentError("workspace", f"did not reach the wanted state after {_MAX_STEPS} operations")
 
 
 def finished(gateway: Gateway, operation: Operation, now: datetime) -> bool:

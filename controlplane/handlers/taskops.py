@@ -17,36 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.errors import PermanentError, TaskChanged, TaskNotFound, TaskRefused
 from controlplane.domain.ledger import Task, TaskState
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
-
-
-class TaskNotFound(PermanentError):
-    """No task has this id."""
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        super().__init__(f"task {task_id} not found")
-
-
-class TaskRefused(PermanentError):
-    """The task's state does not allow the change asked for."""
-
-    def __init__(self, task: Task, action: str, reason: str) -> None:
-        self.task_id, self.state, self.action = task.id, task.state, action
-        super().__init__(f"cannot {action} task {task.id}: it is {task.state.value}; {reason}")
-
-
-class TaskChanged(TransientError):
-    """Somebody else changed the task between our read and our write; their version was kept."""
-
-    def __init__(self, action: str, found: Task) -> None:
-        self.task_id, self.found = found.id, found
-        super().__init__(f"task {found.id} changed while trying to {action} it; it is now {found.state.value} "
-                         f"(attempts {found.attempts}, due {found.due_at.isoformat()}); nothing was overwritten")
 
 
 def list_tasks(services: Services, state: TaskState | str | None = None, limit: int = 50) -> list[Task]:
@@ -117,5 +92,5 @@ def _state(value: TaskState | str) -> TaskState:
     try:
         return TaskState(value)
     except ValueError:
-        raise PermanentError(f"unknown task state {value!r}; one of "
-                             f"{', '.join(state.value for state in TaskState)}") from None
+        raise PermanentError("state", f"unknown task state {value!r}; one of "
+                                      f"{', '.join(state.value for state in TaskState)}") from None

@@ -10,21 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from controlplane.domain.errors import PermanentError
-
-
-class GatewayError(PermanentError):
-    """The workspace refused the request for good (not found, invalid, forbidden)."""
-
-    def __init__(self, operation: str, reason: str, status: int | None = None) -> None:
-        self.operation = operation
-        self.reason = reason
-        self.status = status
-        super().__init__(f"{operation}: {reason}" + (f" (HTTP {status})" if status else ""))
-
-
-class NotFound(GatewayError):
-    """The model, job, endpoint or deployment does not exist."""
+from controlplane.domain.errors import GatewayError, NotFound  # noqa: F401 - errors crossing this port
 
 
 @dataclass(frozen=True)
