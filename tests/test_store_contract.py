@@ -8,7 +8,8 @@ import pytest
 
 from controlplane.domain.errors import EventInProgress
 from controlplane.domain.events import TelemetryEvent, TelemetryRecord
-from controlplane.domain.ledger import Outcome, Source, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.domain.ledger import Outcome, Source, TaskState, Verdict, record
+from controlplane.domain.requests import SubmitPipeline
 from controlplane.domain.windows import Window, WindowKey, WindowSpec, record_hash
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -21,16 +22,23 @@ def store(request, make_store):
 
 
 def decision_for(key, *, model="churn", at=T0, tasks=0, outcome=Outcome.RETRAIN, attempt=""):
-    drafts = tuple(TaskDraft(TaskKind.RETRAINING, f"azureml:job/{key}-{i}", {"operation": "jobs.create_or_update",
-                                                                            "n": i}) for i in range(tasks))
+    drafts = tuple(SubmitPipeline(experiment_name="retraining", name=f"{key}-{i}", source="azureml:retrain:1")
+                   for i in range(tasks))
     verdict = Verdict(outcome, f"because {key}", model=model, version="3", evidence={"key": key}, tasks=drafts)
     return record(verdict, key=key, event_id=key, source=Source.EVENTGRID, event_type="test", policy_version="v1",
                   received_at=at, decided_at=at, attempt=attempt)
 
 
 def at_once(*calls):
-    """Run each (function, arguments) in a thread of its own, all at once, and wait for them."""
-    threads = [threading.Thread(target=function, args=arguments) for function, arguments in calls]
+    """Run each (function, arguments) in a thread of its own, all at once (released together from a barrier),
+    and wait for them."""
+    start = threading.Barrier(len(calls))
+
+    def released(function, arguments):
+        start.wait(timeout=60)
+        function(*arguments)
+
+    threads = [threading.Thread(target=released, args=call) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -46,7 +54,7 @@ def test_a_new_key_is_claimed_and_completed_with_its_decision_and_tasks(store):
     assert [d.id for d in store.decisions()] == [decision.id]
     stored = store.decision(decision.id)
     assert stored.evidence == {"key": "ml:1"} and stored.outcome is Outcome.RETRAIN
-    assert [t.request["n"] for t in stored.tasks] == [0, 1]
+    assert [t.request["job"]["name"] for t in stored.tasks] == ["ml:1-0", "ml:1-1"]
     assert sorted(t.id for t in store.tasks()) == sorted(t.id for t in decision.tasks)
 
 
@@ -79,6 +87,44 @@ def test_a_released_key_can_be_claimed_again_at_once(store):
     assert not retry.is_duplicate
     store.complete(retry, decision_for("ml:4"))
     assert store.claim("ml:4", "churn", T0, LEASE).is_duplicate
+
+
+def test_a_holder_whose_lease_was_taken_over_can_neither_release_nor_complete_the_key(store):
+    first = store.claim("ml:t1", "churn", T0, LEASE)
+    second = store.claim("ml:t1", "churn", T0 + timedelta(minutes=6), LEASE)
+    store.release(first)  # too late: the key is the second holder's now
+    with pytest.raises(EventInProgress):
+        store.claim("ml:t1", "churn", T0 + timedelta(minutes=7), LEASE)
+    with pytest.raises(EventInProgress):
+        store.complete(first, decision_for("ml:t1"))
+
+    store.complete(second, decision_for("ml:t1"))
+    store.release(second)  # after completing, releasing gives nothing back: the key stays decided
+    assert store.claim("ml:t1", "churn", T0 + timedelta(hours=1), LEASE).original == decision_for("ml:t1").id
+
+
+def test_a_claim_completes_once(store):
+    claim = store.claim("ml:t2", "churn", T0, LEASE)
+    store.complete(claim, decision_for("ml:t2", tasks=1))
+    with pytest.raises(EventInProgress):
+        store.complete(claim, decision_for("ml:t2", tasks=2, at=T0 + timedelta(seconds=1)))
+    assert len(store.decisions()) == 1 and len(store.tasks()) == 1
+
+
+def test_concurrent_takeovers_of_an_expired_lease_have_exactly_one_winner(store):
+    store.claim("ml:t3", "churn", T0, LEASE)
+    claims, refused = [], []
+
+    def take_over():
+        try:
+            claims.append(store.claim("ml:t3", "churn", T0 + timedelta(minutes=6), LEASE))
+        except EventInProgress:
+            refused.append(1)
+
+    at_once(*[(take_over, ()) for _ in range(8)])
+    assert [c.taken_over for c in claims] == [True] and len(refused) == 7
+    store.complete(claims[0], decision_for("ml:t3"))
+    assert len(store.decisions()) == 1
 
 
 def test_a_decision_made_without_a_claim_is_written_with_its_completed_claim(store):
@@ -194,14 +240,18 @@ def test_a_full_window_closes_and_the_bucket_opens_its_next_part(store):
 def test_windows_close_by_time_after_their_grace_and_late_records_are_not_counted(store):
     store.append_telemetry([telemetry_event(1)], lambda m: SPEC, T0)
     bucket = SPEC.bucket(T0)
+    # a record of this bucket received after the bucket ended, within the grace period: counted in its window
+    within_grace = store.append_telemetry([telemetry_event(3, at=SPEC.bucket_end(bucket) - timedelta(minutes=1))],
+                                          lambda m: SPEC, SPEC.bucket_end(bucket) + timedelta(minutes=3))
+    assert (within_grace.stored, within_grace.late) == (2, 0)
+    assert store.window(WindowKey("churn", "green", bucket, 0)).count == 4
     assert store.close_due_windows(SPEC.closes_at(bucket) - timedelta(seconds=1)) == []
     assert store.close_due_windows(SPEC.closes_at(bucket)) == [WindowKey("churn", "green", bucket, 0)]
     assert store.close_due_windows(SPEC.closes_at(bucket) + timedelta(hours=1)) == []
     late = store.append_telemetry([telemetry_event(2)], lambda m: SPEC, SPEC.closes_at(bucket))
     assert (late.stored, late.late) == (0, 2)
-    within_grace = store.append_telemetry([telemetry_event(3, at=T0 + timedelta(minutes=61))], lambda m: SPEC,
-                                          SPEC.bucket_end(bucket) + timedelta(minutes=3))
-    assert within_grace.stored == 2  # the next bucket's record, received before that bucket closes
+    assert store.window(WindowKey("churn", "green", bucket, 0)) == Window(WindowKey("churn", "green", bucket, 0),
+                                                                          4, True, "time")
 
 
 def test_the_sample_is_the_same_uniform_rows_whatever_the_store_and_order(store):
@@ -268,8 +318,7 @@ def decision_with_review(key, at=T0):
     from controlplane.domain.reviews import ReviewKind
 
     draft = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=("ana@contoso.com", "bo@contoso.com"), quorum=2,
-                        ttl=timedelta(hours=72), evidence={"accuracy": 0.91}, registrant="alice@contoso.com",
-                        on_approval={"operation": "promote", "stage": "production"})
+                        ttl=timedelta(hours=72), evidence={"accuracy": 0.91}, registrant="alice@contoso.com")
     verdict = Verdict(Outcome.REQUEST_APPROVAL, "gates passed", model="churn", version="4", reviews=(draft,))
     return record(verdict, key=key, event_id=key, source=Source.EVENTGRID, event_type="test", policy_version="v1",
                   received_at=at, decided_at=at)
@@ -411,6 +460,42 @@ def test_an_incident_is_created_once_and_changes_only_from_the_revision_it_was_r
     assert store.incidents(IncidentState.CLOSED) == []
 
 
+def test_concurrent_openers_of_one_incident_have_exactly_one_winner(store):
+    from dataclasses import replace
+
+    from controlplane.domain.incidents import observe
+
+    opened, _ = observe(None, an_alert(), "g3", "latency", "churn-ep/blue", timedelta(hours=1), T0)
+    results = []
+    at_once(*[(lambda n: results.append(store.put_incident(None, replace(opened, fired=n + 1))), (n,))
+              for n in range(8)])
+    assert sorted(results) == [False] * 7 + [True]
+    assert store.incident("g3").fired in range(1, 9)
+
+
+def test_a_guarded_replace_of_what_was_never_written_writes_nothing(store):
+    from dataclasses import replace
+
+    from controlplane.domain.incidents import observe
+    from controlplane.domain.reviews import cast_vote
+
+    decision = decision_with_review("ml:g1")
+    [review] = decision.reviews
+    task = decision_for("ml:g2", tasks=1).tasks[0]
+    rollout = a_rollout("ro-never")
+    incident, _ = observe(None, an_alert(), "g-never", "latency", "churn-ep/blue", timedelta(hours=1), T0)
+    vote = replace(decision_for("ml:g3"), reviews=())
+
+    approved = cast_vote(review, approver="ana@contoso.com", decision="approve", comment="", nonce="n", now=T0)
+    assert store.update_review(review, approved, vote) is False
+    assert store.update_rollout(rollout, replace(rollout, revision=1), vote) is False
+    assert store.put_incident(incident, replace(incident, revision=incident.revision + 1)) is False
+    store.update_task(task, replace(task, state=TaskState.SUCCEEDED, attempts=1))
+    assert store.review(review.id) is None and store.rollout("ro-never") is None
+    assert store.incident("g-never") is None and store.task(task.id) is None
+    assert store.decisions() == []
+
+
 def test_retraining_jobs_are_the_latest_that_started_a_job_newest_first(store):
     from dataclasses import replace
 
@@ -418,7 +503,7 @@ def test_retraining_jobs_are_the_latest_that_started_a_job_newest_first(store):
                                         (Outcome.RETRAIN, None), (Outcome.RETRAIN, "job-2"),
                                         (Outcome.RETRAIN, "job-3")]):
         decision = decision_for(f"rt:{n}", at=T0 + timedelta(minutes=n), outcome=outcome)
-        decision = replace(decision, evidence={"job": job} if job else {"shadow_task": {}})
+        decision = replace(decision, evidence={"job": job} if job else {"shadow": {}})
         store.complete(store.claim(f"rt:{n}", "churn", T0, LEASE), decision)
     store.complete(store.claim("rt:other", "fraud", T0, LEASE),
                    replace(decision_for("rt:other", model="fraud", at=T0 + timedelta(hours=1)), evidence={"job": "x"}))

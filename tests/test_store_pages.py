@@ -87,7 +87,7 @@ def test_a_position_the_store_cannot_read_is_refused_naming_the_continuation(sto
     for bad in ("nonsense", "2026|x|y", "", "9" * 400):
         with pytest.raises(InvalidEvent) as refused:
             store.decision_page(2, bad if bad else "|")
-        assert refused.value.path == "continuation"
+        assert refused.value.subject == "continuation"
 
 
 @contextmanager

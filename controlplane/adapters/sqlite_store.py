@@ -1,7 +1,9 @@
 """SQLite store: the embedded default. One file, WAL mode, safe across threads and processes.
 
 Every write that must be atomic (claim + decision + tasks) runs in one ``BEGIN IMMEDIATE``
-transaction, so concurrent instances serialise on the database lock instead of racing.
+transaction, so concurrent instances serialise on the database lock instead of racing. Claims and guarded
+replaces are ``BaseStore``'s rules; the primitives here write them as ``INSERT OR IGNORE`` and ``UPDATE ... WHERE``
+the row's version is the one read (a claim's token, drawn anew each write, or another row's body).
 """
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controlplane.domain.errors import EventInProgress, StoreUnavailable
+from controlplane.adapters.store_base import BaseStore, ClaimRecord, R, Record, Stored
+from controlplane.domain.errors import StoreUnavailable
 from controlplane.domain.events import TelemetryEvent
 from controlplane.domain.incidents import Incident, IncidentState
 from controlplane.domain.ledger import Decision, Outcome, Task, TaskState, dumps, loads
@@ -93,7 +96,16 @@ _INDEXES = {
 _DROPPED_INDEXES = ("decisions_by_outcome",)
 
 
-class SqliteStore:
+def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection as the store uses it: autocommit (transactions are explicit), WAL, normal sync."""
+    connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+    return connection
+
+
+class SqliteStore(BaseStore):
     name = "sqlite"
 
     def __init__(self, path: str, timeout: float = 15.0) -> None:
@@ -131,11 +143,7 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
-            self._local.connection = connection
+            connection = self._local.connection = connect(self.path, self._timeout)
         return connection
 
     @contextmanager
@@ -143,7 +151,7 @@ class SqliteStore:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"sqlite {self.path}", str(exc)) from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -174,60 +182,44 @@ class SqliteStore:
         finally:
             self._checkpointing.release()
 
-    # -- DecisionStore ------------------------------------------------------------------------
-    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
-        token = uuid.uuid4().hex
-        until = (now + lease).isoformat()
-        with self._errors():  # the common case, a new key: one statement, one commit
-            if self._connection().execute("INSERT OR IGNORE INTO claims VALUES (?, ?, 'INPROGRESS', ?, ?, NULL, ?)",
-                                          (key, partition, token, until, now.isoformat())).rowcount == 1:
-                self._committed()
-                return Claim(key=key, partition=partition, token=token)
-        with self._transaction() as db:
-            row = db.execute("SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO claims VALUES (?, ?, 'INPROGRESS', ?, ?, NULL, ?)",
-                           (key, partition, token, until, now.isoformat()))
-                return Claim(key=key, partition=partition, token=token)
-            state, lease_until, decision_id = row
-            if state == "COMPLETED":
-                return Claim(key=key, partition=partition, token="", original=decision_id)
-            if datetime.fromisoformat(lease_until) > now:
-                raise EventInProgress(key)
-            db.execute("UPDATE claims SET token = ?, lease_until = ?, updated_at = ? WHERE key = ?",
-                       (token, until, now.isoformat(), key))
-            return Claim(key=key, partition=partition, token=token, taken_over=True)
+    # -- the primitives of BaseStore -----------------------------------------------------------
+    def _stored(self, record: R) -> Stored[R] | None:
+        table, key, version, row = _row(record)
+        with self._errors():
+            found = self._connection().execute(f"SELECT {', '.join(row)} FROM {table} WHERE {key} = ?",
+                                               (row[key],)).fetchone()
+        if found is None:
+            return None
+        stored = dict(zip(row, found, strict=True))
+        if isinstance(record, ClaimRecord):
+            return Stored(ClaimRecord(record.key, record.partition, stored["state"],
+                                      datetime.fromisoformat(stored["lease_until"]),
+                                      datetime.fromisoformat(stored["updated_at"]), stored["decision_id"]),
+                          stored["token"])
+        return Stored(type(record).from_json(loads(stored["body"])), stored["body"])
 
-    def complete(self, claim: Claim, decision: Decision) -> None:
-        with self._transaction() as db:
-            updated = db.execute(
-                "UPDATE claims SET state = 'COMPLETED', decision_id = ?, updated_at = ? "
-                "WHERE key = ? AND token = ? AND state = 'INPROGRESS'",
-                (decision.id, decision.decided_at.isoformat(), claim.key, claim.token)).rowcount
-            if updated != 1:
-                raise EventInProgress(claim.key)  # our lease expired and another instance took the key
-            self._insert(db, decision)
+    def _put(self, record: Record, version: str | None, decision: Decision | None = None) -> str | None:
+        table, key, column, row = _row(record)
+        if version is None:
+            statement = _insertion(table, row, "INSERT OR IGNORE")
+            values: tuple = tuple(row.values())
+        else:
+            statement = f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in row)} WHERE {key} = ? AND {column} = ?"
+            values = (*row.values(), row[key], version)
+        if decision is None:  # one statement: it commits on its own
+            with self._errors():
+                written = self._connection().execute(statement, values).rowcount == 1
+            self._committed()
+        else:
+            with self._transaction() as db:
+                written = db.execute(statement, values).rowcount == 1
+                if written:
+                    self._insert(db, decision)
+        return row[column] if written else None
 
-    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
-        at = decision.decided_at.isoformat()
+    def _delete_claim(self, claim: Claim) -> None:
         with self._transaction() as db:
-            if not db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, 'COMPLETED', '', ?, ?, ?)",
-                              (key, partition, at, decision.id, at)).rowcount:
-                state, lease_until, original = db.execute(
-                    "SELECT state, lease_until, decision_id FROM claims WHERE key = ?", (key,)).fetchone()
-                if state == "COMPLETED":
-                    return original
-                if datetime.fromisoformat(lease_until) > decision.decided_at:
-                    raise EventInProgress(key)
-                db.execute("UPDATE claims SET state = 'COMPLETED', token = '', lease_until = ?, decision_id = ?, "
-                           "updated_at = ? WHERE key = ?", (at, decision.id, at, key))  # an expired claim: ours now
-            self._insert(db, decision)
-        return None
-
-    def release(self, claim: Claim) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM claims WHERE key = ? AND token = ? AND state = 'INPROGRESS'",
-                       (claim.key, claim.token))
+            db.execute("DELETE FROM claims WHERE key = ? AND token = ?", (claim.key, claim.token))
 
     def append(self, decision: Decision) -> None:
         with self._transaction() as db:
@@ -239,20 +231,13 @@ class SqliteStore:
                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (decision.id, decision.model, decision.decided_at.isoformat(),
                                                     dumps(decision), decision.outcome.value, decision.event_type,
                                                     decision.version))
-        if decision.tasks:
-            db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", [
-                (task.id, task.decision_id, task.state.value, task.due_at.isoformat(), dumps(task))
-                for task in decision.tasks])
-        if decision.reviews:
-            db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?)", [
-                (review.id, review.state.value, review.created_at.isoformat(), review.revision,
-                 dumps(review)) for review in decision.reviews])
+        for records in (decision.tasks, decision.reviews):
+            rows = [_row(record) for record in records]
+            if rows:
+                table, _, _, first = rows[0]
+                db.executemany(_insertion(table, first), [tuple(row.values()) for *_, row in rows])
 
-    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
-        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
-                                  version=version).items
-
+    # -- reads ---------------------------------------------------------------------------------
     def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
                       outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
                       since: datetime | None = None, until: datetime | None = None) -> Page[Decision]:
@@ -323,9 +308,12 @@ class SqliteStore:
             return [Task.from_json(loads(body)) for (body,) in rows.fetchall()]
 
     def task(self, task_id: str) -> Task | None:
+        return self._one(Task, "SELECT body FROM tasks WHERE id = ?", task_id)
+
+    def _one(self, kind: type[R], query: str, key: str) -> R | None:
         with self._errors():
-            row = self._connection().execute("SELECT body FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return Task.from_json(loads(row[0])) if row else None
+            row = self._connection().execute(query, (key,)).fetchone()
+        return kind.from_json(loads(row[0])) if row else None
 
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
         with self._errors():
@@ -334,23 +322,11 @@ class SqliteStore:
                 (now.isoformat(), limit)).fetchall()
         return [Task.from_json(loads(body)) for (body,) in rows]
 
-    def update_task(self, current: Task, updated: Task) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE tasks SET state = ?, due_at = ?, body = ? WHERE id = ? AND state = ? AND "
-                       "json_extract(body, '$.attempts') = ?",
-                       (updated.state.value, updated.due_at.isoformat(), dumps(updated), current.id,
-                        current.state.value, current.attempts))
-
     def review(self, review_id: str) -> Review | None:
-        with self._errors():
-            row = self._connection().execute("SELECT body FROM reviews WHERE id = ?", (review_id,)).fetchone()
-        return Review.from_json(loads(row[0])) if row else None
+        return self._one(Review, "SELECT body FROM reviews WHERE id = ?", review_id)
 
     def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
         return [Review.from_json(body) for body in self._newest("reviews", [state] if state else [], limit)]
-
-    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
-        return self._replace_guarded("reviews", current, updated, decision)
 
     def _newest(self, table: str, states: Sequence[Any], limit: int) -> list[dict[str, Any]]:
         """The JSON bodies of a table's rows in ``states`` (all when empty), newest first."""
@@ -360,38 +336,14 @@ class SqliteStore:
                                               (*(state.value for state in states), limit)).fetchall()
         return [loads(body) for (body,) in rows]
 
-    def _replace_guarded(self, table: str, current: Any, updated: Any, decision: Decision) -> bool:
-        """Replace a row still at ``current.revision`` and write ``decision``, in one transaction."""
-        with self._transaction() as db:
-            changed = db.execute(f"UPDATE {table} SET state = ?, revision = ?, body = ? WHERE id = ? AND revision = ?",
-                                 (updated.state.value, updated.revision, dumps(updated), current.id,
-                                  current.revision)).rowcount
-            if changed != 1:
-                return False
-            self._insert(db, decision)
-        return True
-
-    def create_rollout(self, rollout: Rollout) -> bool:
-        with self._transaction() as db:
-            return db.execute("INSERT OR IGNORE INTO rollouts VALUES (?, ?, ?, ?, ?)",
-                              (rollout.id, rollout.state.value, rollout.created_at.isoformat(), rollout.revision,
-                               dumps(rollout))).rowcount == 1
-
     def rollout(self, rollout_id: str) -> Rollout | None:
-        with self._errors():
-            row = self._connection().execute("SELECT body FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
-        return Rollout.from_json(loads(row[0])) if row else None
+        return self._one(Rollout, "SELECT body FROM rollouts WHERE id = ?", rollout_id)
 
     def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
         return [Rollout.from_json(body) for body in self._newest("rollouts", list(states or ()), limit)]
 
-    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
-        return self._replace_guarded("rollouts", current, updated, decision)
-
     def incident(self, group: str) -> Incident | None:
-        with self._errors():
-            row = self._connection().execute("SELECT body FROM incidents WHERE grp = ?", (group,)).fetchone()
-        return Incident.from_json(loads(row[0])) if row else None
+        return self._one(Incident, "SELECT body FROM incidents WHERE grp = ?", group)
 
     def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
         where, parameters = ("WHERE state = ? ", (state.value,)) if state else ("", ())
@@ -399,16 +351,6 @@ class SqliteStore:
             rows = self._connection().execute(
                 f"SELECT body FROM incidents {where}ORDER BY updated_at DESC LIMIT ?", (*parameters, limit))
             return [Incident.from_json(loads(body)) for (body,) in rows.fetchall()]
-
-    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
-        values = (updated.state.value, updated.updated_at.isoformat(), updated.revision, dumps(updated))
-        with self._transaction() as db:
-            if current is None:
-                return db.execute("INSERT OR IGNORE INTO incidents VALUES (?, ?, ?, ?, ?)",
-                                  (updated.group, *values)).rowcount == 1
-            changed = db.execute("UPDATE incidents SET state = ?, updated_at = ?, revision = ?, body = ? "
-                                 "WHERE grp = ? AND revision = ?", (*values, updated.group, current.revision))
-            return changed.rowcount == 1
 
     def ping(self) -> None:
         with self._errors():
@@ -419,15 +361,6 @@ class SqliteStore:
         background checkpoint)."""
         with self._errors():
             self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-    def repair_indexes(self, now: datetime) -> int:
-        """Nothing to repair: SQLite's indexes are written in the transaction that writes the row."""
-        return 0
-
-    def backfill_indexes(self, resume: str | None = None, pages: int = 1,
-                         page_size: int = 1000) -> tuple[int, str | None]:
-        """Nothing to backfill: opening a database builds the indexes it lacks."""
-        return 0, None
 
     # -- TelemetryStore -----------------------------------------------------------------------
     def append_telemetry(self, events: Sequence[TelemetryEvent], spec_for: Callable[[str], WindowSpec],
@@ -523,6 +456,31 @@ class SqliteStore:
             return self._connection().execute(
                 "SELECT coalesce(sum(count), 0) FROM windows WHERE model = ? AND deployment = ?",
                 (model, deployment)).fetchone()[0]
+
+
+def _row(record: Record) -> tuple[str, str, str, dict[str, Any]]:
+    """A record's table, its key column, its version column and its row. A claim's version is a token drawn anew
+    each write; the others' is their body, which every change changes."""
+    if isinstance(record, ClaimRecord):
+        return "claims", "key", "token", {
+            "key": record.key, "partition": record.partition, "state": record.state, "token": uuid.uuid4().hex,
+            "lease_until": record.lease_until.isoformat(), "decision_id": record.decision_id,
+            "updated_at": record.at.isoformat()}
+    body = dumps(record)
+    if isinstance(record, Task):
+        return "tasks", "id", "body", {"id": record.id, "decision_id": record.decision_id, "state": record.state.value,
+                                       "due_at": record.due_at.isoformat(), "body": body}
+    if isinstance(record, Incident):
+        return "incidents", "grp", "body", {"grp": record.group, "state": record.state.value,
+                                            "updated_at": record.updated_at.isoformat(), "revision": record.revision,
+                                            "body": body}
+    return ("reviews" if isinstance(record, Review) else "rollouts"), "id", "body", {
+        "id": record.id, "state": record.state.value, "created_at": record.created_at.isoformat(),
+        "revision": record.revision, "body": body}
+
+
+def _insertion(table: str, row: dict[str, Any], verb: str = "INSERT") -> str:
+    return f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
 
 
 def _utc(moment: datetime) -> str:

@@ -17,9 +17,10 @@ The index, for reading decisions across models newest first without scanning: ``
 models with decisions that day.
 
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
-(same table, same partition), so they land together or not at all. Claims and task updates use
-ETags for optimistic concurrency. Telemetry rows live in their own table, one partition per model
-and deployment, keyed by Event Hubs partition and sequence number so redelivery adds nothing.
+(same table, same partition), so they land together or not at all. Claims and guarded replaces are
+``BaseStore``'s rules; a row's version there is its ETag, so every conditional write is optimistic. Telemetry
+rows live in their own table, one partition per model and deployment, keyed by Event Hubs partition and sequence
+number so redelivery adds nothing.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
-from controlplane.domain.errors import EventInProgress, StoreRefused, StoreUnavailable
+from controlplane.adapters.store_base import BaseStore, ClaimRecord, R, Record, Stored
+from controlplane.domain.errors import StoreRefused, StoreUnavailable
 from controlplane.domain.events import TelemetryEvent
 from controlplane.domain.incidents import Incident, IncidentState
 from controlplane.domain.ledger import Decision, Outcome, Task, TaskState, digest, dumps, loads
@@ -76,7 +78,7 @@ def partition_of(model: str | None) -> str:
     return quote(model, safe=" -_.:|@") if model else "_"
 
 
-class TableStore:
+class TableStore(BaseStore):
     name = "tables"
 
     def __init__(self, service: TableServiceClient, prefix: str = "controlplane") -> None:
@@ -108,78 +110,41 @@ class TableStore:
         except HttpResponseError as exc:
             raise _failed(exc) from exc
         except AzureError as exc:
-            raise StoreUnavailable(f"table storage: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise StoreUnavailable("table storage", f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
-    # -- DecisionStore ------------------------------------------------------------------------
-    def claim(self, key: str, partition: str, now: datetime, lease: timedelta) -> Claim:
-        pk, row = _claim_address(key, partition)
-        entity = {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": key, "State": "INPROGRESS",
-                  "LeaseUntil": now + lease, "DecisionId": ""}
-        with self._errors():
-            for _ in range(3):  # a claim released between our create and our read: try again
-                try:
-                    return Claim(key, partition, token=self._ledger.create_entity(entity)["etag"])
-                except ResourceExistsError:
-                    pass
-                try:
-                    existing = self._ledger.get_entity(pk, row)
-                except ResourceNotFoundError:
-                    continue
-                if existing["State"] == "COMPLETED":
-                    return Claim(key, partition, token="", original=existing["DecisionId"])
-                if _aware(existing["LeaseUntil"]) > now:
-                    raise EventInProgress(key)
-                try:
-                    metadata = self._ledger.update_entity(entity, mode=UpdateMode.REPLACE,
-                                                          etag=existing.metadata["etag"],
-                                                          match_condition=MatchConditions.IfNotModified)
-                except (ResourceModifiedError, ResourceNotFoundError):
-                    raise EventInProgress(key) from None
-                return Claim(key, partition, token=metadata["etag"], taken_over=True)
-        raise EventInProgress(key)
-
-    def complete(self, claim: Claim, decision: Decision) -> None:
-        completed = self._completed_claim(claim.key, claim.partition, decision)
-        operations = [("update", completed, {"mode": UpdateMode.REPLACE, "etag": claim.token,
-                                             "match_condition": MatchConditions.IfNotModified})]
-        operations += [("create", e) for e in self._decision_entities(completed["PartitionKey"], decision)]
+    # -- the primitives of BaseStore -----------------------------------------------------------
+    def _stored(self, record: R) -> Stored[R] | None:
+        entity = self._entity(record)
         with self._errors():
             try:
-                self._submit(operations, decision)
-            except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError) as exc:
-                if _status(exc) in (404, 409, 412):  # our lease expired and another instance took the key
-                    raise EventInProgress(claim.key) from exc
+                row = self._ledger.get_entity(entity["PartitionKey"], entity["RowKey"])
+            except ResourceNotFoundError:
+                return None
+        if isinstance(record, ClaimRecord):
+            found = ClaimRecord(record.key, record.partition, row["State"], _aware(row["LeaseUntil"]),
+                                _aware(row.metadata["timestamp"]), row["DecisionId"] or None)
+            return Stored(found, row.metadata["etag"])
+        return Stored(type(record).from_json(_body(row)), row.metadata["etag"])
+
+    def _put(self, record: Record, version: str | None, decision: Decision | None = None) -> str | None:
+        """A row alone is one request; a row with a decision is one transaction in the row's partition."""
+        entity = self._entity(record)
+        guarded = {"mode": UpdateMode.REPLACE, "etag": version, "match_condition": MatchConditions.IfNotModified}
+        with self._errors():
+            try:
+                if decision is not None:
+                    write = ("create", entity) if version is None else ("update", entity, guarded)
+                    decided = self._decision_entities(entity["PartitionKey"], decision)
+                    return self._submit([write, *(("create", e) for e in decided)], decision)[0].get("etag", "")
+                if version is None:
+                    return self._ledger.create_entity(entity)["etag"]
+                return self._ledger.update_entity(entity, **guarded)["etag"]
+            except (TableTransactionError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+                if _status(exc) in (404, 409, 412):  # created, changed or deleted by another writer meanwhile
+                    return None
                 raise _failed(exc) from exc
 
-    def complete_unclaimed(self, key: str, partition: str, decision: Decision) -> str | None:
-        claim = self._completed_claim(key, partition, decision)
-        operations = [("create", claim)]
-        operations += [("create", e) for e in self._decision_entities(claim["PartitionKey"], decision)]
-        with self._errors():
-            try:
-                self._submit(operations, decision)
-                return None
-            except TableTransactionError as exc:
-                if _status(exc) != 409:
-                    raise _failed(exc) from exc
-            try:  # the key is claimed: by whom, and until when?
-                existing = self._ledger.get_entity(claim["PartitionKey"], claim["RowKey"])
-            except ResourceNotFoundError:
-                raise EventInProgress(key) from None  # released meanwhile: the retry writes it
-        if existing["State"] == "COMPLETED":
-            return existing["DecisionId"]
-        if _aware(existing["LeaseUntil"]) > decision.decided_at:
-            raise EventInProgress(key)
-        self.complete(Claim(key, partition, token=existing.metadata["etag"]), decision)  # an expired claim: ours now
-        return None
-
-    @staticmethod
-    def _completed_claim(key: str, partition: str, decision: Decision) -> dict[str, Any]:
-        pk, row = _claim_address(key, partition)
-        return {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": key, "State": "COMPLETED",
-                "LeaseUntil": decision.decided_at, "DecisionId": decision.id}
-
-    def release(self, claim: Claim) -> None:
+    def _delete_claim(self, claim: Claim) -> None:
         with self._errors():
             try:
                 self._ledger.delete_entity(*_claim_address(claim.key, claim.partition), etag=claim.token,
@@ -191,6 +156,19 @@ class TableStore:
         pk = partition_of(decision.model)
         with self._errors():
             self._submit([("create", e) for e in self._decision_entities(pk, decision)], decision)
+
+    def _entity(self, record: Record) -> dict[str, Any]:
+        """A record's entity: claims, tasks, reviews and rollouts in their model's partition, incidents in theirs."""
+        if isinstance(record, ClaimRecord):
+            pk, row = _claim_address(record.key, record.partition)
+            return {"PartitionKey": pk, "RowKey": row, "Kind": "claim", "Key": record.key, "State": record.state,
+                    "LeaseUntil": record.lease_until, "DecisionId": record.decision_id or ""}
+        if isinstance(record, Incident):
+            return self._incident_entity(record)
+        pk = partition_of(record.model)
+        if isinstance(record, Task):
+            return self._task_entity(pk, record)
+        return self._review_entity(pk, record) if isinstance(record, Review) else self._rollout_entity(pk, record)
 
     def _decision_entities(self, pk: str, decision: Decision) -> list[dict[str, Any]]:
         entities = [{"PartitionKey": pk, "RowKey": _decision_row(decision), "Kind": "decision",
@@ -211,7 +189,7 @@ class TableStore:
         return {"PartitionKey": pk, "RowKey": f"task|{task.id}", "Kind": "task", "State": task.state.value,
                 "DueAt": task.due_at, "Attempts": task.attempts, **_chunks(dumps(task))}
 
-    def _submit(self, operations: list[tuple], decision: Decision) -> None:
+    def _submit(self, operations: list[tuple], decision: Decision) -> list[Any]:
         """Submit the transaction that writes ``decision`` in its model's partition, then its day's index rows.
 
         The index rows live in another partition, so they cannot join the transaction; a marker row that does
@@ -221,8 +199,9 @@ class TableStore:
         self._register(decision, pk)
         marker = {"PartitionKey": pk, "RowKey": f"unindexed|{decision.id}", "Kind": "unindexed",
                   **_chunks(dumps(decision))}
-        self._ledger.submit_transaction([*operations, ("upsert", marker, {"mode": UpdateMode.REPLACE})])
+        results = self._ledger.submit_transaction([*operations, ("upsert", marker, {"mode": UpdateMode.REPLACE})])
         self._write_index([decision])
+        return results
 
     def _write_index(self, decisions: Sequence[Decision]) -> None:
         """Write the decisions' index rows: upserts of the same rows however often, so exactly once in effect."""
@@ -284,11 +263,6 @@ class TableStore:
                 indexed += sum(map(len, by_day.values()))
             token = listing.continuation_token
         return indexed, (f"{token['PartitionKey']}#{token['RowKey']}" if token else None)
-
-    def decisions(self, model: str | None = None, limit: int = 50, outcomes: Sequence[Outcome] = (),
-                  event_types: Sequence[str] = (), version: str | None = None) -> list[Decision]:
-        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
-                                  version=version).items
 
     def decision_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
                       outcomes: Sequence[Outcome] = (), event_types: Sequence[str] = (), version: str | None = None,
@@ -376,18 +350,6 @@ class TableStore:
         found = self._bodies("task", "State eq 'pending' and DueAt le @now", now=now)
         return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
 
-    def update_task(self, current: Task, updated: Task) -> None:
-        pk = partition_of(current.model)
-        with self._errors():
-            try:
-                row = self._ledger.get_entity(pk, f"task|{current.id}")
-                if row["State"] != current.state.value or row["Attempts"] != current.attempts:
-                    return
-                self._ledger.update_entity(self._task_entity(pk, updated), mode=UpdateMode.REPLACE,
-                                           etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                return  # another sweep changed it meanwhile
-
     def review(self, review_id: str) -> Review | None:
         found = self._bodies("review", "ReviewId eq @id", id=review_id)
         return Review.from_json(found[0]) if found else None
@@ -396,24 +358,11 @@ class TableStore:
         found = self._bodies("review", "State eq @state", state=state.value) if state else self._bodies("review")
         return sorted(map(Review.from_json, found), key=lambda r: r.created_at, reverse=True)[:limit]
 
-    def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
-        pk = partition_of(current.model)
-        return self._replace_guarded(pk, f"review|{current.id}", current.revision,
-                                     self._review_entity(pk, updated), decision)
-
     @staticmethod
     def _rollout_entity(pk: str, rollout: Rollout) -> dict[str, Any]:
         return {"PartitionKey": pk, "RowKey": f"rollout|{rollout.id}", "Kind": "rollout", "RolloutId": rollout.id,
                 "State": rollout.state.value, "CreatedAt": rollout.created_at, "Revision": rollout.revision,
                 **_chunks(dumps(rollout))}
-
-    def create_rollout(self, rollout: Rollout) -> bool:
-        with self._errors():
-            try:
-                self._ledger.create_entity(self._rollout_entity(partition_of(rollout.model), rollout))
-            except ResourceExistsError:
-                return False
-        return True
 
     def rollout(self, rollout_id: str) -> Rollout | None:
         found = self._bodies("rollout", "RolloutId eq @id", id=rollout_id)
@@ -424,32 +373,6 @@ class TableStore:
         found = [Rollout.from_json(body) for body in self._bodies("rollout")]
         found = [r for r in found if not wanted or r.state.value in wanted]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
-
-    def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
-        pk = partition_of(current.model)
-        return self._replace_guarded(pk, f"rollout|{current.id}", current.revision,
-                                     self._rollout_entity(pk, updated), decision)
-
-    def _replace_guarded(self, pk: str, row_key: str, revision: int, entity: dict[str, Any],
-                         decision: Decision) -> bool:
-        """Replace a row still at ``revision`` and write ``decision`` beside it, in one transaction."""
-        with self._errors():
-            try:
-                row = self._ledger.get_entity(pk, row_key)
-            except ResourceNotFoundError:
-                return False
-            if row["Revision"] != revision:
-                return False
-            operations = [("update", entity, {"mode": UpdateMode.REPLACE, "etag": row.metadata["etag"],
-                                              "match_condition": MatchConditions.IfNotModified})]
-            operations += [("create", e) for e in self._decision_entities(pk, decision)]  # same partition: atomic
-            try:
-                self._submit(operations, decision)
-            except (TableTransactionError, ResourceModifiedError) as exc:
-                if _status(exc) in (409, 412):
-                    return False
-                raise _failed(exc) from exc
-        return True
 
     @staticmethod
     def _incident_entity(incident: Incident) -> dict[str, Any]:
@@ -468,31 +391,9 @@ class TableStore:
         found = self._bodies("incident", "State eq @state", state=state.value) if state else self._bodies("incident")
         return sorted(map(Incident.from_json, found), key=lambda i: i.updated_at, reverse=True)[:limit]
 
-    def put_incident(self, current: Incident | None, updated: Incident) -> bool:
-        entity = self._incident_entity(updated)
-        with self._errors():
-            if current is None:
-                try:
-                    self._ledger.create_entity(entity)
-                except ResourceExistsError:
-                    return False
-                return True
-            try:
-                row = self._ledger.get_entity(INCIDENTS, entity["RowKey"])
-                if row["Revision"] != current.revision:
-                    return False
-                self._ledger.update_entity(entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                                           match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                return False
-        return True
-
     def ping(self) -> None:
         with self._errors():
             next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
-
-    def checkpoint(self) -> None:
-        """Nothing to do: every write is already in the service."""
 
     # -- TelemetryStore -----------------------------------------------------------------------
     # One partition per model and deployment holds its windows (``w|<bucket>|<part>``), one dedupe row
@@ -517,7 +418,7 @@ class TableStore:
                     except _Conflict:
                         continue
                 else:
-                    raise StoreUnavailable(f"table storage: window of {target} stayed contended")
+                    raise StoreUnavailable("table storage", f"window of {target} stayed contended")
                 total = AppendResult(total.stored + part.stored, total.duplicates + part.duplicates,
                                      total.late + part.late, total.closed + part.closed)
         return total
@@ -750,8 +651,8 @@ def _failed(exc: Exception) -> StoreRefused | StoreUnavailable:
     """A failed request as the error the control plane acts on: a request Table Storage refuses as such (an
     entity or property over its size limits: 400, 413) fails again whenever it is sent; anything else may not."""
     if _status(exc) in (400, 413):
-        return StoreRefused(f"table storage refused the write: {_first_line(exc)}")
-    return StoreUnavailable(f"table storage: {type(exc).__name__}: {_first_line(exc)}")
+        return StoreRefused("table storage", f"refused the write: {_first_line(exc)}")
+    return StoreUnavailable("table storage", f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 def _status(exc: Exception) -> int | None:

@@ -1,7 +1,9 @@
 """The ports: small protocols the handlers use to reach the outside world.
 
 Adapters in ``controlplane.adapters`` implement them (SQLite, Azure Table Storage, the dry-run
-dispatcher, the system clock); tests use hand-written fakes or the real adapters.
+dispatcher, the system clock); tests use hand-written fakes or the real adapters. A store backend does not write
+``Store`` whole: it subclasses ``controlplane.adapters.store_base.BaseStore``, which holds the rules of claims,
+leases and guarded replaces over four primitives, and writes those, its reads and its telemetry windows.
 """
 from __future__ import annotations
 
@@ -185,17 +187,59 @@ class Store(DecisionStore, TelemetryStore, Protocol):
     """What a storage backend provides."""
 
 
+class DriftVerdict(Protocol):
+    """What a drift check answers (``controlplane.drift.engine.DriftResult``), as far as a handler reads it."""
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def inconclusive(self) -> bool: ...
+
+    @property
+    def dataset_drift(self) -> bool: ...
+
+    @property
+    def drifted(self) -> Sequence[str]: ...
+
+    @property
+    def share(self) -> float: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def to_evidence(self) -> dict[str, Any]:
+        """A JSON-safe summary for the decision record."""
+
+
 class DriftChecker(Protocol):
     """Checks a window's rows against the model's reference data (Evidently behind it).
 
-    ``check`` returns a result with ``rows``, ``inconclusive``, ``dataset_drift``, ``drifted``, ``share``,
-    ``reason`` and ``to_evidence()``; ``render`` writes the full HTML report for people and returns
-    where it is. A bad drift policy or unreadable reference raises ``PermanentError``.
+    ``render`` writes the full HTML report for people and returns where it is. A bad drift policy or unreadable
+    reference raises ``PermanentError``.
     """
 
-    def check(self, rows: list[dict[str, Any]], policy: DriftPolicy) -> Any: ...
+    def check(self, rows: list[dict[str, Any]], policy: DriftPolicy) -> DriftVerdict: ...
 
     def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str: ...
+
+
+class Artifacts(Protocol):
+    """Files kept for people: drift reports, labelling exports, an alert target's signals (a local directory, or
+    a blob container in Azure). Names are plain relative paths such as ``reports/churn-green-491234.0.html``."""
+
+    def save(self, name: str, data: bytes, content_type: str) -> str:
+        """Keep ``data`` under ``name``; where it is now (a path or a URL)."""
+
+    def load(self, name: str) -> bytes | None:
+        """What is kept under ``name``; None when nothing is."""
+
+
+class AlertAuth(Protocol):
+    """Checks the Entra ID token Azure Monitor's secure webhook sends with each alert (``POST /api/alerts``)."""
+
+    def validate(self, authorization: str | None) -> dict[str, Any]:
+        """The verified claims of the bearer token in an ``Authorization`` header; ``Unauthorized`` when refused."""
 
 
 class Dispatcher(Protocol):
@@ -204,7 +248,6 @@ class Dispatcher(Protocol):
     name: str
 
     def dispatch(self, task: Task) -> dict: ...
-
 
 
 @dataclass(frozen=True)
@@ -222,5 +265,5 @@ class Services:
     publish_decisions: bool = False  # an Event Grid topic receives every decision
     health: HealthProbe | None = None  # deployment health for rollout gates
     drift: DriftChecker | None = None  # window drift checks
-    artifacts: Any = None  # reports and labelling exports: save(name, data, content_type), load(name)
-    alert_auth: Any = None  # Entra secure-webhook tokens for /api/alerts: validate(authorization) -> claims
+    artifacts: Artifacts | None = None  # drift reports, labelling exports, alert signals
+    alert_auth: AlertAuth | None = None  # Entra secure-webhook tokens on /api/alerts, when configured
