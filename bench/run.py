@@ -124,6 +124,30 @@ def _ledger_writes_per_second(events: list[dict]) -> float:
         return rate
 
 
+def _single_row_transactions_per_second(n: int) -> float:
+    """One single-row SQLite transaction per event, on a connection the store opens (WAL, its pragmas): what
+    this machine's disk allows at the least, the baseline the intake is measured against."""
+    from controlplane.adapters.sqlite_store import connect
+
+    with tempfile.TemporaryDirectory() as workdir:
+        db = connect(f"{workdir}/floor.db")
+        db.execute("CREATE TABLE floor (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        body = "x" * 600  # about a stored decision's size
+        started = time.perf_counter()
+        for index in range(n):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO floor VALUES (?, ?)", (f"event-{index}", body))
+            db.execute("COMMIT")
+        rate = n / (time.perf_counter() - started)
+        db.close()
+        return rate
+
+
+# The intake's speed as a share of one single-row transaction per event on the same disk, as measured when
+# this target was set (0.20 on the 2-core build machine). The ratio must not fall.
+INTAKE_RATIO_TARGET = 0.20
+
+
 def registry_events() -> list[dict]:
     """Azure ML events through the whole intake (parse, claim, policy, ledger, outbox) on SQLite: a
     workspace's mix of event types, and the heaviest path alone (a breach retraining behind the guard)."""
@@ -138,9 +162,11 @@ def registry_events() -> list[dict]:
     template = json.loads((ROOT / "tests/events/eg_monitor_breach.json").read_text())[0]
     breaches = [{**template, "id": f"bench-{n}"} for n in range(3000)]
     mix_rate, breach_rate = _handled_per_second(mix), _handled_per_second(breaches)
-    floor = _ledger_writes_per_second(mix)
-    return [_figure("registry.events_per_second", mix_rate, "events/s", len(mix) / parse, ">= 3000/s",
-                    mix_rate >= 3000),
+    floor, single_row = _ledger_writes_per_second(mix), _single_row_transactions_per_second(len(mix))
+    ratio = mix_rate / single_row
+    return [_figure("registry.events_per_second", mix_rate, "events/s", single_row,
+                    f">= {INTAKE_RATIO_TARGET:.2f} x single-row transactions", ratio >= INTAKE_RATIO_TARGET),
+            _figure("registry.parse_per_second", len(mix) / parse, "events/s", mix_rate, "-", None),
             _figure("registry.ledger_writes_per_second", floor, "events/s", mix_rate, "-", None),
             _figure("registry.breach_events_per_second", breach_rate, "events/s", mix_rate, "-", None)]
 

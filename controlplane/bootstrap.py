@@ -68,9 +68,9 @@ def build(settings: Settings) -> Services:
     routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
     from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
 
-    # Rollback and scale change live endpoints, as rollouts do: in dry run they act on the simulated
+    # Rollback, scale and traffic change live endpoints, as rollouts do: in dry run they act on the simulated
     # workspace too, so its traffic and instance counts stay the ones later decisions read.
-    kinds = (TaskKind.ROLLBACK, TaskKind.SCALE)
+    kinds = (TaskKind.ROLLBACK, TaskKind.SCALE, TaskKind.TRAFFIC)
     if settings.dispatch == "azureml":
         kinds += (TaskKind.RETRAINING, TaskKind.PROMOTION)
     routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway, clock)))

@@ -243,7 +243,7 @@ def test_a_crash_between_the_incident_and_the_decision_decides_the_same_on_retry
 
     def crash(claim, decision):
         monkeypatch.setattr(services.store, "complete", complete)
-        raise StoreUnavailable("connection reset")
+        raise StoreUnavailable("store", "connection reset")
 
     monkeypatch.setattr(services.store, "complete", crash)
     with pytest.raises(StoreUnavailable):
@@ -281,7 +281,7 @@ def test_concurrent_alerts_of_one_incident_act_exactly_once(tmp_path, workspace)
 
 def test_an_unreachable_workspace_is_a_transient_failure_the_sender_retries(services, workspace, monkeypatch):
     def down(name):
-        raise TransientError("workspace throttled")
+        raise TransientError("workspace", "throttled")
 
     services.store.rollout_book.clear()  # the model is not known from the store: the workspace is asked
     monkeypatch.setattr(workspace, "get_endpoint", down)
@@ -297,7 +297,7 @@ class CountingReader:
     def recent_signals(self, resource_id, endpoint, deployment, metrics, start, end, bin_minutes=5):
         self.calls += 1
         if self.fail:
-            raise TransientError("Log Analytics throttled")
+            raise TransientError("Log Analytics", "throttled")
         points = ((start, 410.0), (end, 1250.0))
         return Signals(f"{endpoint}/{deployment}: p95 latency 1,250 ms", (Series("p95 latency", "ms", points),),
                        "log-analytics:w", start, end)
@@ -324,7 +324,7 @@ def test_a_notice_goes_out_even_when_the_signals_cannot_be_read(services, tmp_pa
     [notice, *_] = [t for t in decide(services, "alert_latency_blue_fired.json").tasks if t.kind is TaskKind.NOTIFY]
     inner = RecordingDispatcher()
     result = EnrichedNotifier(inner, SignalsCache(CountingReader(fail=True), LocalArtifacts(tmp_path))).dispatch(notice)
-    assert "Recent signals unavailable: Log Analytics throttled" in inner.sent[0].request["text"]
+    assert "Recent signals unavailable: Log Analytics: throttled" in inner.sent[0].request["text"]
     assert result["signals"] is None
 
 

@@ -250,7 +250,7 @@ def test_a_missing_column_is_a_config_error_naming_it(by_age):
     settings = DriftSettings(columns={"bmi": "numerical", "glucose": "numerical"})
     with pytest.raises(DriftConfigError, match="glucose") as raised:
         check_drift(older, younger, settings)
-    assert raised.value.name == "glucose" and isinstance(raised.value, PermanentError)
+    assert raised.value.subject == "glucose" and isinstance(raised.value, PermanentError)
     with pytest.raises(DriftConfigError, match="'age'.*reference"):
         check_drift(older, younger.drop(columns="age"), features())
 
@@ -276,7 +276,7 @@ def test_a_text_column_declared_numerical_is_refused(by_age):
 def test_invalid_settings_are_refused(kwargs, named):
     with pytest.raises(DriftConfigError) as raised:
         DriftSettings(**kwargs)
-    assert raised.value.name == named
+    assert raised.value.subject == named
 
 
 def test_settings_from_a_policy_mapping():

@@ -220,7 +220,7 @@ def test_a_window_whose_check_fails_for_now_is_decided_by_a_later_sweep(wire, di
 
     services, _ = wire(policy_text, diabetes[diabetes.age < 50])
     real_check = services.drift.check
-    failures = [TransientError("reference blob unreachable")]
+    failures = [TransientError("reference blob", "unreachable")]
 
     def flaky(rows, policy):
         if failures:

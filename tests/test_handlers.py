@@ -65,7 +65,7 @@ def test_shadow_mode_records_the_verdict_and_dispatches_nothing(services):
     decision = receive_registry_event(services, first("ce_monitor_breach.json"))  # ticket-classifier: shadow
 
     assert decision.outcome is Outcome.REVIEW and decision.tasks == () and decision.reviews == ()
-    assert "shadow mode" in decision.reason and decision.evidence["shadow_review"]["kind"] == "drift"
+    assert "shadow mode" in decision.reason and decision.evidence["shadow"]["reviews"][0]["kind"] == "drift"
     assert services.store.outbox == {} and services.store.review_book == {}
 
 
@@ -108,17 +108,33 @@ def test_unknown_event_type_is_recorded_invalid(services):
     assert decision.event_type.endswith("SomethingNew")
 
 
-def test_a_failed_decision_releases_its_claim_so_the_retry_decides(services, monkeypatch):
-    import controlplane.handlers.registry as registry
+@pytest.mark.parametrize("kind", ["fake", "sqlite", "tables"])
+def test_a_failed_decision_releases_its_claim_so_the_retry_decides(services, make_store, monkeypatch, kind):
+    import controlplane.handlers.alerts as alerts
+
+    services = replace(services, store=make_store(kind))
+    body = event_bytes("alert_metric_fired.json")  # alerts claim their key before deciding
+    claims = []
+    real_claim = type(services.store).claim
+
+    def claim(self, *args, **kwargs):
+        claims.append(real_claim(self, *args, **kwargs))
+        return claims[-1]
 
     def broken(*args, **kwargs):
-        raise StoreUnavailable("workspace lookup timed out")
+        raise StoreUnavailable("workspace lookup", "timed out")
 
-    monkeypatch.setattr(registry, "decide_registry_event", broken)
+    real_decide = alerts.decide_alert
+    monkeypatch.setattr(type(services.store), "claim", claim)
+    monkeypatch.setattr(alerts, "decide_alert", broken)
     with pytest.raises(StoreUnavailable):
-        receive_registry_event(services, first("eg_monitor_breach.json"))
-    monkeypatch.undo()
-    assert receive_registry_event(services, first("eg_monitor_breach.json")).outcome is Outcome.RETRAIN
+        receive_alert(services, body)
+    monkeypatch.setattr(alerts, "decide_alert", real_decide)
+    # the retry comes within the lease: a claim left held would answer "in progress" for five minutes
+    decision = receive_alert(services, body).decision
+    assert decision.outcome is Outcome.NOTIFY and len(claims) == 2
+    assert not claims[1].is_duplicate and not claims[1].taken_over
+    assert [d.id for d in services.store.decisions()] == [decision.id]
 
 
 def test_an_event_held_by_another_instance_is_retried_not_duplicated(services):
@@ -147,8 +163,8 @@ def test_bad_alert_body_is_invalid_with_its_field_every_time_it_comes(services):
     body = b'{"schemaId": "azureMonitorCommonAlertSchema", "data": {}}'
     first_receipt, second_receipt = receive_alert(services, body), receive_alert(services, body)
     assert first_receipt.decision.outcome is Outcome.INVALID
-    assert first_receipt.decision.evidence["field"] == first_receipt.error.path == "data.essentials"
-    assert second_receipt.decision.outcome is Outcome.DUPLICATE and second_receipt.error.path == "data.essentials"
+    assert first_receipt.decision.evidence["field"] == first_receipt.error.subject == "data.essentials"
+    assert second_receipt.decision.outcome is Outcome.DUPLICATE and second_receipt.error.subject == "data.essentials"
 
 
 def raw(name_or_body, sequence, partition="0"):
@@ -200,8 +216,8 @@ def test_sweep_dispatches_due_tasks_once_and_records_the_result(services):
 
 
 def test_sweep_backs_off_on_transient_errors_and_dead_letters_permanent_ones(services):
-    services = replace(services, dispatcher=RecordingDispatcher([TransientError("429 throttled"),
-                                                                 PermanentError("model not found")]))
+    services = replace(services, dispatcher=RecordingDispatcher([TransientError("submit_pipeline", "429 throttled"),
+                                                                 PermanentError("get_model", "model not found")]))
     receive_registry_event(services, first("eg_monitor_breach.json"))
 
     assert sweep(services).retrying == 1
@@ -212,11 +228,11 @@ def test_sweep_backs_off_on_transient_errors_and_dead_letters_permanent_ones(ser
     services.clock.advance(seconds=45)
     assert sweep(services).dead_lettered == 1
     [task] = services.store.tasks()
-    assert task.state is TaskState.DEAD_LETTERED and task.last_error == "model not found"
+    assert task.state is TaskState.DEAD_LETTERED and task.last_error == "get_model: model not found"
 
 
 def test_sweep_gives_up_after_the_maximum_attempts(services):
-    services = replace(services, dispatcher=RecordingDispatcher([TransientError("503")] * MAX_ATTEMPTS))
+    services = replace(services, dispatcher=RecordingDispatcher([TransientError("workspace", "503")] * MAX_ATTEMPTS))
     receive_registry_event(services, first("eg_monitor_breach.json"))
     for _ in range(MAX_ATTEMPTS):
         sweep(services)

@@ -35,11 +35,11 @@ class FlakyWorkspace(Workspace):
         roll = self.rng.random()
         if roll < 0.25:
             self.faults["unavailable"] += 1
-            raise TransientError("submit_pipeline: HTTP 503 service unavailable")
+            raise TransientError("submit_pipeline", "HTTP 503 service unavailable")
         if roll < 0.50:
             super().submit_pipeline(request)  # the job exists now...
             self.faults["timeout_after_create"] += 1
-            raise TransientError("submit_pipeline: read timed out")  # ...but the caller never hears of it
+            raise TransientError("submit_pipeline", "read timed out")  # ...but the caller never hears of it
         if roll < 0.54:
             self.faults["refused"] += 1
             raise GatewayError("submit_pipeline", "compute cpu-cluster is being deleted", 400)

@@ -7,6 +7,7 @@ import pytest
 
 from controlplane.domain.ledger import Outcome, Task, TaskKind
 from controlplane.domain.policy import parse_policy
+from controlplane.domain.refs import AssetRef
 from controlplane.domain.rollout import RolloutState
 from controlplane.domain.signals import DeploymentHealth
 from controlplane.handlers.promotion import SETS_CHAMPION, find_champion
@@ -87,6 +88,8 @@ def test_a_healthy_rollout_goes_mirror_10_50_100_and_makes_the_model_champion(wo
     assert traffic(workspace) == ({"blue": 100}, {"churn-v4-green": 20})
     [deploy] = workspace.called("deploy")
     assert deploy[1].model == "azureml:churn:4" and deploy[1].instance_count == 2
+    [rollout] = services.store.rollouts(limit=5)
+    assert deploy[1].tags == {"controlplane.rollout": rollout.id}  # the tag operators find it by in Azure ML
 
     assert advance_rollouts(services) == []  # the step is watched for its interval first
     step(services)
@@ -105,7 +108,7 @@ def test_a_healthy_rollout_goes_mirror_10_50_100_and_makes_the_model_champion(wo
     assert [d.outcome for d in decisions] == [Outcome.PROMOTE] * 5
     assert "step 2/4 10% after mirror 20% was healthy" in decisions[1].reason
     assert decisions[-1].evidence[SETS_CHAMPION] == "churn-ep"
-    assert find_champion(replace(services, gateway=None), "churn-ep", "churn") == ("churn", "4")
+    assert find_champion(replace(services, gateway=None), "churn-ep", "churn") == AssetRef("churn", "4")
     assert health.asked[0][1] == ("churn-v4-green", "blue")  # new against old over the step's window
 
 
@@ -212,3 +215,19 @@ def test_starting_twice_opens_one_rollout_and_a_missing_workspace_waits(world):
     assert approve(services)["created"] is True and approve(services)["created"] is False
     assert advance_rollouts(replace(services, gateway=None)) == []
     assert services.store.rollouts()[0].state is RolloutState.STARTING
+
+
+def test_a_staging_deployment_of_the_version_is_taken_forward_at_the_rollouts_size(world):
+    services, workspace, health = world
+    approve(services)
+    [rollout] = services.store.rollouts(limit=5)
+    from controlplane.ports.gateway import DeploymentRequest
+
+    workspace.deploy(DeploymentRequest(endpoint="churn-ep", name=rollout.deployment, model="azureml:churn:4",
+                                       instance_type="Standard_DS3_v2", instance_count=1))  # staging's, at 0%
+    workspace.calls.clear()
+
+    advance_rollouts(services)
+
+    assert workspace.get_deployment("churn-ep", rollout.deployment).instance_count == 2  # the policy's size
+    assert workspace.called("deploy") == []  # already in place: scaled, not redeployed

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 
 from controlplane.domain.errors import PermanentError, TransientError
-from controlplane.domain.ledger import Outcome, Source, Task, TaskDraft, TaskKind, TaskState, Verdict, record
+from controlplane.domain.ledger import Outcome, Source, Task, TaskState, Verdict, record
+from controlplane.domain.requests import SubmitPipeline
 from controlplane.handlers.sweep import MAX_ATTEMPTS, sweep
 from controlplane.handlers.taskops import (
     TaskChanged,
@@ -23,10 +24,8 @@ from tests.fakes import RecordingDispatcher
 
 def open_tasks(services, count: int, key: str = "ops") -> list[Task]:
     """One decision with ``count`` retraining tasks, due now."""
-    drafts = tuple(TaskDraft(TaskKind.RETRAINING, f"azureml:job/retrain-churn-{key}-{n}",
-                             {"operation": "jobs.create_or_update", "experiment_name": "churn-retraining",
-                              "job": {"name": f"retrain-churn-{key}-{n}", "source": "pipelines/retrain-churn.yml"}})
-                   for n in range(count))
+    drafts = tuple(SubmitPipeline(experiment_name="churn-retraining", name=f"retrain-churn-{key}-{n}",
+                                  source="pipelines/retrain-churn.yml") for n in range(count))
     now = services.clock.now()
     decision = record(Verdict(Outcome.RETRAIN, "drift", model="churn", tasks=drafts), key=key, event_id=key,
                       source=Source.CONTROLPLANE, event_type="test", policy_version=services.policy.version,
@@ -97,7 +96,7 @@ def test_show_task_returns_the_stored_task(services):
 def test_show_task_of_an_unknown_id_raises_task_not_found_naming_the_id(services):
     with pytest.raises(TaskNotFound, match="task nope-123 not found") as raised:
         show_task(services, "nope-123")
-    assert isinstance(raised.value, PermanentError) and raised.value.task_id == "nope-123"
+    assert isinstance(raised.value, PermanentError) and raised.value.subject == "nope-123"
 
 
 # -- retry ---------------------------------------------------------------------------------------------------------
@@ -145,7 +144,7 @@ def test_retry_of_an_unknown_task_raises_task_not_found(services):
 def test_a_retried_task_gets_one_more_attempt_but_a_replayed_one_gets_the_full_budget(services):
     [task] = open_tasks(services, 1)
     dead_letter(services, task)
-    flaky = TransientError("HTTP 503")
+    flaky = TransientError("submit_pipeline", "HTTP 503")
 
     retry_task(services, task.id)
     sweep(with_dispatcher(services, flaky))

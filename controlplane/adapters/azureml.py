@@ -15,6 +15,7 @@ from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors, reason_of
 from controlplane.adapters.identity import Lazy, app_credential
+from controlplane.domain.refs import AssetRef
 from controlplane.ports.gateway import (
     DeploymentInfo,
     DeploymentRequest,
@@ -47,7 +48,7 @@ def _model_reference(model: Any) -> str:
     if not isinstance(reference, str):
         return ""
     match = _WORKSPACE_MODEL_ID.match(reference)
-    return f"azureml:{match['name']}:{match['version']}" if match else reference
+    return AssetRef(match["name"], match["version"]).uri if match else reference
 
 
 def _model_info(model: Any) -> ModelInfo:
@@ -285,8 +286,9 @@ class AzureMLGateway:
     # -- online endpoints -------------------------------------------------------------------------------------
 
     # Every change below begins a long-running operation and returns without waiting for it: the SDK's poller
-    # is dropped (it polls on a daemon thread of its own until the process recycles; nothing waits for it) and
-    # later sweeps read the state with get_endpoint / get_deployment (controlplane.handlers.operations).
+    # is dropped (it polls on a daemon thread of its own, every 5 s or as Azure's Retry-After says, until the
+    # operation ends; nothing reads its result) and later sweeps read the state with get_endpoint / get_deployment
+    # (controlplane.handlers.operations).
 
     def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
         from azure.ai.ml.entities import ManagedOnlineEndpoint
@@ -353,7 +355,7 @@ class AzureMLGateway:
             if mirror is not None:
                 current.mirror_traffic = dict(mirror)
             client.online_endpoints.begin_create_or_update(current)
-            return EndpointState(name=endpoint, traffic=dict(traffic), mirror_traffic=dict(mirror or {}),
+            return EndpointState(name=endpoint, traffic=dict(traffic), mirror_traffic=_shares(current.mirror_traffic),
                                  provisioning_state="Updating")
 
     @staticmethod

@@ -36,7 +36,7 @@ class EvidentlyDriftChecker:
 
         _, name, version = source.split(":", 2)
         if self._gateway is None or not hasattr(self._gateway, "data_asset_url"):
-            raise PermanentError(f"{source}: data assets are read with CONTROLPLANE_DISPATCH=azureml only")
+            raise PermanentError(source, "data assets are read with CONTROLPLANE_DISPATCH=azureml only")
         url = self._gateway.data_asset_url(name, version)
         suffix = ".parquet" if url.split("?")[0].endswith(".parquet") else ".csv"
         path = Path(self._scratch.name) / f"{name}-{version}{suffix}"
@@ -69,4 +69,4 @@ def _download_blob(url: str) -> bytes:
     try:
         return BlobClient.from_blob_url(url, credential=app_credential()).download_blob().readall()
     except AzureError as error:
-        raise TransientError(f"reference {url}: {error}") from error
+        raise TransientError(f"reference {url}", str(error)) from error

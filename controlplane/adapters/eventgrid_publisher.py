@@ -7,6 +7,7 @@ from typing import Any
 from controlplane.adapters.identity import Lazy, app_credential
 from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.domain.ledger import Task
+from controlplane.domain.requests import PublishDecision, parse_request
 
 
 class EventGridPublisher:
@@ -31,15 +32,15 @@ class EventGridPublisher:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
         from azure.core.messaging import CloudEvent
 
-        request = task.request
-        event = CloudEvent(source=request["source"], type=request["type"], subject=request.get("subject"),
-                           data=request["data"], id=task.id)  # the task id: a resend is the same event
+        request = parse_request(task.request, PublishDecision)
+        event = CloudEvent(source=request.source, type=request.type, subject=request.subject or None,
+                           data=dict(request.data), id=task.id)  # the task id: a resend is the same event
         try:
             self._client.get().send(event)
         except (ServiceRequestError, ServiceResponseError) as error:
-            raise TransientError(f"event grid unreachable: {error}") from error
+            raise TransientError("event grid", f"unreachable: {error}") from error
         except HttpResponseError as error:
             if error.status_code in (408, 429) or (error.status_code or 500) >= 500:
-                raise TransientError(f"event grid answered {error.status_code}") from error
-            raise PermanentError(f"event grid refused the event: {error.status_code} {error.reason}") from error
-        return {"published": task.id, "type": request["type"]}
+                raise TransientError("event grid", f"answered {error.status_code}") from error
+            raise PermanentError("event grid", f"refused the event: {error.status_code} {error.reason}") from error
+        return {"published": task.id, "type": request.type}

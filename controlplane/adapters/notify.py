@@ -13,6 +13,7 @@ from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.domain.ledger import Task
+from controlplane.domain.requests import Notify, parse_request
 from controlplane.ports.store import Clock
 
 TIMESTAMP_HEADER = "X-ControlPlane-Timestamp"
@@ -36,29 +37,29 @@ class WebhookNotifier:
         self._timeout = timeout
 
     def dispatch(self, task: Task) -> dict:
-        message = dict(task.request)
-        links = self._links(message)
-        text = message.get("text", "") + "".join(f"\n{who}: {url}" for who, url in links.items())
+        notice = parse_request(task.request, Notify)
+        links = self._links(notice)
+        text = notice.text + "".join(f"\n{who}: {url}" for who, url in links.items())
         sent = []
         if self._teams:
-            self._post(self._teams, _teams_card(message.get("subject", ""), text, links))
+            self._post(self._teams, _teams_card(notice.subject, text, links))
             sent.append("teams")
         if self._slack:
-            self._post(self._slack, {"text": f"*{message.get('subject', '')}*\n{text}"})
+            self._post(self._slack, {"text": f"*{notice.subject}*\n{text}"})
             sent.append("slack")
         if self._webhook:
-            body = json.dumps({**message, "links": links, "task_id": task.id}, separators=(",", ":")).encode()
+            body = json.dumps({**notice.to_json(), "links": links, "task_id": task.id}, separators=(",", ":")).encode()
             timestamp = str(int(self._clock.now().timestamp()))
             self._post(self._webhook, body, {TIMESTAMP_HEADER: timestamp,
                                              SIGNATURE_HEADER: sign(self._secret, timestamp, body)})
             sent.append("webhook")
         return {"sent_to": sent, "links_for": sorted(links)}
 
-    def _links(self, message: dict[str, Any]) -> dict[str, str]:
+    def _links(self, notice: Notify) -> dict[str, str]:
         """One approval link per approver when a review was opened: each carries its own token."""
-        if not (self._link_for and message.get("review_id") and message.get("approvers")):
+        if not (self._link_for and notice.review_id and notice.approvers):
             return {}
-        return {who: self._link_for(message["review_id"], who) for who in message["approvers"]}
+        return {who: self._link_for(notice.review_id, who) for who in notice.approvers}
 
     def _post(self, url: str, payload: dict | bytes, headers: dict[str, str] | None = None) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -68,12 +69,12 @@ class WebhookNotifier:
             with urllib.request.urlopen(request, timeout=self._timeout) as reply:
                 reply.read()
         except urllib.error.HTTPError as error:
-            message = f"webhook answered {error.code}"
+            message = f"answered {error.code}"
             if error.code in (408, 429) or error.code >= 500:
-                raise TransientError(message) from error
-            raise PermanentError(message) from error
+                raise TransientError("webhook", message) from error
+            raise PermanentError("webhook", message) from error
         except (urllib.error.URLError, TimeoutError, OSError) as error:
-            raise TransientError(f"webhook unreachable: {error}") from error
+            raise TransientError("webhook", f"unreachable: {error}") from error
 
 
 def _teams_card(subject: str, text: str, links: dict[str, str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from controlplane.domain.errors import ControlPlaneError
 from controlplane.domain.ledger import Task
+from controlplane.domain.requests import Notify, parse_request
 from controlplane.domain.signals import Signals
 from controlplane.ports.monitoring import SignalReader
 from controlplane.ports.store import Dispatcher
@@ -40,13 +41,12 @@ class EnrichedNotifier:
         self.name = inner.name
 
     def dispatch(self, task: Task) -> dict:
-        spec = task.request.get("signals")
-        if not isinstance(spec, dict):
+        notice = parse_request(task.request, Notify)
+        if notice.signals is None:
             return self._inner.dispatch(task)
         try:
-            line, kept = self._signals.get(spec).summary, spec["artifact"]
+            line, kept = self._signals.get(dict(notice.signals)).summary, notice.signals["artifact"]
         except ControlPlaneError as error:
             line, kept = f"Recent signals unavailable: {error}", None
-        request = {k: v for k, v in task.request.items() if k != "signals"}
-        request["text"] = f"{request.get('text', '')}\n\n{line}".strip()
-        return {**self._inner.dispatch(replace(task, request=request)), "signals": kept}
+        told = replace(notice, signals=None, text=f"{notice.text}\n\n{line}".strip())
+        return {**self._inner.dispatch(replace(task, request=told.to_json())), "signals": kept}

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controlplane.domain.refs import AssetRef
+
 ML_PREFIX = "Microsoft.MachineLearningServices."
 MODEL_REGISTERED = ML_PREFIX + "ModelRegistered"
 MODEL_DEPLOYED = ML_PREFIX + "ModelDeployed"
@@ -33,15 +35,6 @@ class EventMeta:
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    name: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.version}"
-
-
-@dataclass(frozen=True)
 class ModelRegistered:
     meta: EventMeta
     model: str
@@ -55,7 +48,7 @@ class ModelDeployed:
     meta: EventMeta
     endpoint: str
     compute_type: str
-    models: tuple[ModelRef, ...]
+    models: tuple[AssetRef, ...]
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
 

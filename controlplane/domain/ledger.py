@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
 
 import orjson
 
+from controlplane.domain.requests import Notify, PublishDecision, Request, TaskKind
 from controlplane.domain.reviews import Review, ReviewKind, ReviewState
 
 
@@ -32,17 +33,6 @@ class Outcome(StrEnum):
     INCONCLUSIVE = "inconclusive"
     DUPLICATE = "duplicate"
     INVALID = "invalid"
-
-
-class TaskKind(StrEnum):
-    PROMOTION = "promotion"
-    RETRAINING = "retraining"
-    REVIEW = "review"
-    ROLLBACK = "rollback"
-    SCALE = "scale"
-    NOTIFY = "notify"
-    PUBLISH = "publish"
-    ROLLOUT = "rollout"
 
 
 class TaskState(StrEnum):
@@ -95,15 +85,6 @@ class Task:
 
 
 @dataclass(frozen=True)
-class TaskDraft:
-    """A task as a handler decides it, before the ledger gives it an id and a time."""
-
-    kind: TaskKind
-    target: str
-    request: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
 class ReviewDraft:
     """A review as a handler decides it; the ledger gives it its id, times and decision."""
 
@@ -114,7 +95,7 @@ class ReviewDraft:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     registrant: str = ""
     separation_of_duties: bool = True
-    on_approval: Mapping[str, Any] = field(default_factory=dict)
+    on_approval: Request | None = None  # what an approval opens
     # Mixed into the review's id when the decision's key is public (a drift window's model, deployment and
     # hour), so the id cannot be computed from it; never stored.
     secret: str = ""
@@ -129,8 +110,18 @@ class Verdict:
     model: str | None = None
     version: str | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
-    tasks: tuple[TaskDraft, ...] = ()
+    tasks: tuple[Request, ...] = ()  # what the outbox is to do, in order
     reviews: tuple[ReviewDraft, ...] = ()
+
+
+def shadowed(verdict: Verdict) -> Verdict:
+    """Shadow mode: the verdict as decided, what it would have opened kept in its evidence, nothing opened."""
+    if not verdict.tasks and not verdict.reviews:
+        return verdict
+    shadow = {"tasks": [{"kind": r.KIND.value, "target": r.target, "request": r.to_json()} for r in verdict.tasks],
+              "reviews": [{"kind": r.kind.value, "approvers": list(r.approvers)} for r in verdict.reviews]}
+    return replace(verdict, reason=f"{verdict.reason} (shadow mode: nothing dispatched)",
+                   evidence={**verdict.evidence, "shadow": shadow}, tasks=(), reviews=())
 
 
 @dataclass(frozen=True)
@@ -181,22 +172,21 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
                model=verdict.model, version=verdict.version, approvers=draft.approvers, quorum=draft.quorum,
                created_at=decided_at, expires_at=decided_at + draft.ttl, decision_id=decision_id,
                evidence=draft.evidence, registrant=draft.registrant,
-               separation_of_duties=draft.separation_of_duties, on_approval=draft.on_approval)
+               separation_of_duties=draft.separation_of_duties,
+               on_approval=draft.on_approval.to_json() if draft.on_approval else {})
         for index, draft in enumerate(verdict.reviews)
     )
-    drafts = list(verdict.tasks) + [review_notice(review, "opened", verdict.reason) for review in reviews]
+    requests = list(verdict.tasks) + [review_notice(review, "opened", verdict.reason) for review in reviews]
     if publish:
-        drafts.append(TaskDraft(TaskKind.PUBLISH, "eventgrid/decisions", {
-            "operation": "eventgrid.publish", "type": "MLOps.ControlPlane.DecisionRecorded",
-            "source": "/mlops-control-plane", "subject": f"models/{verdict.model or '-'}",
-            "data": {"decision_id": decision_id, "event_id": event_id, "event_type": event_type,
-                     "outcome": verdict.outcome.value, "reason": verdict.reason, "model": verdict.model,
-                     "version": verdict.version, "policy_version": policy_version}}))
+        requests.append(PublishDecision(subject=f"models/{verdict.model or '-'}", data={
+            "decision_id": decision_id, "event_id": event_id, "event_type": event_type,
+            "outcome": verdict.outcome.value, "reason": verdict.reason, "model": verdict.model,
+            "version": verdict.version, "policy_version": policy_version}))
     tasks = tuple(
-        Task(id=digest(decision_id, str(index), draft.kind.value, length=24), kind=draft.kind, target=draft.target,
-             request=draft.request, decision_id=decision_id, idempotency_key=key, created_at=decided_at,
-             due_at=decided_at, model=verdict.model)
-        for index, draft in enumerate(drafts)
+        Task(id=digest(decision_id, str(index), request.KIND.value, length=24), kind=request.KIND,
+             target=request.target, request=request.to_json(), decision_id=decision_id, idempotency_key=key,
+             created_at=decided_at, due_at=decided_at, model=verdict.model)
+        for index, request in enumerate(requests)
     )
     return Decision(id=decision_id, idempotency_key=key, event_id=event_id, source=source, event_type=event_type,
                     model=verdict.model, version=verdict.version, outcome=verdict.outcome, reason=verdict.reason,
@@ -204,12 +194,11 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
                     decided_at=decided_at, reviews=reviews)
 
 
-def review_notice(review: Review, change: str, text: str) -> TaskDraft:
+def review_notice(review: Review, change: str, text: str) -> Notify:
     """Tell a review's approvers that it was opened, approved, rejected or expired."""
     subject = f"Review {change}: {review.kind.value} of {review.model or '-'}:{review.version or '-'}"
-    return TaskDraft(TaskKind.NOTIFY, "channel/reviewers", {
-        "operation": "notify", "channel": "reviewers", "event": f"review.{change}", "subject": subject,
-        "text": text, "review_id": review.id, "approvers": list(review.approvers) if change == "opened" else []})
+    return Notify(channel="reviewers", event=f"review.{change}", subject=subject, text=text, review_id=review.id,
+                  approvers=tuple(review.approvers) if change == "opened" else ())
 
 
 def _time(value: Any) -> datetime | None:

@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from controlplane.domain.drift import DriftSettings
 from controlplane.domain.errors import DriftConfigError, PolicyError
+from controlplane.domain.windows import WindowSpec
 
 
 class Profile(StrEnum):
@@ -168,6 +169,9 @@ class WindowPolicy(_Strict):
     minutes: float = Field(60, gt=0, description="Or when its event-time bucket of this length ends.")
     grace_minutes: float = Field(5, ge=0, description="Late records within this are counted in their window.")
     sample: int = Field(10_000, ge=10, description="Rows of the window the drift check reads (uniform sample).")
+
+    def spec(self) -> WindowSpec:
+        return WindowSpec(self.records, self.minutes, self.grace_minutes, self.sample)
 
 
 class DriftPolicy(_Strict):

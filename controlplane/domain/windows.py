@@ -23,10 +23,12 @@ HASH_SPACE = 2 ** 63
 
 @dataclass(frozen=True)
 class WindowSpec:
-    records: int = 10_000  # close after this many records
-    minutes: float = 60  # or when the event-time bucket ends (plus grace)
-    grace_minutes: float = 5  # late records within this are still counted in their window
-    sample: int = 10_000  # rows kept for the check
+    """How a model's telemetry is cut into windows (its policy's ``drift.window``, see ``WindowPolicy``)."""
+
+    records: int  # close after this many records
+    minutes: float  # or when the event-time bucket ends (plus grace)
+    grace_minutes: float  # late records within this are still counted in their window
+    sample: int  # rows kept for the check
 
     @property
     def keep_below(self) -> int:

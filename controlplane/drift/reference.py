@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from controlplane.domain.errors import ControlPlaneError
+from controlplane.domain.refs import PREFIX, AssetRef
 from controlplane.drift.errors import ReferenceLoadError, ReferenceUnreachable
 
 if TYPE_CHECKING:
@@ -211,12 +212,11 @@ class ReferenceCache:
 
     @staticmethod
     def _asset_version(source: str) -> str:
-        parts = source.split(":")
-        if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise ReferenceLoadError(source, "expected azureml:<name>:<version>")
-        if parts[2].lower() == "latest" or "@" in parts[1]:
-            raise ReferenceLoadError(source, "pin a data asset version (labels such as latest are not cached)")
-        return parts[2]
+        ref = AssetRef.parse(source) if source.startswith(PREFIX) else None
+        if ref is None or ref.version.lower() == "latest":
+            raise ReferenceLoadError(source, "pin a data asset version (labels such as latest are not cached)"
+                                     if "@" in source or ref is not None else "expected azureml:<name>:<version>")
+        return ref.version
 
     @staticmethod
     def _read_asset(source: str, loader: AzureMLLoader | None) -> pd.DataFrame:

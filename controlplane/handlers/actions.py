@@ -12,12 +12,13 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain.errors import ControlPlaneError
-from controlplane.domain.ledger import Outcome, ReviewDraft, TaskDraft, TaskKind, Verdict, digest
+from controlplane.domain.ledger import Outcome, ReviewDraft, Verdict, digest, shadowed
 from controlplane.domain.policy import Mode, Profile, ResolvedRule
+from controlplane.domain.requests import ExportLabels, RenderReport, SubmitPipeline
 from controlplane.domain.reviews import ReviewKind
 from controlplane.ports.store import Services
 
@@ -51,19 +52,14 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
         base = f"{model}-{window['deployment']}-{window['bucket']}.{window['part']}"
         name = f"{base}-{unguessable(services.approval_key, base)}"
         evidence.update(report=name, report_url=f"{services.public_url.rstrip('/')}/api/reports/{name}")
-        tasks = [TaskDraft(TaskKind.REVIEW, f"labelling/{name}", {
-                     "operation": "labelling.export", "name": name, "window": dict(window),
-                     "labelling_project": rule.review.labelling_project}),
-                 TaskDraft(TaskKind.REVIEW, f"report/{name}", {"operation": "report.render", "name": name,
-                                                               "window": dict(window), "model": model})]
+        tasks = [ExportLabels(name=name, window=dict(window), labelling_project=rule.review.labelling_project),
+                 RenderReport(name=name, window=dict(window), model=model)]
     review = ReviewDraft(kind=ReviewKind.DRIFT, approvers=tuple(rule.review.assignees), quorum=1, ttl=DRIFT_REVIEW_TTL,
                          evidence={**evidence, "labelling_project": rule.review.labelling_project},
                          separation_of_duties=False, secret=unguessable(services.approval_key, key))
     reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
-    if rule.mode is Mode.SHADOW:
-        evidence["shadow_review"] = {"kind": review.kind.value, "approvers": list(review.approvers)}
-        return Verdict(Outcome.REVIEW, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
-    return Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, reviews=(review,), tasks=tuple(tasks))
+    return enforce(rule, Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, reviews=(review,),
+                                 tasks=tuple(tasks)))
 
 
 def unguessable(key: bytes, base: str) -> str:
@@ -86,34 +82,44 @@ def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, ke
         reason, extra = held
         return Verdict(Outcome.NO_ACTION, f"{summary}; retraining held back: {reason}", model=model,
                        evidence={**evidence, "guard": extra})
-    job_name = deterministic_name("retrain", model, key)
-    request = {"operation": "jobs.create_or_update", "experiment_name": retraining.experiment,
-               "job": {"name": job_name, "source": retraining.pipeline, "compute": retraining.compute,
-                       "inputs": {"model_name": model, **retraining.inputs},
-                       "tags": {"controlplane.trigger": trigger, "controlplane.idempotency_key": key}}}
-    task = TaskDraft(TaskKind.RETRAINING, f"azureml:job/{job_name}", request)
+    job = SubmitPipeline(experiment_name=retraining.experiment, name=deterministic_name("retrain", model, key),
+                         source=retraining.pipeline, compute=retraining.compute,
+                         inputs={"model_name": model, **retraining.inputs},
+                         tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key})
     reason = f"{summary}; retraining {model} with {retraining.pipeline}"
     if rule.mode is Mode.SHADOW:
-        evidence["shadow_task"] = {"kind": task.kind.value, "target": task.target, "request": task.request}
-        return Verdict(Outcome.RETRAIN, f"{reason} (shadow mode: nothing dispatched)", model=model, evidence=evidence)
-    return Verdict(Outcome.RETRAIN, reason, model=model, evidence={**evidence, "job": job_name}, tasks=(task,))
+        return shadowed(Verdict(Outcome.RETRAIN, reason, model=model, evidence=evidence, tasks=(job,)))
+    return Verdict(Outcome.RETRAIN, reason, model=model, evidence={**evidence, "job": job.name}, tasks=(job,))
+
+
+def enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:
+    """The verdict as the rule's mode lets it act: in shadow mode it opens nothing (see ``shadowed``)."""
+    return shadowed(verdict) if rule.mode is Mode.SHADOW else verdict
 
 
 def _guard(services: Services, model: str, cooldown_hours: float, daily_budget: int) -> tuple[str, dict] | None:
-    now = services.clock.now()
     # Only the latest `daily_budget` retrainings can matter: the newest for the job and the cooldown,
     # all of them for the budget.
     started = services.store.retraining_jobs(model, daily_budget)
+    status = ""
+    if started and services.gateway is not None:
+        try:
+            status = services.gateway.get_job(started[0][1]).status
+        except ControlPlaneError:
+            status = ""
+    return storm_guard(started, status, services.clock.now(), cooldown_hours, daily_budget)
+
+
+def storm_guard(started: list[tuple[datetime, str]], status: str, now: datetime, cooldown_hours: float,
+                daily_budget: int) -> tuple[str, dict] | None:
+    """Why a retraining is held back, with the evidence, or None: the latest job still runs (``status``, as
+    Azure ML reports it), or ran within the cooldown, or the day's budget is spent. ``started`` is the
+    latest retrainings, newest first."""
     if not started:
         return None
     latest_at, job = started[0]
-    if services.gateway is not None:
-        try:
-            status = services.gateway.get_job(job).status
-        except ControlPlaneError:
-            status = ""
-        if status.lower() in RUNNING:
-            return f"joined the retraining already running ({job}, {status})", {"attached_to": job, "status": status}
+    if status.lower() in RUNNING:
+        return f"joined the retraining already running ({job}, {status})", {"attached_to": job, "status": status}
     if now - latest_at < timedelta(hours=cooldown_hours):
         until = latest_at + timedelta(hours=cooldown_hours)
         return (f"cooldown after {job} until {until.isoformat(timespec='minutes')}",

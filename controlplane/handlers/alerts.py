@@ -21,10 +21,12 @@ from typing import Any
 from controlplane.domain.errors import InvalidEvent, PermanentError, TransientError
 from controlplane.domain.events import Alert
 from controlplane.domain.incidents import Effect, Incident, Target, group_of, is_infrastructure, observe, target_of
-from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, TaskDraft, TaskKind, Verdict, digest
+from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict, digest, shadowed
 from controlplane.domain.policy import AlertRule, Mode
+from controlplane.domain.refs import AssetRef
+from controlplane.domain.requests import Notify, ReadSignals, Request, RollBack, Scale
 from controlplane.domain.reviews import ReviewKind
-from controlplane.domain.rollout import ACTIVE, RolloutState
+from controlplane.domain.rollout import ACTIVE, Rollout, RolloutState
 from controlplane.handlers.actions import retrain
 from controlplane.handlers.record import decide_once, record_invalid
 from controlplane.handlers.rollout import halt_rollout
@@ -85,14 +87,8 @@ def same(name: str | None, other: str | None) -> bool:
 
 
 def model_of(reference: str) -> dict[str, str | None]:
-    """``azureml:<name>:<version>`` or an ARM ID ``.../models/<name>/versions/<version>``."""
-    if reference.startswith("azureml:") and reference.count(":") == 2:
-        _, name, version = reference.split(":")
-        return {"model": name, "version": version}
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-4].lower() == "models" and parts[-2].lower() == "versions":
-        return {"model": parts[-3], "version": parts[-1]}
-    return {"model": None, "version": None}
+    ref = AssetRef.parse(reference)
+    return {"model": ref.name, "version": ref.version} if ref else {"model": None, "version": None}
 
 
 @dataclass
@@ -100,7 +96,7 @@ class _Plan:
     """What an incident leads to, built action by action."""
 
     outcomes: list[Outcome] = field(default_factory=list)
-    tasks: list[TaskDraft] = field(default_factory=list)
+    tasks: list[Request] = field(default_factory=list)
     reviews: list[ReviewDraft] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -143,17 +139,13 @@ def decide_alert(services: Services, alert: Alert, target: Target, key: str) -> 
         plan.outcomes.append(Outcome.NOTIFY)
         reason += f"; told {', '.join(channels)}" if channels else "; nobody to tell at this severity"
     evidence.update(plan.evidence)
-    if rule is not None and rule.mode is Mode.SHADOW and (plan.tasks or plan.reviews):
-        evidence["shadow"] = {"tasks": [{"kind": t.kind.value, "target": t.target, "request": t.request}
-                                        for t in plan.tasks],
-                              "reviews": [{"kind": r.kind.value, "approvers": list(r.approvers)}
-                                          for r in plan.reviews]}
-        return Verdict(plan.outcome(), f"{reason} (shadow mode: nothing dispatched)", model=target.model,
-                       version=target.version, evidence=evidence)
+    verdict = Verdict(plan.outcome(), reason, model=target.model, version=target.version, evidence=evidence,
+                      tasks=tuple(plan.tasks), reviews=tuple(plan.reviews))
+    if rule is not None and rule.mode is Mode.SHADOW:
+        return shadowed(verdict)
     if plan.halt is not None:
         halt_rollout(services, plan.halt, f"{label}: incident {incident.id} rolls it back")
-    return Verdict(plan.outcome(), reason, model=target.model, version=target.version, evidence=evidence,
-                   tasks=tuple(plan.tasks), reviews=tuple(plan.reviews))
+    return verdict
 
 
 def _apply(services: Services, alert: Alert, target: Target, rule: AlertRule | None) -> tuple[Incident, Effect]:
@@ -165,7 +157,7 @@ def _apply(services: Services, alert: Alert, target: Target, rule: AlertRule | N
         updated, effect = observe(current, alert, group, alert.rule, target.name, cooldown, services.clock.now())
         if updated is current or services.store.put_incident(current, updated):
             return updated, effect
-    raise TransientError(f"incident {group} of {alert.rule} on {target.name} stayed contended")
+    raise TransientError(f"incident {group}", f"stayed contended (rule {alert.rule} on {target.name})")
 
 
 def _plan_actions(services: Services, alert: Alert, target: Target, rule: AlertRule, incident: Incident,
@@ -186,7 +178,8 @@ def _plan_actions(services: Services, alert: Alert, target: Target, rule: AlertR
         elif action in ("rollback", "scale") and isinstance(state(), PermanentError):
             plan.refused.append(f"{action}: endpoint {target.endpoint}: {state()}")
         elif action == "rollback":
-            _rollback(services, target, rule, state(), plan)
+            recent = services.store.rollouts(limit=100)
+            _rollback(target, rule, state(), recent, services.clock.now(), plan)
         elif action == "scale":
             _scale(target, rule, state(), plan)
         elif action == "retrain":
@@ -195,14 +188,16 @@ def _plan_actions(services: Services, alert: Alert, target: Target, rule: AlertR
             _review(services, alert, target, rule, incident, plan)
 
 
-def _rollback(services: Services, target: Target, rule: AlertRule, state: EndpointState, plan: _Plan) -> None:
+def _rollback(target: Target, rule: AlertRule, state: EndpointState, recent: list[Rollout], now: datetime,
+              plan: _Plan) -> None:
+    """Back to what served before the control plane's own recent rollout of the deployment at fault."""
     deployment = state.serving() if target.deployment is None else next(
         (name for name in state.traffic if same(name, target.deployment)), target.deployment)
     if not deployment or not state.traffic.get(deployment):
         plan.refused.append(f"rollback: {deployment or 'no deployment'} serves no live traffic on {state.name}")
         return
-    since = services.clock.now() - timedelta(hours=rule.rollback.max_age_hours)
-    rollout = next((r for r in services.store.rollouts(limit=100) if same(r.endpoint, state.name)
+    since = now - timedelta(hours=rule.rollback.max_age_hours)
+    rollout = next((r for r in recent if same(r.endpoint, state.name)
                     and same(r.deployment, deployment) and r.created_at >= since), None)
     if rollout is None:
         plan.refused.append(f"rollback: {deployment} was not rolled out by the control plane in the last "
@@ -216,9 +211,8 @@ def _rollback(services: Services, target: Target, rule: AlertRule, state: Endpoi
         return
     size = rollout.policy["instance_count"]
     scale = {name: size for name in rollout.baseline if existing[name].instance_count < size}
-    plan.tasks.append(TaskDraft(TaskKind.ROLLBACK, f"azureml:endpoint/{state.name}", {
-        "operation": "online_endpoints.rollback", "endpoint": state.name, "traffic": dict(rollout.baseline),
-        "mirror": {}, "scale": scale, "from_deployment": deployment}))
+    plan.tasks.append(RollBack(endpoint=state.name, traffic=dict(rollout.baseline), mirror={}, scale=scale,
+                               from_deployment=deployment))
     plan.outcomes.append(Outcome.ROLLBACK)
     plan.done.append(f"rolling {state.name} back from {deployment} to "
                      + ", ".join(f"{name} {share}%" for name, share in rollout.baseline.items()))
@@ -240,9 +234,7 @@ def _scale(target: Target, rule: AlertRule, state: EndpointState, plan: _Plan) -
         plan.refused.append(f"scale: {name} has {count} instances already, the rule's bound "
                             f"({bounds.min_instances}..{bounds.max_instances})")
         return
-    plan.tasks.append(TaskDraft(TaskKind.SCALE, f"azureml:deployment/{state.name}/{name}", {
-        "operation": "online_deployments.scale", "endpoint": state.name, "deployment": name,
-        "instance_count": count}))
+    plan.tasks.append(Scale(endpoint=state.name, deployment=name, instance_count=count))
     plan.outcomes.append(Outcome.SCALE)
     plan.done.append(f"scaling {state.name}/{name} from {deployment.instance_count} to {count} instances")
     plan.evidence["scale"] = {"deployment": name, "from": deployment.instance_count, "to": count}
@@ -273,20 +265,18 @@ def _review(services: Services, alert: Alert, target: Target, rule: AlertRule, i
         ttl=timedelta(hours=alerts.review_ttl_hours), separation_of_duties=False,
         evidence={**_alert_evidence(alert), "incident": incident.id, "target": target.name, "owner": owner,
                   "signals": signals}))
-    plan.tasks.append(TaskDraft(TaskKind.REVIEW, f"signals/{incident.id}", {"operation": "alert.signals",
-                                                                           "signals": signals}))
+    plan.tasks.append(ReadSignals(signals=signals, incident_id=incident.id))
     plan.outcomes.append(Outcome.REVIEW)
     plan.done.append(f"review by the {owner} team ({', '.join(alerts.teams[owner])})")
 
 
 def _notice(alert: Alert, target: Target, incident: Incident, effect: Effect, channel: str, text: str,
-            minutes: float) -> TaskDraft:
-    return TaskDraft(TaskKind.NOTIFY, f"channel/{channel}", {
-        "operation": "notify", "channel": channel, "event": f"incident.{effect.value}",
-        "subject": f"[{alert.severity}] {alert.rule} {effect.value.replace('_', ' ')}: {target.name}",
-        "text": alert.description + ("\n" if alert.description else "") + text, "incident_id": incident.id,
-        "alert_id": alert.alert_id, "targets": list(alert.targets),
-        "signals": _signals(alert, target, incident, effect.value, minutes)})
+            minutes: float) -> Notify:
+    return Notify(channel=channel, event=f"incident.{effect.value}",
+                  subject=f"[{alert.severity}] {alert.rule} {effect.value.replace('_', ' ')}: {target.name}",
+                  text=alert.description + ("\n" if alert.description else "") + text, incident_id=incident.id,
+                  alert_id=alert.alert_id, targets=tuple(alert.targets),
+                  signals=_signals(alert, target, incident, effect.value, minutes))
 
 
 def _signals(alert: Alert, target: Target, incident: Incident, purpose: str, minutes: float) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 
 from controlplane.domain.errors import PermanentError
 from controlplane.domain.ledger import Task
+from controlplane.domain.requests import LocalRequest, ReadSignals, RenderReport, parse_request
 from controlplane.domain.windows import WindowKey
 
 
@@ -18,25 +19,21 @@ class LocalWork:
         self._signals = signals
 
     def dispatch(self, task: Task) -> dict:
-        request = task.request
-        operation = request.get("operation")
-        if operation == "alert.signals":
+        request = parse_request(task.request, LocalRequest)
+        if isinstance(request, ReadSignals):
             if self._signals is None:
-                raise PermanentError("alert.signals: no signal reader is configured")
-            spec = request["signals"]
-            return {"signals": spec["artifact"], "summary": self._signals.get(spec).summary}
-        window = request.get("window") or {}
+                raise PermanentError("alert.signals", "no signal reader is configured")
+            return {"signals": request.signals["artifact"], "summary": self._signals.get(request.signals).summary}
+        window = request.window
         key = WindowKey(window["model"], window["deployment"], window["bucket"], window["part"])
         rule = self._policy.rule_for(key.model)
         if rule is None or rule.drift is None:
-            raise PermanentError(f"{operation}: model {key.model} has no drift policy any more")
+            raise PermanentError(request.OPERATION, f"model {key.model} has no drift policy any more")
         rows = self._store.window_sample(key, rule.drift.window.sample)
-        if operation == "report.render":
+        if isinstance(request, RenderReport):
             if self._checker is None:
-                raise PermanentError("report.render: no drift checker is configured")
-            return {"report": self._checker.render(rows, rule.drift, request["name"]), "rows": len(rows)}
-        if operation == "labelling.export":
-            lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
-            location = self._artifacts.save(f"labelling/{request['name']}.jsonl", lines, "application/x-ndjson")
-            return {"exported": location, "rows": len(rows), "labelling_project": request.get("labelling_project")}
-        raise PermanentError(f"unknown operation {operation!r}")
+                raise PermanentError("report.render", "no drift checker is configured")
+            return {"report": self._checker.render(rows, rule.drift, request.name), "rows": len(rows)}
+        lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
+        location = self._artifacts.save(f"labelling/{request.name}.jsonl", lines, "application/x-ndjson")
+        return {"exported": location, "rows": len(rows), "labelling_project": request.labelling_project}

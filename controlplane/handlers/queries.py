@@ -10,6 +10,8 @@ from datetime import datetime
 from controlplane.domain import paging
 from controlplane.domain.errors import ControlPlaneError, InvalidEvent
 from controlplane.domain.ledger import Decision, Outcome
+from controlplane.domain.reviews import Review
+from controlplane.domain.rollout import Rollout
 from controlplane.ports.store import Services
 
 MAX_LIMIT = paging.MAX_PAGE
@@ -108,3 +110,51 @@ def check_health(build_services) -> Health:
     except ControlPlaneError as error:
         return Health(False, {**checks, "store": public_reason(error)})
     return Health(True, {**checks, "store": f"ok ({services.store.name})"})
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which version of a model serves an endpoint now, and the decision that put it there (when recorded)."""
+
+    endpoint: str
+    model: str | None
+    version: str | None
+    since: datetime | None = None
+    decision_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelStory:
+    """A model's whole story, newest first: its decisions, reviews and rollouts, and where it serves."""
+
+    name: str
+    serving: tuple[Serving, ...]
+    decisions: tuple[Decision, ...]
+    reviews: tuple[Review, ...]
+    rollouts: tuple[Rollout, ...]
+
+
+def model_story(services: Services, name: str, limit: int = 100) -> ModelStory:
+    """What ``/api/models/{name}`` shows: the model's last ``limit`` decisions, the reviews and rollouts among
+    the latest ones, and, for each endpoint its policy promotes to, the version serving it and since when."""
+    from controlplane.handlers.promotion import SETS_CHAMPION, find_champion
+
+    decisions = tuple(services.store.decisions(model=name, limit=limit))
+    reviews = tuple(r for r in services.store.reviews(limit=500) if r.model == name)
+    rollouts = tuple(r for r in services.store.rollouts(limit=500) if r.model == name)
+    rule = services.policy.rule_for(name)
+    serving = []
+    for endpoint in [rule.promotion.endpoint] if rule is not None and rule.promotion is not None else []:
+        champion = find_champion(services, endpoint, name)
+        made = next((d for d in decisions if champion and d.version == champion.version
+                     and d.evidence.get(SETS_CHAMPION) == endpoint), None)
+        serving.append(Serving(endpoint, champion.name if champion else None, champion.version if champion else None,
+                               made.decided_at if made else None, made.id if made else None))
+    return ModelStory(name, tuple(serving), decisions, reviews, rollouts)
+
+
+def story_json(story: ModelStory) -> dict[str, object]:
+    return {"model": story.name,
+            "serving": [{**vars(s), "since": s.since.isoformat() if s.since else None} for s in story.serving],
+            "decisions": [d.to_json() for d in story.decisions], "reviews": [r.to_json() for r in story.reviews],
+            "rollouts": [r.to_json() for r in story.rollouts]}

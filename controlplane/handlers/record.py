@@ -25,6 +25,15 @@ from controlplane.ports.store import Services
 logger = logging.getLogger(__name__)
 
 
+def own_decision(services: Services, verdict: Verdict, *, key: str, event_id: str, event_type: str) -> Decision:
+    """A decision the control plane takes about its own state (a vote, an expiry, a rollout step), stamped now
+    with the policy in force. The caller writes it with the state change it records, in one guarded update."""
+    now = services.clock.now()
+    return record(verdict, key=key, event_id=event_id, source=Source.CONTROLPLANE, event_type=event_type,
+                  policy_version=services.policy.version, received_at=now, decided_at=now,
+                  publish=services.publish_decisions)
+
+
 def decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
                 model: str | None, version: str | None, received_at: datetime,
                 decide: Callable[[], Verdict], claim_first: bool = True) -> Decision:
@@ -83,8 +92,8 @@ def record_invalid(services: Services, *, source: Source, payload: bytes, error:
     now = services.clock.now()
     verdict = Verdict(
         Outcome.INVALID,
-        f"{error.path}: {error.reason}",
-        evidence={"field": error.path, "error": error.reason, "payload_bytes": len(payload),
+        f"{error.subject}: {error.reason}",
+        evidence={"field": error.subject, "error": error.reason, "payload_bytes": len(payload),
                   "payload_sha256": hashlib.sha256(payload).hexdigest(),
                   "payload": payload[:MAX_STORED_CHARS].decode("utf-8", "replace")},
     )

@@ -11,19 +11,27 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from controlplane.domain.errors import TransientError
-from controlplane.domain.ledger import Decision, Outcome, Source, TaskDraft, TaskKind, Verdict, record, review_notice
+from controlplane.domain.errors import (
+    ReviewNotFound,
+    TokenRequired,
+    TransientError,
+    VoteConflict,
+    VoteError,
+    VoteForbidden,
+)
+from controlplane.domain.ledger import Decision, Outcome, Verdict, review_notice
+from controlplane.domain.requests import Request, parse_request
 from controlplane.domain.reviews import (
     Review,
     ReviewKind,
     ReviewState,
-    VoteError,
     approval_url,
     cast_vote,
     identity,
     verify_token,
 )
 from controlplane.domain.signals import Signals
+from controlplane.handlers.record import own_decision
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
@@ -34,7 +42,7 @@ MAX_COMMENT = 2000
 def get_review(services: Services, review_id: str) -> Review:
     review = services.store.review(review_id)
     if review is None:
-        raise VoteError(404, f"no review {review_id[:64]!r}", field="id")
+        raise ReviewNotFound("id", f"no review {review_id[:64]!r}")
     return review
 
 
@@ -58,21 +66,21 @@ def approval_link(services: Services, review_id: str, approver: str) -> str:
 
 def vote(services: Services, review_id: str, *, token: str, decision: str, comment: str = "",
          principal: str | None = None) -> tuple[Review, Decision]:
-    """Count one vote; raises ``VoteError`` (with its HTTP status) when it must not count."""
+    """Count one vote; raises ``VoteError`` (a subclass saying why) when it must not count."""
     if not token:
-        raise VoteError(401, "an approval token is required")
+        raise TokenRequired("token", "an approval token is required")
     if len(comment) > MAX_COMMENT:
-        raise VoteError(400, f"comment is longer than {MAX_COMMENT} characters", field="comment")
+        raise VoteError("comment", f"comment is longer than {MAX_COMMENT} characters")
     now = services.clock.now()
     claims = verify_token(services.approval_key, token, review_id, now)
     if principal is not None and identity(principal) != identity(claims.approver):
-        raise VoteError(403, f"signed-in user {principal} is not the approver this link was issued to")
+        raise VoteForbidden("token", f"signed-in user {principal} is not the approver this link was issued to")
     current = get_review(services, review_id)
     updated = cast_vote(current, approver=claims.approver, decision=decision, comment=comment, nonce=claims.nonce,
                         now=now)
     recorded = _record_change(services, current, updated, voter=claims.approver, comment=comment)
     if not services.store.update_review(current, updated, recorded):
-        raise VoteError(409, "the review changed while this vote was cast; reload and try again")
+        raise VoteConflict("review", "the review changed while this vote was cast; reload and try again")
     logger.info("review %s vote by %s: %s -> %s", review_id, claims.approver, decision, updated.state.value)
     return updated, recorded
 
@@ -97,16 +105,15 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
     label = f"{before.kind.value} review of {after.model or '-'}:{after.version or '-'}"
     evidence: dict[str, Any] = {"review_id": after.id, "state": after.state.value, "voter": voter,
                                 "comment": comment, "votes": len(after.votes), "quorum": after.quorum}
-    tasks: list[TaskDraft] = []
+    tasks: list[Request] = []
     if after.state is ReviewState.APPROVED:
         approvers = sorted(after.approvals)
         outcome = Outcome.PROMOTE if after.kind is ReviewKind.PROMOTION and after.on_approval else Outcome.NO_ACTION
         reason = f"{label} approved by {', '.join(approvers)}"
         if after.on_approval:
-            kind = TaskKind.ROLLOUT if after.on_approval.get("operation") == "rollout.start" else TaskKind.PROMOTION
-            tasks.append(TaskDraft(kind, f"azureml:endpoint/{after.on_approval.get('endpoint')}",
-                                   dict(after.on_approval)))
-            reason += f"; {after.on_approval.get('stage', 'next')} promotion opened"
+            opened = parse_request(after.on_approval)
+            tasks.append(opened)
+            reason += f"; {getattr(opened, 'stage', 'next')} promotion opened"
     elif after.state is ReviewState.REJECTED:
         outcome, reason = Outcome.REJECT, f"{label} rejected by {voter}" + (f": {comment}" if comment else "")
     elif after.state is ReviewState.EXPIRED:
@@ -118,8 +125,5 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
         tasks.append(review_notice(after, after.state.value, reason))
     verdict = Verdict(outcome, reason, model=after.model, version=after.version, evidence=evidence,
                       tasks=tuple(tasks))
-    now = services.clock.now()
-    return record(verdict, key=f"review:{after.id}:{after.revision}", event_id=after.id, source=Source.CONTROLPLANE,
-                  event_type=f"review.{after.state.value if after.state is not ReviewState.OPEN else 'vote'}",
-                  policy_version=services.policy.version, received_at=now, decided_at=now,
-                  publish=services.publish_decisions)
+    return own_decision(services, verdict, key=f"review:{after.id}:{after.revision}", event_id=after.id,
+                        event_type=f"review.{after.state.value if after.state is not ReviewState.OPEN else 'vote'}")

@@ -14,16 +14,12 @@ from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.domain.ledger import (
-    Decision,
     Outcome,
     ReviewDraft,
-    Source,
     Task,
-    TaskDraft,
-    TaskKind,
     Verdict,
-    record,
 )
+from controlplane.domain.requests import Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.rollout import ACTIVE, Rollout, RolloutState, Step, baseline_of, judge, plan, target
 from controlplane.handlers.operations import (
@@ -33,12 +29,14 @@ from controlplane.handlers.operations import (
     deleted,
     deployment_in_place,
     endpoint_or_none,
+    in_order,
     reconcile,
     scaled,
     traffic_matches,
     traffic_set,
 )
 from controlplane.handlers.promotion import SETS_CHAMPION
+from controlplane.handlers.record import own_decision
 from controlplane.ports.gateway import DeploymentRequest, DeploymentSpec
 from controlplane.ports.store import Services
 
@@ -49,14 +47,13 @@ ROLLBACK_REVIEW_TTL = timedelta(hours=72)
 
 def start_rollout(services: Services, task: Task) -> dict[str, Any]:
     """Open the rollout a production approval asked for (idempotent: the task id is the rollout id)."""
-    request = task.request
-    policy = services.policy.rollout_for(request["endpoint"])
-    _, _, version = request["model"].rpartition(":")
-    rollout = Rollout(id=task.id, endpoint=request["endpoint"], model=task.model, version=version,
-                      deployment=request["deployment"], model_ref=request["model"],
+    request = parse_request(task.request, StartRollout)
+    policy = services.policy.rollout_for(request.endpoint)
+    rollout = Rollout(id=task.id, endpoint=request.endpoint, model=task.model, version=request.model.version,
+                      deployment=request.deployment, model_ref=request.model.uri,
                       steps=plan(policy.mirror_percent, policy.steps),
-                      policy={**policy.model_dump(), **services.policy.deployment_for(request["endpoint"], task.model)},
-                      created_at=services.clock.now(), approvers=tuple(request.get("approvers", ())))
+                      policy={**policy.model_dump(), **services.policy.deployment_for(request.endpoint, task.model)},
+                      created_at=services.clock.now(), approvers=request.approvers)
     created = services.store.create_rollout(rollout)
     return {"rollout": rollout.id, "created": created, "steps": [str(step) for step in rollout.steps]}
 
@@ -90,7 +87,7 @@ def resume_rollout(services: Services, rollout_id: str) -> Rollout:
     """A person resumes a paused rollout: its current step is watched for another interval."""
     rollout = services.store.rollout(rollout_id)
     if rollout is None or rollout.state is not RolloutState.PAUSED:
-        raise PermanentError(f"rollout {rollout_id} is not paused")
+        raise PermanentError(f"rollout {rollout_id}", "is not paused")
     resumed = replace(rollout, state=RolloutState.OBSERVING if rollout.step >= 0 else RolloutState.STARTING,
                       applied_at=services.clock.now(), waits=0)
     _transition(services, rollout, resumed, Outcome.NO_ACTION, f"rollout of {_label(rollout)} resumed", {})
@@ -108,12 +105,12 @@ def halt_rollout(services: Services, rollout: Rollout, why: str) -> None:
                        {"stopped_by": why}):
             return
         rollout = services.store.rollout(rollout.id)
-    raise TransientError(f"rollout {rollout.id} kept moving while it was being stopped")
+    raise TransientError(f"rollout {rollout.id}", "kept moving while it was being stopped")
 
 
 def _advance(services: Services, rollout: Rollout) -> bool:
     if services.gateway is None or services.health is None:
-        raise TransientError("no Azure ML workspace or health probe is configured for rollouts")
+        raise TransientError("rollouts", "no Azure ML workspace or health probe is configured")
     if rollout.waiting:
         return _resume(services, rollout)
     if rollout.state is RolloutState.STARTING:
@@ -180,9 +177,12 @@ def _begin(services: Services, rollout: Rollout) -> bool:
     request = DeploymentRequest(
         endpoint=rollout.endpoint, name=rollout.deployment, model=rollout.model_ref,
         instance_type=policy["instance_type"], instance_count=policy["instance_count"],
-        tags={"controlplane.domain.rollout": rollout.id}, spec=DeploymentSpec.from_json(policy.get("spec")),
+        tags={"controlplane.rollout": rollout.id}, spec=DeploymentSpec.from_json(policy.get("spec")),
         copy_from=serving if serving != rollout.deployment else None, auth_mode=policy.get("auth_mode", "key"))
-    waited = _operations(services, rollout, rollout, "begin", deployment_in_place(gateway, request, now))
+    # The staging deployment of this version, when there is one, is taken forward at the rollout's size.
+    in_place = in_order(deployment_in_place(gateway, request, now),
+                        scaled(gateway, rollout.endpoint, rollout.deployment, request.instance_count, now))
+    waited = _operations(services, rollout, rollout, "begin", in_place)
     if waited is not None:
         return waited
     state = gateway.get_endpoint(rollout.endpoint)
@@ -254,17 +254,14 @@ def _transition(services: Services, current: Rollout, updated: Rollout, outcome:
     updated = replace(updated, revision=current.revision + 1)
     tasks = ()
     if notify:
-        tasks = (TaskDraft(TaskKind.NOTIFY, "channel/reviewers", {
-            "operation": "notify", "channel": "reviewers", "event": f"rollout.{updated.state.value}",
-            "subject": f"Rollout {updated.state.value}: {_label(updated)} on {updated.endpoint}", "text": reason}),)
+        tasks = (Notify(channel="reviewers", event=f"rollout.{updated.state.value}",
+                        subject=f"Rollout {updated.state.value}: {_label(updated)} on {updated.endpoint}",
+                        text=reason),)
     verdict = Verdict(outcome, reason, model=updated.model, version=updated.version,
                       evidence={"rollout_id": updated.id, "state": updated.state.value, **evidence}, tasks=tasks,
                       reviews=reviews)
-    now = services.clock.now()
-    decision: Decision = record(verdict, key=f"rollout:{updated.id}:{updated.revision}", event_id=updated.id,
-                                source=Source.CONTROLPLANE, event_type=f"rollout.{updated.state.value}",
-                                policy_version=services.policy.version, received_at=now, decided_at=now,
-                                publish=services.publish_decisions)
+    decision = own_decision(services, verdict, key=f"rollout:{updated.id}:{updated.revision}", event_id=updated.id,
+                            event_type=f"rollout.{updated.state.value}")
     if not services.store.update_rollout(current, updated, decision):
         logger.info("rollout %s moved elsewhere meanwhile; this sweep leaves it", current.id)
         return False

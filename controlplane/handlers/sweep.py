@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from controlplane.domain.errors import PermanentError, TransientError
-from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Task, TaskDraft, TaskKind, TaskState, Verdict
+from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Task, TaskKind, TaskState, Verdict
 from controlplane.domain.policy import Policy
+from controlplane.domain.requests import DeployModel, Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.handlers.drift import evaluate_closed_windows
 from controlplane.handlers.operations import POLL_EVERY, OperationFailed
@@ -82,9 +83,9 @@ def sweep(services: Services) -> SweepReport:
 
 def _record_promotion(services: Services, task: Task) -> None:
     """A dispatched promotion is a fact worth a decision of its own, and a notification."""
-    request, model = task.request, task.model
-    _, _, version = str(request.get("model", "")).rpartition(":")
-    stage, endpoint = request.get("stage", ""), request.get("endpoint", "")
+    request, model = parse_request(task.request), task.model
+    version = request.model.version if isinstance(request, DeployModel | StartRollout) else ""
+    stage, endpoint = getattr(request, "stage", ""), getattr(request, "endpoint", "")
     dry_run = bool(task.result.get("dry_run"))
     reason = (f"{stage} promotion of {model}:{version} on {endpoint} dispatched"
               + (" (dry run: nothing was sent)" if dry_run else ""))
@@ -92,9 +93,8 @@ def _record_promotion(services: Services, task: Task) -> None:
                 "result": dict(task.result)}
     if stage == "production" and not dry_run:
         evidence[SETS_CHAMPION] = endpoint
-    notice = TaskDraft(TaskKind.NOTIFY, "channel/reviewers", {
-        "operation": "notify", "channel": "reviewers", "event": "promotion.dispatched",
-        "subject": f"Promotion dispatched: {model}:{version} to {stage}", "text": reason})
+    notice = Notify(channel="reviewers", event="promotion.dispatched",
+                    subject=f"Promotion dispatched: {model}:{version} to {stage}", text=reason)
     verdict = Verdict(Outcome.PROMOTE, reason, model=model, version=version or None, evidence=evidence,
                       tasks=(notice,))
     decide_once(services, key=f"task:{task.id}:succeeded", event_id=task.id, source=Source.CONTROLPLANE,

@@ -11,6 +11,7 @@ from datetime import datetime
 from controlplane.domain.errors import InvalidEvent, TransientError
 from controlplane.domain.events import TelemetryEvent
 from controlplane.domain.ledger import Decision, Source
+from controlplane.domain.policy import WindowPolicy
 from controlplane.domain.windows import WindowSpec
 from controlplane.handlers.drift import evaluate_closed_windows
 from controlplane.handlers.record import record_invalid
@@ -104,8 +105,6 @@ def window_spec(services: Services):
     def spec_for(model: str) -> WindowSpec:
         if model not in found:
             rule = services.policy.rule_for(model)
-            window = rule.drift.window if rule and rule.drift else None
-            found[model] = (WindowSpec(window.records, window.minutes, window.grace_minutes, window.sample)
-                            if window else WindowSpec())
+            found[model] = (rule.drift.window if rule and rule.drift else WindowPolicy()).spec()
         return found[model]
     return spec_for

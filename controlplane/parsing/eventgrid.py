@@ -11,6 +11,7 @@ from typing import Any
 
 from controlplane.domain import events as ev
 from controlplane.domain.errors import InvalidEvent, UnsupportedEvent
+from controlplane.domain.refs import AssetRef
 from controlplane.parsing.fields import Fields, check_json
 
 
@@ -68,7 +69,7 @@ def _model_deployed(meta: ev.EventMeta, data: Fields) -> ev.ModelDeployed:
         name, sep, version = part.strip().rpartition(":")
         if not sep or not name or not version:
             raise InvalidEvent(ids_path, f"expected 'name:version' items, got {part.strip()!r}")
-        refs.append(ev.ModelRef(name, version))
+        refs.append(AssetRef(name, version))
     return ev.ModelDeployed(
         meta=meta,
         endpoint=data.text("serviceName"),
