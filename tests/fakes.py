@@ -6,9 +6,12 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from controlplane.domain.errors import EventInProgress, StoreUnavailable
+from controlplane.adapters.store_base import BaseStore, ClaimRecord, Stored
+from controlplane.domain.errors import StoreUnavailable
+from controlplane.domain.incidents import Incident
 from controlplane.domain.ledger import Decision, Outcome, Task, TaskState
 from controlplane.domain.paging import Page, refused
+from controlplane.domain.reviews import Review
 from controlplane.domain.windows import Window, WindowKey, by_deployment, place, sample_row
 from controlplane.ports.gateway import (
     DeploymentInfo,
@@ -19,7 +22,7 @@ from controlplane.ports.gateway import (
     NotFound,
     PipelineRequest,
 )
-from controlplane.ports.store import AppendResult, Claim
+from controlplane.ports.store import AppendResult
 
 
 class FakeClock:
@@ -33,13 +36,20 @@ class FakeClock:
         self.moment += timedelta(**delta)
 
 
-class FakeStore:
-    """An in-memory store with the same contract as the real ones (see test_store_contract)."""
+def _version(held):
+    """A fake row's version: a claim's counter, or the record itself (compared by value)."""
+    return held.version if isinstance(held, Stored) else held
+
+
+class FakeStore(BaseStore):
+    """An in-memory store with the same contract as the real ones (see test_store_contract). Claims and guarded
+    replaces are ``BaseStore``'s; this writes its primitives over dicts, a claim's version a counter, the others'
+    the record as stored."""
 
     name = "fake"
 
     def __init__(self) -> None:
-        self.claims: dict[str, dict] = {}
+        self.claims: dict[str, Stored[ClaimRecord]] = {}
         self.ledger: list[Decision] = []
         self.outbox: dict[str, Task] = {}
         self.review_book: dict[str, object] = {}
@@ -53,48 +63,42 @@ class FakeStore:
 
     def _check(self) -> None:
         if self.down:
-            raise StoreUnavailable("fake store is down")
+            raise StoreUnavailable("fake store", "down")
 
-    def claim(self, key, partition, now, lease):
+    def _book(self, record) -> tuple[dict, str]:
+        if isinstance(record, ClaimRecord):
+            return self.claims, record.key
+        if isinstance(record, Task):
+            return self.outbox, record.id
+        if isinstance(record, Incident):
+            return self.incident_book, record.group
+        return (self.review_book if isinstance(record, Review) else self.rollout_book), record.id
+
+    def _stored(self, record):
         with self._lock:
             self._check()
+            book, key = self._book(record)
+            found = book.get(key)
+        return found if found is None or isinstance(found, Stored) else Stored(found, found)
+
+    def _put(self, record, version, decision=None):
+        with self._lock:
+            self._check()
+            book, key = self._book(record)
+            held = book.get(key)
+            if (held is not None) if version is None else (held is None or _version(held) != version):
+                return None
             self._tokens += 1
-            token = str(self._tokens)
-            held = self.claims.get(key)
-            if held and held["state"] == "COMPLETED":
-                return Claim(key, partition, "", original=held["decision"])
-            if held and held["until"] > now:
-                raise EventInProgress(key)
-            self.claims[key] = {"state": "INPROGRESS", "until": now + lease, "token": token, "decision": None}
-            return Claim(key, partition, token, taken_over=held is not None)
+            book[key] = Stored(record, str(self._tokens)) if isinstance(record, ClaimRecord) else record
+            if decision is not None:
+                self._insert(decision)
+            return _version(book[key])
 
-    def complete(self, claim, decision):
+    def _delete_claim(self, claim):
         with self._lock:
             self._check()
             held = self.claims.get(claim.key)
-            if not held or held["token"] != claim.token or held["state"] != "INPROGRESS":
-                raise EventInProgress(claim.key)
-            held.update(state="COMPLETED", decision=decision.id)
-            self._insert(decision)
-
-    def complete_unclaimed(self, key, partition, decision):
-        with self._lock:
-            self._check()
-            held = self.claims.get(key)
-            if held and held["state"] == "COMPLETED":
-                return held["decision"]
-            if held and held["until"] > decision.decided_at:
-                raise EventInProgress(key)
-            self.claims[key] = {"state": "COMPLETED", "until": decision.decided_at, "token": "",
-                                "decision": decision.id}
-            self._insert(decision)
-            return None
-
-    def release(self, claim):
-        with self._lock:
-            self._check()
-            held = self.claims.get(claim.key)
-            if held and held["token"] == claim.token and held["state"] == "INPROGRESS":
+            if held is not None and held.version == claim.token:
                 del self.claims[claim.key]
 
     def append(self, decision):
@@ -116,14 +120,6 @@ class FakeStore:
         found = [r for r in self.review_book.values() if state is None or r.state is state]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
 
-    def create_rollout(self, rollout):
-        with self._lock:
-            self._check()
-            if rollout.id in self.rollout_book:
-                return False
-            self.rollout_book[rollout.id] = rollout
-            return True
-
     def rollout(self, rollout_id):
         self._check()
         return self.rollout_book.get(rollout_id)
@@ -133,15 +129,6 @@ class FakeStore:
         found = [r for r in self.rollout_book.values() if not states or r.state in states]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
 
-    def update_rollout(self, current, updated, decision):
-        with self._lock:
-            self._check()
-            if self.rollout_book.get(current.id) != current:
-                return False
-            self.rollout_book[current.id] = updated
-            self._insert(decision)
-            return True
-
     def incident(self, group):
         self._check()
         return self.incident_book.get(group)
@@ -150,27 +137,6 @@ class FakeStore:
         self._check()
         found = [i for i in self.incident_book.values() if state is None or i.state is state]
         return sorted(found, key=lambda i: i.updated_at, reverse=True)[:limit]
-
-    def put_incident(self, current, updated):
-        with self._lock:
-            self._check()
-            if self.incident_book.get(updated.group) != current:
-                return False
-            self.incident_book[updated.group] = updated
-            return True
-
-    def update_review(self, current, updated, decision):
-        with self._lock:
-            self._check()
-            if self.review_book.get(current.id) != current:
-                return False
-            self.review_book[current.id] = updated
-            self._insert(decision)
-            return True
-
-    def decisions(self, model=None, limit=50, outcomes=(), event_types=(), version=None):
-        return self.decision_page(limit, model=model, outcomes=outcomes, event_types=event_types,
-                                  version=version).items
 
     def decision_page(self, limit=50, after=None, *, model=None, outcomes=(), event_types=(), version=None,
                       since=None, until=None):
@@ -192,12 +158,6 @@ class FakeStore:
         last = found[limit - 1][0] if more else None
         return Page([d for _, d in found[:limit]], f"{last[0].isoformat()}|{last[1]}" if more else None)
 
-    def repair_indexes(self, now):
-        return 0
-
-    def backfill_indexes(self, resume=None, pages=1, page_size=1000):
-        return 0, None
-
     def retraining_jobs(self, model, limit):
         found = self.decisions(model=model, limit=len(self.ledger), outcomes=[Outcome.RETRAIN])
         return [(d.decided_at, d.evidence["job"]) for d in found if d.evidence.get("job")][:limit]
@@ -217,16 +177,10 @@ class FakeStore:
         self._check()
         return [t for t in self.tasks(TaskState.PENDING, 10_000) if t.due_at <= now][:limit]
 
-    def update_task(self, current, updated):
-        with self._lock:
-            self._check()
-            if self.outbox.get(current.id) == current:
-                self.outbox[current.id] = updated
-
-    def checkpoint(self):
+    def ping(self):
         self._check()
 
-    def ping(self):
+    def checkpoint(self):
         self._check()
 
     def append_telemetry(self, events, spec_for, now) -> AppendResult:
@@ -346,7 +300,7 @@ class FakeWorkspace(FakeGateway):
     def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
         self.calls.append(("create_endpoint", name, auth_mode))
         self.endpoints[name] = EndpointState(name, {}, {})
-        return self.endpoints[name]
+        return replace(self.endpoints[name], provisioning_state="Creating")  # begun; done by the next look
 
     def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
         self.calls.append(("get_deployment", endpoint, name))
@@ -377,36 +331,50 @@ class FakeWorkspace(FakeGateway):
             raise NotFound("jobs.get", f"{name} not found", 404)
         return replace(self.jobs[name], created=False)
 
+    def _endpoint(self, operation: str, endpoint: str) -> EndpointState:
+        if endpoint not in self.endpoints:
+            raise NotFound(operation, f"endpoint {endpoint} not found", 404)
+        return self.endpoints[endpoint]
+
+    # Each change below finishes at once (reads see it done), but returns what the real gateway returns when it
+    # begins one: the operation under way (Creating, Updating).
+
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
         self.calls.append(("deploy", request))
-        state = self.endpoints.setdefault(request.endpoint, EndpointState(request.endpoint, {}, {}))
+        state = self._endpoint("deploy", request.endpoint)
         info = DeploymentInfo(request.endpoint, request.name, request.model, request.instance_type,
                               request.instance_count, "Succeeded")
         others = tuple(d for d in state.deployments if d.name != request.name)
         self.endpoints[request.endpoint] = replace(state, deployments=(*others, info))
-        return info
+        return replace(info, provisioning_state="Creating")
 
     def scale(self, endpoint: str, deployment: str, instance_count: int) -> DeploymentInfo:
         self.calls.append(("scale", endpoint, deployment, instance_count))
-        state = self.endpoints[endpoint]
-        [current] = [d for d in state.deployments if d.name == deployment]
+        state = self._endpoint("scale", endpoint)
+        current = next((d for d in state.deployments if d.name == deployment), None)
+        if current is None:
+            raise NotFound("scale", f"deployment {deployment} not found on {endpoint}", 404)
         scaled = replace(current, instance_count=instance_count)
         self.endpoints[endpoint] = replace(state, deployments=tuple(
             scaled if d.name == deployment else d for d in state.deployments))
-        return scaled
+        return replace(scaled, provisioning_state="Updating")
 
     def set_traffic(self, endpoint, traffic, mirror=None):
+        from controlplane.ports.gateway import validate_traffic
+
+        validate_traffic(traffic, mirror)  # refused before anything is sent, as Azure ML would refuse it
         self.calls.append(("set_traffic", endpoint, dict(traffic), None if mirror is None else dict(mirror)))
-        state = self.endpoints[endpoint]
+        state = self._endpoint("set_traffic", endpoint)
         self.endpoints[endpoint] = replace(state, traffic=dict(traffic),
                                            mirror_traffic=state.mirror_traffic if mirror is None else dict(mirror))
-        return self.endpoints[endpoint]
+        return replace(self.endpoints[endpoint], provisioning_state="Updating")
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         self.calls.append(("delete_deployment", endpoint, deployment))
-        state = self.endpoints[endpoint]
-        self.endpoints[endpoint] = replace(state, deployments=tuple(d for d in state.deployments
-                                                                    if d.name != deployment))
+        state = self.endpoints.get(endpoint)
+        if state is not None:  # deleting what is gone is not an error
+            self.endpoints[endpoint] = replace(state, deployments=tuple(d for d in state.deployments
+                                                                        if d.name != deployment))
 
     def tag_model(self, name: str, version: str, tags, stage=None) -> ModelInfo:
         self.calls.append(("tag_model", name, version, dict(tags), stage))

@@ -242,7 +242,7 @@ def test_a_conflict_about_something_else_is_a_gateway_error(gateway, azure, pipe
         gateway.submit_pipeline(PipelineRequest(name="retrain-churn-42", experiment="churn-retrain",
                                                 source=pipeline_yaml))
 
-    assert type(raised.value) is GatewayError and raised.value.status == 409
+    assert type(raised.value) is GatewayError and raised.value.azure_status == 409
     assert [s.method for s in azure.sent if s.path.endswith("/jobs/retrain-churn-42")] == ["GET", "PUT", "GET"]
 
 
@@ -253,7 +253,7 @@ def test_a_job_the_service_refuses_is_a_gateway_error_with_its_reason(gateway, a
         gateway.submit_pipeline(PipelineRequest(name="retrain-churn-42", experiment="churn-retrain",
                                                 source=pipeline_yaml, compute="gpu-cluster"))
 
-    assert type(raised.value) is GatewayError and raised.value.status == 400
+    assert type(raised.value) is GatewayError and raised.value.azure_status == 400
     assert "Compute gpu-cluster is not found" in raised.value.reason
 
 

@@ -28,10 +28,11 @@ def test_deployments_and_traffic_change_as_azure_would_and_every_request_is_reco
     workspace.delete_deployment("churn-ep", "blue")
     assert [d.name for d in workspace.get_endpoint("churn-ep").deployments] == ["green"]
     operations = [r["operation"] for r in workspace.requests()]
-    assert operations == ["online_deployments.begin_create_or_update", "online_endpoints.begin_create_or_update",
+    assert operations == ["online_endpoints.begin_create_or_update",
+                          "online_deployments.begin_create_or_update", "online_endpoints.begin_create_or_update",
                           "online_deployments.begin_create_or_update", "online_endpoints.begin_create_or_update",
                           "online_deployments.scale", "online_deployments.begin_delete"]
-    assert workspace.requests()[3]["traffic"] == {"blue": 90, "green": 10}
+    assert workspace.requests()[4]["traffic"] == {"blue": 90, "green": 10}
 
 
 def test_it_survives_a_restart_because_it_is_a_file(workspace, tmp_path):

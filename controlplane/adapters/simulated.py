@@ -5,13 +5,15 @@ this workspace instead of Azure: endpoints, deployments, traffic and models chan
 change them, every request is appended to its ``requests`` list exactly as the real adapter would
 send it, and deployment health is whatever the file's ``health`` section says (no entry: no traffic).
 A new deployment stays ``Creating`` for the file's ``provisioning_seconds`` (0 unless set), measured on the
-control plane's clock, and carries the spec it was given, completed from the deployment it replaces.
+control plane's clock, and carries the spec it was given, completed from the deployment it replaces. Like the
+real gateway, each change returns the operation it began (``Creating``, ``Updating``): reads say how it went.
 """
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ class SimulatedWorkspace:
     def seed_endpoint(self, endpoint: str, deployment: str, model: str, instance_type: str = "Standard_DS3_v2",
                       instance_count: int = 1) -> None:
         """An endpoint already serving ``model`` from ``deployment`` at 100%."""
+        self.create_endpoint(endpoint, "key")
         self.deploy(DeploymentRequest(endpoint, deployment, model, instance_type, instance_count))
         self.set_traffic(endpoint, {deployment: 100})
 
@@ -66,6 +69,12 @@ class SimulatedWorkspace:
         def change(state):
             state["provisioning_seconds"], state["provisioning_error"] = seconds, fail_with
         self._change("simulation.set_provisioning", {"seconds": seconds, "fail_with": fail_with}, change)
+
+    def set_job_status(self, name: str, status: str) -> None:
+        """A submitted job moves on (Running, Completed, Failed) as Azure ML would run it."""
+        def change(state):
+            state["jobs"][name]["status"] = status
+        self._change("simulation.set_job_status", {"name": name, "status": status}, change)
 
     def set_health(self, endpoint: str, deployment: str, requests: int, p95_latency_ms: float | None,
                    error_rate: float | None) -> None:
@@ -85,8 +94,11 @@ class SimulatedWorkspace:
         found = self._load()["models"].get(f"{name}:{version}")
         if found is None:
             raise NotFound("get_model", f"model {name}:{version} not found", 404)
-        return ModelInfo(name, version, found.get("tags", {}), found.get("properties", {}), found.get("created_by", ""),
-                         found.get("stage", ""), registered_by=found.get("registered_by", ""))
+        registered_by = found.get("registered_by", "")
+        created_by = (found.get("created_by") or found.get("tags", {}).get("created_by")
+                      or found.get("properties", {}).get("created_by") or registered_by)
+        return ModelInfo(name, version, found.get("tags", {}), found.get("properties", {}), created_by,
+                         found.get("stage", ""), registered_by=registered_by)
 
     def register_model(self, name: str, version: str, registered_by: str, tags: Mapping[str, str] | None = None,
                        properties: Mapping[str, str] | None = None) -> ModelInfo:
@@ -110,12 +122,12 @@ class SimulatedWorkspace:
     def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
         def change(state):
             created = request.name not in state["jobs"]
-            state["jobs"].setdefault(request.name, {"experiment": request.experiment, "status": "NotStarted"})
-            return created
-        created = self._change("jobs.create_or_update", {"name": request.name, "experiment": request.experiment,
-                                                         "source": request.source, "inputs": dict(request.inputs)},
-                               change)
-        return JobInfo(request.name, "NotStarted", request.experiment, created=created)
+            return created, state["jobs"].setdefault(request.name, {"experiment": request.experiment,
+                                                                    "status": "NotStarted"})
+        created, job = self._change("jobs.create_or_update", {
+            "name": request.name, "experiment": request.experiment, "source": request.source,
+            "inputs": dict(request.inputs)}, change)
+        return JobInfo(request.name, job["status"], job["experiment"], created=created)
 
     def get_job(self, name: str) -> JobInfo:
         job = self._load()["jobs"].get(name)
@@ -128,13 +140,14 @@ class SimulatedWorkspace:
             state["endpoints"].setdefault(name, {"traffic": {}, "mirror": {}, "deployments": {},
                                                  "auth_mode": auth_mode})
         self._change("online_endpoints.begin_create_or_update", {"endpoint": name, "auth_mode": auth_mode}, change)
-        return self.get_endpoint(name)
+        return replace(self.get_endpoint(name), provisioning_state="Creating")
 
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
         spec = self._spec_of(request)
 
         def change(state):
-            endpoint = state["endpoints"].setdefault(request.endpoint, {"traffic": {}, "mirror": {}, "deployments": {}})
+            self._deployments(state, request.endpoint, "deploy")  # Azure ML deploys only to an existing endpoint
+            endpoint = state["endpoints"][request.endpoint]
             endpoint["deployments"][request.name] = {
                 "model": request.model, "instance_type": request.instance_type,
                 "instance_count": request.instance_count, "spec": spec, "started": self.clock.now().isoformat()}
@@ -143,7 +156,7 @@ class SimulatedWorkspace:
             "endpoint": request.endpoint, "name": request.name, "model": request.model,
             "instance_type": request.instance_type, "instance_count": request.instance_count,
             "copied_from": request.copy_from, "spec": spec}, change)
-        return self.get_deployment(request.endpoint, request.name)
+        return replace(self.get_deployment(request.endpoint, request.name), provisioning_state="Creating")
 
     def _spec_of(self, request: DeploymentRequest) -> dict[str, Any]:
         """The spec the deployment is created with: the request's, completed from the one it replaces."""
@@ -181,12 +194,13 @@ class SimulatedWorkspace:
             return found
         found = self._change("online_deployments.scale", {"endpoint": endpoint, "name": deployment,
                                                           "instance_count": instance_count}, change)
-        return DeploymentInfo(endpoint, deployment, found["model"], found["instance_type"], instance_count, "Succeeded")
+        return DeploymentInfo(endpoint, deployment, found["model"], found["instance_type"], instance_count, "Updating")
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         def change(state):
-            self._deployments(state, endpoint, "delete_deployment").pop(deployment, None)
-            state["endpoints"][endpoint]["traffic"].pop(deployment, None)
+            if endpoint in state["endpoints"]:  # deleting what is gone is not an error
+                state["endpoints"][endpoint]["deployments"].pop(deployment, None)
+                state["endpoints"][endpoint]["traffic"].pop(deployment, None)
         self._change("online_deployments.begin_delete", {"endpoint": endpoint, "name": deployment}, change)
 
     def get_endpoint(self, name: str) -> EndpointState:
@@ -210,7 +224,7 @@ class SimulatedWorkspace:
                 found["mirror"] = dict(mirror)
         self._change("online_endpoints.begin_create_or_update", {"endpoint": endpoint, "traffic": dict(traffic),
                                                                  "mirror_traffic": mirror}, change)
-        return self.get_endpoint(endpoint)
+        return replace(self.get_endpoint(endpoint), provisioning_state="Updating")
 
     @staticmethod
     def _deployments(state: dict[str, Any], endpoint: str, operation: str) -> dict[str, Any]:
