@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.domain.signals import Series
-from controlplane.web.charts import line_chart
+from controlplane.web.charts import bar_chart, line_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -116,3 +116,20 @@ def test_importing_the_charts_is_cheap():
     code = ("import sys; import controlplane.web.charts; "
             "assert not {m for m in sys.modules if m.startswith(('azure', 'controlplane.adapters'))}")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_bars_are_proportional_from_zero_with_the_mark_drawn_and_every_value_said():
+    svg = ET.fromstring(bar_chart("Effect size", [("age", 0.5), ("plan", 1.0), ("tenure", None)], mark=0.25,
+                                  mark_label="floor"))
+    widths = [float(r.get("width")) for r in svg.iter(f"{SVG}rect")]
+    assert len(widths) == 2 and widths[1] == pytest.approx(2 * widths[0])
+    (line,) = svg.iter(f"{SVG}line")
+    assert float(line.get("x1")) == pytest.approx(float(svg.find(f"{SVG}rect").get("x")) + widths[0] / 2)
+    assert svg.get("aria-label") == "Effect size: age 0.5, plan 1, tenure no value, floor 0.25"
+
+
+def test_bar_labels_are_escaped_and_negative_or_missing_values_draw_nothing_past_zero():
+    svg = bar_chart("<b>x</b>", [("<script>", -3.0), ("nan", float("nan"))])
+    parsed = ET.fromstring(svg)
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert [float(r.get("width")) for r in parsed.iter(f"{SVG}rect")] == [0.0]

@@ -19,7 +19,7 @@ from tests.support import ROOT
 WORKER_PYTHON = ROOT / ".tools" / "worker" / "bin" / "python"
 INDEX_APP = ROOT / "tests" / "worker" / "index_app.py"
 
-FUNCTIONS = ["decisions", "health", "on_alert", "on_registry_event", "on_telemetry", "report", "review",
+FUNCTIONS = ["decisions", "health", "model", "on_alert", "on_registry_event", "on_telemetry", "report", "review",
              "review_decision", "review_report", "reviews", "sweep", "ui"]
 
 
@@ -70,6 +70,7 @@ def test_telemetry_is_an_event_hubs_batch_with_exponential_retry(indexed):
 @pytest.mark.parametrize("name, route, methods, auth", [
     ("on_alert", "alerts", ["POST"], "FUNCTION"),
     ("decisions", "decisions", ["GET"], "FUNCTION"),
+    ("model", "models/{name}", ["GET"], "FUNCTION"),
     ("health", "health", ["GET"], "ANONYMOUS"),
     ("reviews", "reviews", ["GET"], "FUNCTION"),
     ("review", "reviews/{id}", ["GET", "POST"], "ANONYMOUS"),  # the signed token in the link authorises

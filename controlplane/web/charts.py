@@ -52,6 +52,40 @@ def line_chart(series: Series, *, width: int = 480, height: int = 140) -> str:
     ])
 
 
+def bar_chart(title: str, bars: list[tuple[str, float | None]], *, unit: str = "", mark: float | None = None,
+              mark_label: str = "", width: int = 480) -> str:
+    """Horizontal bars, one per (label, value), from zero; a dashed line at ``mark`` (a threshold). A bar
+    without a value (``None``) is labelled "no value" and drawn empty."""
+    values = [v for _, v in bars if v is not None and math.isfinite(v)]
+    top = max([*values, mark or 0.0, 0.0]) or 1.0
+    row, label_width, x0 = 22, 150, 160
+    x1 = width - 60
+    height = TOP + row * len(bars) + 8
+
+    def x(v: float) -> float:
+        return round(x0 + (x1 - x0) * max(v, 0.0) / top, 1)
+
+    title += f" ({unit})" if unit else ""
+    parts = [_text(4, 14, title, 'font-weight="bold"')]
+    described = []
+    for index, (label, value) in enumerate(bars):
+        y = TOP + row * index
+        parts.append(_text(label_width, y + 14, label[:28], 'text-anchor="end"'))
+        if value is None or not math.isfinite(value):
+            parts.append(_text(x0 + 4, y + 14, "no value"))
+            described.append(f"{label} no value")
+            continue
+        parts.append(f'<rect x="{x0}" y="{y + 3}" width="{round(x(value) - x0, 1)}" height="{row - 8}" '
+                     f'fill="#2563eb"/>')
+        parts.append(_text(x(value) + 4, y + 14, _number(value)))
+        described.append(f"{label} {_number(value)}")
+    if mark is not None:
+        parts.append(f'<line x1="{x(mark)}" y1="{TOP - 4}" x2="{x(mark)}" y2="{height - 4}" stroke="#a4262c" '
+                     f'stroke-dasharray="4 3"/>')
+        described.append(f"{mark_label or 'mark'} {_number(mark)}")
+    return _svg(width, height, f"{title}: " + ", ".join(described), parts)
+
+
 def _svg(width: int, height: int, label: str, parts: list[str]) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">' + "".join(parts) + "</svg>")

@@ -9,14 +9,16 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
 from controlplane.domain.incidents import Incident
 from controlplane.domain.ledger import Decision
 from controlplane.domain.reviews import Review, ReviewKind, ReviewState
+from controlplane.domain.rollout import Rollout
 from controlplane.domain.signals import Signals
-from controlplane.web.charts import line_chart
+from controlplane.web.charts import bar_chart, line_chart
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:64rem;color:#1b1b1b;
@@ -27,6 +29,8 @@ border-radius:.3rem}.open{background:#fff4ce}.approved{background:#dff6dd}.rejec
 .expired{background:#eee}.pass{color:#107c10}.fail{color:#a4262c}.muted{color:#666}
 textarea{width:100%;min-height:4rem}button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.5rem}
 pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:20rem}
+svg{max-width:100%;height:auto}table{display:block;overflow-x:auto}figure{margin:1rem 0}
+@media (max-width:40rem){body{margin:1rem auto}th,td{padding:.3rem .4rem}}
 """
 
 
@@ -52,7 +56,8 @@ def _state(state: ReviewState) -> str:
 def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
+    # tabindex: a table wider than a phone scrolls sideways, and the keyboard must reach it to scroll it
+    return f"<table tabindex='0'>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
 
 
 def _number(value: Any) -> str:
@@ -74,6 +79,122 @@ def metrics_table(evidence: Mapping[str, Any]) -> str:
                      escape(str(gate.get("gate", ""))), verdict])
     return _table(["metric", "candidate", f"champion {evidence.get('champion') or ''}".strip(), "gate", "result"],
                   rows)
+
+
+def _p_value(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return "&lt; 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _facts(rows: Iterable[tuple[str, Any]]) -> str:
+    return _table([], [[escape(name), escape(str(value))] for name, value in rows if value not in (None, "")])
+
+
+def promotion_section(evidence: Mapping[str, Any]) -> str:
+    """Candidate against champion, metric by metric, each gate's verdict, the gain the policy asks for, who
+    registered the candidate and where it goes."""
+    parts = ["<h2>Candidate against champion</h2>", metrics_table(evidence)]
+    candidate, champion = evidence.get("metrics") or {}, evidence.get("champion_metrics") or {}
+    bars = [(f"{metric} {side}", values.get(metric)) for metric in candidate
+            for side, values in (("candidate", candidate), ("champion", champion)) if side == "candidate" or champion]
+    if bars:
+        parts.append(f"<figure>{bar_chart('Metrics', bars)}</figure>")
+    gain = evidence.get("improvement")
+    if gain:
+        enough = gain["gain"] >= gain["required"]
+        parts.append(f"<p id='improvement' class='{'pass' if enough else 'fail'}'>{escape(str(gain['metric']))}: "
+                     f"gain {_number(gain['gain'])} over the champion, {_number(gain['required'])} required "
+                     f"({'enough' if enough else 'not enough'})</p>")
+    registrant = evidence.get("registrant") or "unknown"
+    source = {"workspace": "Azure ML's record", "tags": "the created_by tag"}.get(evidence.get("registrant_source"))
+    parts.append("<h2>Candidate</h2>" + _facts([
+        ("endpoint", evidence.get("endpoint")), ("champion now", evidence.get("champion") or "none"),
+        ("registered by", f"{registrant} (from {source})" if source else registrant),
+        ("metrics read from the workspace", "yes" if evidence.get("metrics_from_gateway") else None),
+        ("policy rule", evidence.get("rule"))]))
+    return "".join(parts)
+
+
+def rollback_section(evidence: Mapping[str, Any]) -> str:
+    """Why a rollout was rolled back, in words, and each deployment's health over the step, as charts."""
+    reasons = evidence.get("reasons") or []
+    parts = ["<h2>Why it was rolled back</h2>",
+             f"<p id='rollback-reason'>{escape('; '.join(reasons) or 'no reason recorded')}</p>",
+             _facts([("rollout", evidence.get("rollout")), ("step", evidence.get("step")),
+                     ("judged over", " to ".join(evidence.get("window") or [])),
+                     ("traffic restored", ", ".join(f"{name} {share}%" for name, share in
+                                                    (evidence.get("restored_traffic") or {}).items()))])]
+    health = evidence.get("health") or {}
+    if health:
+        parts.append("<h2>Health during the step</h2>" + _table(
+            ["deployment", "requests", "p95 latency (ms)", "5xx share"],
+            [[escape(name), _number(h.get("requests")), _number(h.get("p95_latency_ms")),
+              escape("-" if h.get("error_rate") is None else f"{h['error_rate']:.1%}")] for name, h in health.items()]))
+        for title, key, unit in (("p95 latency", "p95_latency_ms", "ms"), ("5xx share", "error_rate", "")):
+            parts.append(f"<figure>{bar_chart(title, [(n, h.get(key)) for n, h in health.items()], unit=unit)}"
+                         "</figure>")
+    return "".join(parts)
+
+
+def drift_section(evidence: Mapping[str, Any]) -> str:
+    """The window, the verdict in words, and per column: the test, its statistic, p-value, effect size, verdict
+    and data-quality problems."""
+    window, drift = evidence.get("window") or {}, evidence.get("drift") or {}
+    columns = drift.get("columns") or []
+    drifted = drift.get("drifted") or []
+    if drift.get("inconclusive"):
+        verdict = f"Inconclusive: {drift.get('reason', '')}"
+    else:
+        rule = (f"{drift.get('correction')} correction at alpha {drift.get('alpha')}"
+                if drift.get("correction") not in (None, "none") else f"drift share {drift.get('drift_share')}")
+        verdict = f"{len(drifted)} of {len(columns)} columns drifted ({rule})" + (
+            f": {', '.join(drifted)}" if drifted else "")
+    parts = ["<h2>Window</h2>", _facts([
+        ("model", window.get("model")), ("deployment", window.get("deployment")),
+        ("window", f"bucket {window.get('bucket')}, part {window.get('part')}" if window else None),
+        ("records", window.get("records")), ("closed by", window.get("closed_by")),
+        ("rows tested", drift.get("rows")), ("reference rows", drift.get("reference_rows"))]),
+        f"<h2>Drift</h2><p id='drift-verdict'>{escape(verdict)}</p>"]
+    quality = {q.get("column"): q.get("issues") or [] for q in drift.get("quality") or []}
+    if columns:
+        parts.append(_table(["column", "kind", "test", "distance", "p-value", "effect size", "verdict",
+                             "data quality"], [
+            [escape(str(c.get("column"))), escape(str(c.get("kind", ""))),
+             escape(f"{c.get('method')} ({c['test']})" if c.get("test") else str(c.get("method"))),
+             _number(c.get("value")) if c.get("statistic") == "distance" else "-",
+             _p_value(c.get("adjusted_p_value", c.get("p_value"))), _number(c.get("effect_size")),
+             "<span class='fail'>drifted</span>" if c.get("drifted") else (
+                 "<span class='muted'>below the effect-size floor</span>" if c.get("suppressed") else "stable"),
+             escape(", ".join(quality.get(c.get("column"), [])) or "-")] for c in columns]))
+        sizes = [(str(c.get("column")), c.get("effect_size")) for c in columns if c.get("effect_size") is not None]
+        if sizes:
+            parts.append(f"<figure>{bar_chart('Effect size by column', sizes)}</figure>")
+    elif evidence.get("signal"):
+        parts.append(f"<pre>{escape(json.dumps(evidence['signal'], indent=2, default=str))}</pre>")
+    return "".join(parts)
+
+
+def operation_section(evidence: Mapping[str, Any]) -> str:
+    """An Azure ML operation that failed or ran past its deadline: what it was and Azure's reason."""
+    operation = evidence.get("operation") or {}
+    return ("<h2>Failed operation</h2>" + f"<p id='operation-error'>{escape(str(evidence.get('error', '')))}</p>"
+            + _facts([("operation", operation.get("kind")), ("endpoint", operation.get("endpoint")),
+                      ("deployment", operation.get("deployment")), ("started", operation.get("started_at")),
+                      ("deadline", operation.get("deadline")), ("task", evidence.get("task_id"))]))
+
+
+def _details(review: Review, signals: Signals | None) -> str:
+    evidence = review.evidence
+    if review.kind is ReviewKind.ALERT:
+        return alert_section(evidence, signals)
+    if review.kind is ReviewKind.DRIFT:
+        return drift_section(evidence)
+    if review.kind is ReviewKind.OPERATION:
+        return operation_section(evidence)
+    if "rollout" in evidence:
+        return rollback_section(evidence)
+    return promotion_section(evidence)
 
 
 def alert_section(evidence: Mapping[str, Any], signals: Signals | None) -> str:
@@ -115,8 +236,6 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
                      "<button type='submit' id='report'>drift report</button></form></li>")
     tags = evidence.get("tags") or {}
     tag_table = _table(["tag", "value"], [[escape(str(k)), escape(str(v))] for k, v in tags.items()]) if tags else ""
-    signal = evidence.get("signal")
-    signal_html = f"<h2>Signal</h2><pre>{escape(json.dumps(signal, indent=2, default=str))}</pre>" if signal else ""
     votes = _table(["when", "who", "vote", "comment"], [
         [escape(v.at.isoformat(timespec="seconds")), escape(v.approver), escape(v.decision), escape(v.comment)]
         for v in review.votes]) if review.votes else "<p class='muted'>No votes yet.</p>"
@@ -134,12 +253,10 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
                 "<button type='submit' name='decision' value='approve' id='approve'>Approve</button>"
                 "<button type='submit' name='decision' value='reject' id='reject'>Reject</button></p></form>")
     notice = f"<p role='status'><strong>{escape(message)}</strong></p>" if message else ""
-    details = (alert_section(evidence, signals) if review.kind is ReviewKind.ALERT
-               else f"<h2>Metrics</h2>{metrics_table(evidence)}")
-    body = (f"<h1>{escape(title)}</h1>{notice}{facts}{details}"
+    body = (f"<main><h1>{escape(title)}</h1>{notice}{facts}{_details(review, signals)}"
             + (f"<h2>Evidence</h2><ul>{''.join(links)}</ul>" if links else "")
-            + (f"<h2>Tags</h2>{tag_table}" if tag_table else "") + signal_html
-            + f"<h2>Votes</h2>{votes}{form}")
+            + (f"<h2>Tags</h2>{tag_table}" if tag_table else "")
+            + f"<h2>Votes</h2>{votes}{form}</main>")
     return _page(title, body)
 
 
@@ -164,7 +281,43 @@ def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), 
     if decision_rows:
         body += "<h2>Recent decisions</h2>" + _table(["decided", "event", "model", "outcome", "reason"],
                                                       decision_rows)
-    return _page(title, body)
+    return _page(title, f"<main>{body}</main>")
+
+
+def _when(moment: Any) -> str:
+    """One readable form for every time on a page: ``2026-11-22 10:05 UTC``."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return escape(moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")) if moment else "-"
+
+
+def model_page(name: str, serving: Iterable[Mapping[str, Any]], decisions: Iterable[Decision],
+               reviews: Iterable[Review], rollouts: Iterable[Rollout]) -> str:
+    """A model's whole story on one page, newest first: where it serves and since when, every decision with
+    its policy version, the reviews and who voted, the rollouts."""
+    title = f"Model {name}"
+    serving_rows = [[escape(s["endpoint"]), escape(f"{s['model']}:{s['version']}" if s.get("version") else "nothing"),
+                     _when(s.get("since")), escape(s.get("decision_id") or "-")] for s in serving]
+    body = f"<h1>{escape(title)}</h1><h2>Serving</h2>"
+    body += _table(["endpoint", "serving", "since", "decision"], serving_rows) if serving_rows else (
+        "<p class='muted'>No endpoint in the policy for this model.</p>")
+    timeline = [[_when(d.decided_at), escape(d.version or "-"),
+                 escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
+                 f"<span data-outcome='{escape(d.outcome.value)}'>{escape(d.outcome.value)}</span>", escape(d.reason),
+                 escape(d.policy_version), f"<code id='decision-{escape(d.id)}'>{escape(d.id)}</code>"]
+                for d in decisions]
+    body += "<h2>Timeline</h2>" + (_table(["when", "version", "event", "outcome", "reason", "policy", "decision"],
+                                          timeline) if timeline else "<p class='muted'>No decision yet.</p>")
+    review_rows = [[f"<a href='../{_review_href(r)}'>{escape(r.kind.value)}</a>", escape(r.version or "-"),
+                    _state(r.state), escape(", ".join(f"{v.approver} ({v.decision})" for v in r.votes) or "-"),
+                    _when(r.created_at)] for r in reviews]
+    if review_rows:
+        body += "<h2>Reviews</h2>" + _table(["review", "version", "state", "votes", "opened"], review_rows)
+    rollout_rows = [[escape(r.version or "-"), escape(r.endpoint), escape(r.state.value), escape(str(r.current)),
+                     _when(r.created_at)] for r in rollouts]
+    if rollout_rows:
+        body += "<h2>Rollouts</h2>" + _table(["version", "endpoint", "state", "step", "started"], rollout_rows)
+    return _page(title, f"<main>{body}</main>")
 
 
 def _review_href(review: Review) -> str:

@@ -1,0 +1,205 @@
+"""Review pages carry the evidence an approver decides from, in a real browser (headless Chromium driven by
+Playwright): a promotion (candidate against champion), a rollback (why, and each deployment's health) and a
+drift review (the window and a row per column). axe-core finds no serious or critical accessibility problem,
+and the pages fit a 390 px wide phone. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Verdict, record
+from controlplane.domain.reviews import ReviewKind
+from tests.support import ROOT, local_host
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = ROOT / "test-artifacts"
+KEY = "c" * 64
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def promotion_evidence() -> dict:
+    """What the promotion rules record for churn:5 against the champion churn:4 (the shipped policy)."""
+    from controlplane.domain.policy import load_policy
+    from controlplane.domain.promotion import PromotionFacts, judge_promotion
+    from controlplane.domain.refs import AssetRef
+
+    policy = load_policy(ROOT / "policy.yaml")
+    facts = PromotionFacts(champion=AssetRef("churn", "4"), metrics={"accuracy": 0.912, "auc": 0.94},
+                           registrant="alice@contoso.com", registrant_source="workspace",
+                           champion_metrics={"accuracy": 0.9, "auc": 0.93})
+    verdict = judge_promotion("churn", "5", {}, policy.rule_for("churn"), facts, "ml:page-test", policy)
+    assert verdict.outcome is Outcome.REQUEST_APPROVAL
+    return dict(verdict.evidence)
+
+
+def rollback_evidence() -> dict:
+    """A rollout step judged unhealthy: the new deployment's p95 and 5xx share against the old one's."""
+    from controlplane.domain.policy import HealthGate
+    from controlplane.domain.rollout import judge
+    from controlplane.domain.signals import DeploymentHealth
+
+    new = DeploymentHealth("churn-v5-green", requests=480, p95_latency_ms=910.0, error_rate=0.06)
+    old = DeploymentHealth("blue", requests=4_200, p95_latency_ms=180.0, error_rate=0.002)
+    judgment = judge(HealthGate().model_dump(), new, old)
+    assert judgment.verdict == "unhealthy"
+    return {"rollout": "r-42", "step": "10%", "reasons": list(judgment.reasons),
+            "window": [(NOW - timedelta(minutes=15)).isoformat(), NOW.isoformat()],
+            "health": {h.deployment: vars(h) for h in (new, old)}, "restored_traffic": {"blue": 100}}
+
+
+def drift_evidence() -> dict:
+    """The engine's own verdict on a window whose brightness moved, against the shipped reference."""
+    import pandas as pd
+
+    from controlplane.domain.policy import load_policy
+    from controlplane.drift import check_drift
+
+    rule = load_policy(ROOT / "policy.yaml").rule_for("defect-detector")
+    reference = pd.read_csv(ROOT / "data" / "reference" / "defect-detector.csv")
+    current = reference.sample(200, random_state=3).reset_index(drop=True)
+    current["brightness"] = current["brightness"] + 2 * reference["brightness"].std()
+    result = check_drift(current, reference, rule.drift.settings())
+    assert result.drifted == ("brightness",)
+    return {"window": {"model": "defect-detector", "deployment": "blue", "bucket": 493_000, "part": 0,
+                       "records": 200, "closed_by": "count"},
+            "drift": result.to_evidence(), "drifted": True}
+
+
+REVIEWS = {
+    "promotion": (ReviewKind.PROMOTION, "churn", "5", promotion_evidence, ("ana@contoso.com", "bo@contoso.com")),
+    "rollback": (ReviewKind.PROMOTION, "churn", "5", rollback_evidence, ("ana@contoso.com",)),
+    "drift": (ReviewKind.DRIFT, "defect-detector", None, drift_evidence, ("vision-reviewers@contoso.com",)),
+}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """A local host over a database holding one open review of each kind."""
+    from controlplane.adapters.sqlite_store import SqliteStore
+
+    workdir = tmp_path_factory.mktemp("pages")
+    store, ids = SqliteStore(str(workdir / "cp.db")), {}
+    for name, (kind, model, version, evidence, approvers) in REVIEWS.items():
+        review = ReviewDraft(kind=kind, approvers=approvers, quorum=1, ttl=timedelta(days=3), evidence=evidence(),
+                             separation_of_duties=False)
+        decision = record(Verdict(Outcome.REVIEW, f"{name} review", model=model, version=version, reviews=(review,)),
+                          key=f"page:{name}", event_id=name, source=Source.CONTROLPLANE, event_type="test",
+                          policy_version="v", received_at=NOW, decided_at=NOW)
+        store.append(decision)
+        ids[name] = (decision.reviews[0].id, approvers[0])
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, workdir) as running:
+        running.env["CONTROLPLANE_PUBLIC_URL"] = running.url  # the links the CLI prints point at this host
+        running.reviews = ids
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield instance
+        instance.close()
+
+
+def opened(host, browser, name: str, width: int = 1100):
+    """The approver's page of the review ``name``, through the link the CLI prints. The context bypasses
+    the page's Content-Security-Policy only so that the test can inject axe-core."""
+    review_id, approver = host.reviews[name]
+    done = subprocess.run([sys.executable, "-m", "controlplane", "reviews", "link", review_id, "--approver", approver],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env={**host.full_env()})
+    assert done.returncode == 0, done.stderr
+    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(done.stdout.strip())
+    page.wait_for_selector("#open", state="detached")
+    return page
+
+
+def serious_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document)).violations"
+                          ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))")
+    return [f"{v['id']} ({v['impact']}, {v['nodes']} nodes)" for v in found if v["impact"] in ("serious", "critical")]
+
+
+def test_a_promotion_review_shows_candidate_against_champion_with_each_gate_and_the_gain(host, browser):
+    page = opened(host, browser, "promotion")
+    table = page.locator("h2:has-text('Candidate against champion') + table")
+    rows = {r.locator("td").first.inner_text(): r.inner_text() for r in table.locator("tbody tr").all()}
+    assert set(rows) == {"accuracy", "auc"}
+    assert "0.912" in rows["accuracy"] and "0.9" in rows["accuracy"] and "pass" in rows["accuracy"]
+    assert page.locator("#improvement").inner_text() == ("accuracy: gain 0.012 over the champion, 0.005 required "
+                                                          "(enough)")
+    chart = page.locator("figure svg[role=img]").first
+    assert "accuracy candidate 0.912" in chart.get_attribute("aria-label")
+    assert "accuracy champion 0.9" in chart.get_attribute("aria-label")
+    assert "alice@contoso.com (from Azure ML's record)" in page.locator("h2:has-text('Candidate') + table").last \
+        .inner_text()
+    page.screenshot(path=str(ARTIFACTS / "review-promotion.png"), full_page=True)
+    assert serious_violations(page) == []
+
+
+def test_a_rollback_review_says_why_in_words_and_charts_each_deployments_health(host, browser):
+    page = opened(host, browser, "rollback")
+    reason = page.locator("#rollback-reason").inner_text()
+    assert "p95 latency 910 ms is 5.06x the old deployment's 180 ms" in reason and "5xx rate 6.00%" in reason
+    health = {r.locator("td").first.inner_text(): r.inner_text()
+              for r in page.locator("h2:has-text('Health during the step') + table tbody tr").all()}
+    assert set(health) == {"churn-v5-green", "blue"}
+    assert "910" in health["churn-v5-green"] and "6.0%" in health["churn-v5-green"] and "0.2%" in health["blue"]
+    labels = [c.get_attribute("aria-label") for c in page.locator("figure svg[role=img]").all()]
+    [p95] = [label for label in labels if label.startswith("p95 latency (ms): ")]
+    assert "churn-v5-green 910" in p95 and "blue 180" in p95
+    assert "No metrics recorded" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "review-rollback.png"), full_page=True)
+    assert serious_violations(page) == []
+
+
+def test_a_drift_review_shows_the_window_and_a_row_per_column_with_its_test_and_verdict(host, browser):
+    page = opened(host, browser, "drift")
+    assert page.locator("#drift-verdict").inner_text().startswith("1 of 3 columns drifted (holm correction at alpha")
+    rows = {r.locator("td").first.inner_text(): r.inner_text()
+            for r in page.locator("h2:has-text('Drift') ~ table").first.locator("tbody tr").all()}
+    assert set(rows) == {"brightness", "contrast", "sharpness"}
+    assert "drifted" in rows["brightness"] and "< 0.001" in rows["brightness"]
+    assert "ks (Kolmogorov-Smirnov" in rows["brightness"]
+    assert "stable" in rows["contrast"]
+    window = page.locator("h2:has-text('Window') + table").inner_text()
+    assert "defect-detector" in window and "blue" in window and "200" in window
+    assert "share 0.66" not in page.content() and "{" not in page.locator("main").inner_text()  # no raw JSON
+    page.screenshot(path=str(ARTIFACTS / "review-drift.png"), full_page=True)
+    assert serious_violations(page) == []
+
+
+@pytest.mark.parametrize("name", sorted(REVIEWS))
+def test_a_review_page_fits_a_phone(host, browser, name):
+    page = opened(host, browser, name, width=390)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / f"review-{name}-390px.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width", [1100, 390])
+def test_the_model_page_tells_the_models_story_accessibly_at_any_width(host, browser, width):
+    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(f"{host.url}/api/models/churn")
+    assert page.locator("h1").inner_text() == "Model churn"
+    assert page.locator("h2:has-text('Serving') + table").inner_text().count("churn-ep") == 1
+    assert page.locator("h2:has-text('Timeline') + table tbody tr").count() == 2  # the two churn reviews' decisions
+    reviews = page.locator("h2:has-text('Reviews') + table tbody tr")
+    assert reviews.count() == 2 and all(r.locator("[data-state]").get_attribute("data-state") == "open"
+                                        for r in reviews.all())
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.screenshot(path=str(ARTIFACTS / f"model-churn-{width}px.png"), full_page=True)
+    assert serious_violations(page) == []
+    context.close()
