@@ -6,7 +6,7 @@ PORT   ?= 7071
 # The Python language worker (azure-functions-runtime) needs Python >= 3.13: pyenv's, else one on PATH.
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
 
-.PHONY: run test demo bench schema clean
+.PHONY: run test demo bench schema clean mutation
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'
@@ -50,7 +50,12 @@ run: $(VENV)/.runtime
 ## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
 test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/checkov/bin/checkov .tools/worker/bin/python
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	rm -rf test-artifacts/coverage
+	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage html -q
+	$(PY) -m coverage xml -q
+	$(PY) -m coverage report
 
 ## demo: replay a realistic scenario against a fresh local host and print the decision timeline
 # On the dev install: the retraining chapter runs the pipeline's steps, which train with scikit-learn.
@@ -60,6 +65,13 @@ demo: $(VENV)/.dev
 ## bench: figures beside baselines measured in the same run (table, and bench/results.json)
 bench: $(VENV)/.dev node_modules/.package-lock.json
 	$(PY) bench/run.py
+
+## mutation: mutation testing of the rules, on a copy in mutants/ with one worker; report in test-artifacts/mutation.md
+# MODULES="controlplane/domain/reviews.py ..." or SINCE=<git ref> narrows it; BUDGET (seconds) bounds it; FLOOR=85 fails
+# the run when a module checked scores below it. Not part of `make test`: see docs/testing.md.
+mutation: $(VENV)/.dev
+	$(PY) .ci/mutation.py $(if $(MODULES),--modules $(MODULES),$(if $(SINCE),--since $(SINCE))) \
+		--budget $(or $(BUDGET),3600) $(if $(FLOOR),--floor $(FLOOR))
 
 ## schema: regenerate policy.schema.json from the policy model
 schema: $(VENV)/.runtime

@@ -12,6 +12,7 @@ from tests.fakes import FakeClock, FakeStore, RecordingDispatcher
 from tests.support import ROOT, Azurite
 
 _prefixes = itertools.count()
+_indexed: dict = {}  # app -> its functions by name
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +82,26 @@ def in_process_host(app_functions, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app_functions():
-    """The app's functions by name. ``get_functions()`` may run only once per app instance."""
+    """The app's functions by name. ``get_functions()`` may run only once per app instance, and a process may run
+    several sessions (mutation testing does): they share the app's index."""
     import function_app
 
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    if function_app.app not in _indexed:
+        _indexed[function_app.app] = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return _indexed[function_app.app]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (which downloads no browser of its own)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                              args=flags)
+        yield instance
+        instance.close()

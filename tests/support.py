@@ -82,9 +82,9 @@ class ServerProcess:
             self.process = None
 
 
-def azurite_connection(port: int) -> str:
+def azurite_connection(port: int, service: str = "table") -> str:
     return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-            f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+            f"{service.capitalize()}Endpoint=http://127.0.0.1:{port}/devstoreaccount1;")
 
 
 class Azurite(ServerProcess):
@@ -95,6 +95,7 @@ class Azurite(ServerProcess):
     """
 
     stop_signal = signal.SIGINT  # Azurite writes its persisted data on SIGINT, not on SIGTERM
+    service = "table"
 
     def __init__(self, persistent: bool = False) -> None:
         super().__init__()
@@ -103,14 +104,19 @@ class Azurite(ServerProcess):
 
     @property
     def connection_string(self) -> str:
-        return azurite_connection(self.port)
+        return azurite_connection(self.port, self.service)
+
+    @property
+    def account_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/devstoreaccount1"
 
     def start(self) -> Azurite:
-        binary = ROOT / "node_modules" / ".bin" / "azurite-table"
+        binary = ROOT / "node_modules" / ".bin" / f"azurite-{self.service}"
         if not binary.exists():
             raise RuntimeError("Azurite is not installed: run `make test` (it runs `npm ci`) first")
         storage = ["--location", self.workspace] if self.persistent else ["--inMemoryPersistence"]
-        self.launch([str(binary), "--tableHost", "127.0.0.1", "--tablePort", str(self.port), *storage,
+        self.launch([str(binary), f"--{self.service}Host", "127.0.0.1", f"--{self.service}Port", str(self.port),
+                     *storage,
                      "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent"],
                     cwd=self.workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self
@@ -118,6 +124,12 @@ class Azurite(ServerProcess):
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.workspace, ignore_errors=True)
+
+
+class AzuriteBlob(Azurite):
+    """Azurite's Blob service, likewise."""
+
+    service = "blob"
 
 
 class Response:
@@ -142,10 +154,11 @@ def request(method: str, url: str, body: bytes | str | None = None, headers: dic
 class LocalHostProcess(ServerProcess):
     """``python -m controlplane serve`` in its own process, as a user starts it."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, preload: str = "") -> None:
         super().__init__()
         self.env = env
         self.workdir = workdir
+        self.preload = preload  # Python run in the host's process before it starts (a fault to inject)
         self.log = workdir / f"host-{self.port}.log"
 
     @property
@@ -157,8 +170,10 @@ class LocalHostProcess(ServerProcess):
 
     def start(self) -> LocalHostProcess:
         env = self.full_env()
+        program = (["-c", f"{self.preload}\nfrom controlplane.cli import main\nraise SystemExit(main())"]
+                   if self.preload else ["-m", "controlplane"])
         with open(self.log, "ab") as log:
-            self.launch([sys.executable, "-m", "controlplane", "serve", "--port", str(self.port), "--no-timers"],
+            self.launch([sys.executable, *program, "serve", "--port", str(self.port), "--no-timers"],
                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
@@ -174,8 +189,8 @@ class LocalHostProcess(ServerProcess):
 
 
 @contextmanager
-def local_host(env: dict[str, str], workdir: Path) -> Iterator[LocalHostProcess]:
-    host = LocalHostProcess(env, workdir).start()
+def local_host(env: dict[str, str], workdir: Path, preload: str = "") -> Iterator[LocalHostProcess]:
+    host = LocalHostProcess(env, workdir, preload).start()
     try:
         yield host
     finally:

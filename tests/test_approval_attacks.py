@@ -13,6 +13,7 @@ import pytest
 
 from controlplane import bootstrap
 from controlplane.adapters.artifacts import LocalArtifacts
+from controlplane.domain.errors import VoteConflict, VoteForbidden
 from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Verdict, record
 from controlplane.domain.policy import parse_policy
 from controlplane.domain.reviews import ReviewKind, ReviewState, VoteError, identity, sign_token
@@ -80,7 +81,7 @@ def test_a_disguised_workspace_registrant_may_not_approve(wired, registrant):
     [review] = register(wired, registered_by=registrant).reviews
     with pytest.raises(VoteError) as refused:
         approve(wired, review, "ana@contoso.com")
-    assert refused.value.status == 403 and "separation of duties" in refused.value.reason
+    assert isinstance(refused.value, VoteForbidden) and "separation of duties" in refused.value.reason
     assert wired.store.review(review.id).votes == ()
 
 
@@ -91,7 +92,7 @@ def test_a_disguised_tag_registrant_may_not_approve_when_the_policy_trusts_tags(
     assert wired.store.decisions()[0].evidence["registrant_source"] == "tags"
     with pytest.raises(VoteError) as refused:
         approve(wired, review, "ana@contoso.com")
-    assert refused.value.status == 403 and "separation of duties" in refused.value.reason
+    assert isinstance(refused.value, VoteForbidden) and "separation of duties" in refused.value.reason
 
 
 @pytest.mark.parametrize("listed", [" Ana@Contoso.com ", "ａｎａ@contoso.com"])
@@ -100,7 +101,7 @@ def test_a_disguised_approver_listing_is_still_the_registrant(wired, listed):
     [review] = register(wired, registered_by="ana@contoso.com").reviews
     with pytest.raises(VoteError) as refused:
         approve(wired, review, listed)
-    assert refused.value.status == 403 and "separation of duties" in refused.value.reason
+    assert isinstance(refused.value, VoteForbidden) and "separation of duties" in refused.value.reason
 
 
 def test_one_approver_in_two_spellings_counts_once(wired):
@@ -109,7 +110,7 @@ def test_one_approver_in_two_spellings_counts_once(wired):
     disguised = sign_token(KEY, review, " ANA@contoso.com\u200b")  # validly signed, for the same person
     with pytest.raises(VoteError) as refused:
         vote(wired, review.id, token=disguised, decision="approve")
-    assert refused.value.status == 409 and wired.store.review(review.id).state is ReviewState.OPEN
+    assert isinstance(refused.value, VoteConflict) and wired.store.review(review.id).state is ReviewState.OPEN
 
 
 def test_the_workspace_record_wins_over_a_tag(wired):
@@ -208,6 +209,15 @@ def test_without_separation_of_duties_the_registrant_does_not_matter(wired):
     wired = replace(wired, policy=policy(separation_of_duties=False, unknown_registrant="refuse"))
     decision = register(wired, registered_by="")
     assert decision.reviews[0].quorum == 2 and "unknown_registrant" not in decision.evidence
+
+
+def test_without_separation_of_duties_the_registrant_may_approve_their_own_model(wired):
+    wired = replace(wired, policy=policy(separation_of_duties=False))
+    [review] = register(wired, registered_by="Ana@Contoso.com").reviews
+    approve(wired, review, "ana@contoso.com")
+    approved, decision = approve(wired, review, "bo@contoso.com")
+    assert approved.state is ReviewState.APPROVED and decision.outcome is Outcome.PROMOTE
+    assert [v.approver for v in approved.votes] == ["ana@contoso.com", "bo@contoso.com"]
 
 
 def test_the_missing_metrics_review_follows_the_same_rule(wired):

@@ -3,30 +3,14 @@ approval link, click Approve, see the state change. Screenshots go to test-artif
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.support import ROOT, load_event, local_host, request
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 KEY = "b" * 64
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield instance
-        instance.close()
 
 
 def link(host, review_id, approver):

@@ -4,7 +4,6 @@ drift review (the window and a row per column). axe-core finds no serious or cri
 and the pages fit a 390 px wide phone. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,12 +14,9 @@ from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Verdict, re
 from controlplane.domain.reviews import ReviewKind
 from tests.support import ROOT, local_host
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"
 KEY = "c" * 64
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -99,16 +95,6 @@ def host(tmp_path_factory):
         running.env["CONTROLPLANE_PUBLIC_URL"] = running.url  # the links the CLI prints point at this host
         running.reviews = ids
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield instance
-        instance.close()
 
 
 def opened(host, browser, name: str, width: int = 1100):

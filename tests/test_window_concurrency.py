@@ -1,5 +1,9 @@
 """Four processes append to the same model's window on Table Storage (Azurite) at once: counts stay
-exact, every window closes once, and each closed window gets exactly one decision."""
+exact, every window closes once, and each closed window gets exactly one decision.
+
+The race is forced: in every round each process reads the window, then waits at a barrier shared through
+files until all four have read it, and only then writes. So in every round all four write from the same
+ETag, one wins and the other three must conflict, re-read and retry."""
 from __future__ import annotations
 
 import json
@@ -30,7 +34,35 @@ from controlplane.domain.policy import parse_policy
 from controlplane.ports.store import Services
 from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
 
-connection, prefix, worker, timestamp, policy = sys.argv[1:6]
+import pathlib, time
+from azure.data.tables import TableClient
+from controlplane.adapters import table_store
+
+connection, prefix, worker, timestamp, policy, rendezvous = sys.argv[1:7]
+rendezvous, workers, state = pathlib.Path(rendezvous), 4, {"round": None, "conflicts": 0}
+real_submit, real_append = TableClient.submit_transaction, table_store.TableStore._append_chunk
+
+
+def submit_when_all_have_read(self, operations, **kwargs):
+    if state["round"] is not None:  # the round's first write: wait until every process has read
+        arrived, state["round"] = f"{state['round']}-", None
+        (rendezvous / f"{arrived}{worker}").touch()
+        deadline = time.monotonic() + 60
+        while len(list(rendezvous.glob(f"{arrived}*"))) < workers and time.monotonic() < deadline:
+            time.sleep(0.002)
+    return real_submit(self, operations, **kwargs)
+
+
+def counting_conflicts(self, *args, **kwargs):
+    try:
+        return real_append(self, *args, **kwargs)
+    except table_store._Conflict:
+        state["conflicts"] += 1
+        raise
+
+
+TableClient.submit_transaction = submit_when_all_have_read
+table_store.TableStore._append_chunk = counting_conflicts
 store = TableStore(TableServiceClient.from_connection_string(connection), prefix=prefix)
 services = Services(store=store, clock=SystemClock(), dispatcher=DryRunDispatcher(), policy=parse_policy(policy),
                     lease=timedelta(minutes=5))
@@ -43,23 +75,28 @@ for batch in range(6):
                     "request_id": f"{worker}-{sequence}-{i}", "timestamp": timestamp, "inputs": {"age": 30 + i},
                     "outputs": {}} for i in range(4)]
         events.append(RawTelemetry(str(worker), sequence, None, json.dumps(records).encode()))
+    state["round"] = batch
     report = receive_telemetry(services, events)
     if batch == 2:  # a redelivered batch, as after a lost checkpoint
         assert receive_telemetry(services, events).stored == 0
     decided += [d.idempotency_key for d in report.windows]
-print(json.dumps(decided))
+print(json.dumps({"decided": decided, "conflicts": state["conflicts"]}))
 """
 
 
-def test_four_processes_on_one_window_count_exactly_and_decide_each_window_once(azurite):
+def test_four_processes_on_one_window_count_exactly_and_decide_each_window_once(azurite, tmp_path):
     prefix = f"conc{uuid.uuid4().hex[:8]}"
     timestamp = datetime.now(UTC).replace(microsecond=0).isoformat()
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, azurite.connection_string, prefix, str(w), timestamp,
-                                 POLICY], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 POLICY, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
                for w in range(4)]
     outputs = [worker.communicate(timeout=240) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), [err[-1500:] for _, err in outputs]
-    decided = [key for out, _ in outputs for key in json.loads(out.strip().splitlines()[-1])]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    decided = [key for report in reports for key in report["decided"]]
+    # every round, three of the four wrote from an ETag another had just moved on: the guard turned them back
+    assert sum(report["conflicts"] for report in reports) >= 3 * 6
 
     from azure.data.tables import TableServiceClient
 
