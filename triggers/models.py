@@ -21,5 +21,5 @@ def model(req: func.HttpRequest) -> func.HttpResponse:
     story = model_story(bootstrap.services(), name, parse_limit(req.params.get("limit"), default=100))
     if req.params.get("format") == "json" or "application/json" in req.headers.get("Accept", ""):
         return json_response(200, story_json(story))
-    serving = story_json(story)["serving"]
+    serving = [vars(s) for s in story.serving]
     return html_response(model_page(story.name, serving, story.decisions, story.reviews, story.rollouts))
