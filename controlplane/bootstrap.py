@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from controlplane.ports.store import Services
@@ -28,16 +30,28 @@ def services() -> Services:
     return _services
 
 
+@contextmanager
+def invocation(function: str) -> Iterator[None]:
+    """One function invocation: telemetry installed (on the first), and a span around it all."""
+    from controlplane.adapters import telemetry
+    from controlplane.ports.telemetry import span
+
+    telemetry.configure(Settings.from_env)
+    with span(function, function=function):
+        yield
+
+
 def build(settings: Settings) -> Services:
     from controlplane.adapters.clock import SystemClock
     from controlplane.adapters.dry_run import DryRunDispatcher
     from controlplane.adapters.routing import RoutingDispatcher
+    from controlplane.adapters.telemetry import TracedStore
     from controlplane.domain.ledger import TaskKind
     from controlplane.domain.policy import load_policy
     from controlplane.domain.reviews import approval_url
 
     policy = load_policy(Path(settings.policy_path))
-    store = build_store(settings)
+    store = TracedStore(build_store(settings))
     clock = SystemClock()
     key = approval_key(settings)
     routes = {}
@@ -77,7 +91,8 @@ def build(settings: Settings) -> Services:
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
-                    drift=checker, artifacts=kept, alert_auth=alert_auth(settings))
+                    drift=checker, artifacts=kept, alert_auth=alert_auth(settings),
+                    sweep_stale=settings.sweep_stale)
 
 
 def workspace(settings: Settings, clock=None):

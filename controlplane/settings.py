@@ -40,7 +40,13 @@ ARTIFACTS = "CONTROLPLANE_ARTIFACTS"
 ALERTS_AUTH_TENANT_ID = "ALERTS_AUTH_TENANT_ID"
 ALERTS_AUTH_AUDIENCE = "ALERTS_AUTH_AUDIENCE"
 ALERTS_AUTH_AUTHORITY = "ALERTS_AUTH_AUTHORITY"
+TELEMETRY_EXPORTER = "CONTROLPLANE_TELEMETRY_EXPORTER"
+SWEEP_STALE_MINUTES = "CONTROLPLANE_SWEEP_STALE_MINUTES"
+APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+CLIENT_ID = "AZURE_CLIENT_ID"
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+# Where traces and metrics go: Azure Monitor (the default when a connection string is set), the console, or nowhere.
+EXPORTERS = ("azuremonitor", "console", "none")
 
 DEFAULT_STORE = "sqlite:///.controlplane/controlplane.db"
 DEFAULT_POLICY = "policy.yaml"
@@ -89,6 +95,10 @@ class Settings:
     alerts_auth_tenant_id: str = ""  # with the audience: /api/alerts requires Entra secure-webhook tokens
     alerts_auth_audience: str = ""
     alerts_auth_authority: str = DEFAULT_AUTHORITY
+    telemetry_exporter: str = "none"
+    appinsights_connection: str = ""
+    client_id: str = ""  # the user-assigned identity exporting telemetry with Entra ID auth
+    sweep_stale: timedelta = timedelta(minutes=10)  # /api/health answers 503 past this without a sweep
 
     @property
     def local_state(self) -> str:
@@ -159,6 +169,18 @@ class Settings:
         signing_key = env.get(APPROVAL_SIGNING_KEY, "")
         if signing_key and len(signing_key) < 32:
             raise ConfigurationError(APPROVAL_SIGNING_KEY, "use at least 32 characters of random text")
+        connection = env.get(APPINSIGHTS_CONNECTION, "")
+        exporter = env.get(TELEMETRY_EXPORTER) or ("azuremonitor" if connection else "none")
+        if exporter not in EXPORTERS:
+            raise ConfigurationError(TELEMETRY_EXPORTER, f"expected one of {', '.join(EXPORTERS)}, {_got(exporter)}")
+        if exporter == "azuremonitor" and not connection:
+            raise ConfigurationError(APPINSIGHTS_CONNECTION, "required when CONTROLPLANE_TELEMETRY_EXPORTER is "
+                                                             "'azuremonitor'")
+        stale_text = env.get(SWEEP_STALE_MINUTES) or "10"
+        stale = int(stale_text) if stale_text.isascii() and stale_text.isdigit() and len(stale_text) < 6 else 0
+        if stale <= 0:
+            raise ConfigurationError(SWEEP_STALE_MINUTES, f"expected a positive whole number of minutes, "
+                                                          f"{_got(stale_text)}")
         settings = cls(store=store, policy_path=env.get(POLICY) or DEFAULT_POLICY, dispatch=dispatch,
                        lease=timedelta(seconds=lease), table_prefix=prefix,
                        storage_connection=env.get(STORAGE, ""), storage_account_url=account_url,
@@ -173,7 +195,9 @@ class Settings:
                        azureml_workspace=azureml[AZUREML_WORKSPACE], logs_workspace_id=azureml[LOGS_WORKSPACE_ID],
                        artifacts=env.get(ARTIFACTS, ""), alerts_auth_tenant_id=tenant,
                        alerts_auth_audience=audience,
-                       alerts_auth_authority=urls[ALERTS_AUTH_AUTHORITY] or DEFAULT_AUTHORITY)
+                       alerts_auth_authority=urls[ALERTS_AUTH_AUTHORITY] or DEFAULT_AUTHORITY,
+                       telemetry_exporter=exporter, appinsights_connection=connection,
+                       client_id=env.get(CLIENT_ID, ""), sweep_stale=timedelta(minutes=stale))
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

@@ -54,6 +54,9 @@ param webhookSecret string = ''
 @description('Entra app registration (audience) whose ActionGroupsSecureWebhook role secure-webhook action groups carry; empty: function key only.')
 param alertsAuthAudience string = ''
 
+@description('E-mail address of the platform team, receiving the control plane\'s own health alerts (infra/app/monitoring.bicep); empty: the action group has no receivers yet.')
+param opsEmail string = ''
+
 @description('Create an Event Grid topic that receives every decision as a CloudEvent.')
 param publishDecisions bool = false
 
@@ -103,6 +106,19 @@ module app 'app/controlplane.bicep' = {
   }
 }
 
+// The control plane's own health: alerts to the platform team (never to /api/alerts) and a workbook.
+module monitoring 'app/monitoring.bicep' = {
+  name: 'controlplane-monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    insightsName: app.outputs.insightsName
+    opsEmail: opsEmail
+  }
+}
+
 // Nothing is deployed into the workspace's resource group, so `azd down` never offers to delete it: the
 // identity's AzureML Data Scientist role on the workspace is assigned by the postdeploy hook.
 var mlWorkspaceId = resourceId(subscription().subscriptionId, mlResourceGroup,
@@ -133,3 +149,4 @@ output AZURE_CONTROLPLANE_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output AZURE_ACTION_GROUP_NAME string = 'ag-cp-${resourceToken}'
 output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = app.outputs.logAnalyticsWorkspaceId
+output AZURE_OPS_ACTION_GROUP_NAME string = monitoring.outputs.actionGroupName

@@ -57,6 +57,7 @@ class FakeStore(BaseStore):
         self.incident_book: dict[str, object] = {}
         self.seen_events: set = set()
         self.windows: dict[tuple, dict] = {}
+        self.beats: dict = {}
         self.down = False
         self._lock = threading.Lock()
         self._tokens = 0
@@ -179,6 +180,14 @@ class FakeStore(BaseStore):
 
     def ping(self):
         self._check()
+
+    def beat(self, beat):
+        self._check()
+        self.beats[beat.name] = beat
+
+    def last_beat(self, name):
+        self._check()
+        return self.beats.get(name)
 
     def checkpoint(self):
         self._check()

@@ -103,7 +103,7 @@ def test_a_latency_alert_rolls_a_fresh_deployment_back_and_tells_the_severity_ti
     [rollback] = [t for t in decision.tasks if t.kind is TaskKind.ROLLBACK]
     assert rollback.request == {"operation": "online_endpoints.rollback", "endpoint": ENDPOINT,
                                 "traffic": {"green": 100}, "mirror": {}, "scale": {"green": 2},
-                                "from_deployment": "blue"}
+                                "from_deployment": "blue", "correlation_id": decision.id}
     told = sorted(t.request["channel"] for t in decision.tasks if t.kind is TaskKind.NOTIFY)
     assert told == ["infrastructure", "oncall"]  # Sev1's tier
     assert decision.evidence["policy_rule"] == "latency-rollback"
@@ -159,7 +159,7 @@ def test_a_cpu_alert_scales_within_bounds_and_opens_an_infrastructure_review(ser
     assert decision.outcome is Outcome.SCALE
     [scale] = [t for t in decision.tasks if t.kind is TaskKind.SCALE]
     assert scale.request == {"operation": "online_deployments.scale", "endpoint": ENDPOINT, "deployment": "blue",
-                             "instance_count": 3}
+                             "instance_count": 3, "correlation_id": decision.id}
     [review] = decision.reviews
     assert review.kind is ReviewKind.ALERT and review.approvers == ("infra-oncall@contoso.com",)
     assert review.evidence["owner"] == "infrastructure" and review.evidence["target"] == "churn-ep/blue"

@@ -121,7 +121,7 @@ def test_a_mistyped_secret_setting_is_named_and_never_shown(tmp_path, setting, v
 ])
 def test_health_names_what_failed_without_server_paths(error):
     from controlplane.domain.errors import PolicyError, StoreUnavailable
-    from controlplane.handlers.queries import check_health
+    from controlplane.handlers.health import check_health
 
     def build():
         where, reason = error.split(": ", 1)

@@ -53,7 +53,8 @@ def test_teams_slack_and_a_signed_webhook_each_get_the_message_with_per_approver
     notifier = WebhookNotifier(FakeClock(T0), teams_url=f"{base}/teams", slack_url=f"{base}/slack",
                                webhook_url=f"{base}/hook", webhook_secret="s3cret",
                                link_for=lambda review, who: f"https://cp/api/reviews/{review}?token=for-{who}")
-    result = notifier.dispatch(notice(review_id="r1", approvers=["ana@contoso.com", "bo@contoso.com"]))
+    result = notifier.dispatch(notice(review_id="r1", approvers=["ana@contoso.com", "bo@contoso.com"],
+                                      correlation_id="registered-churn-4"))
 
     assert result == {"sent_to": ["teams", "slack", "webhook"], "links_for": ["ana@contoso.com", "bo@contoso.com"]}
     by_path = {path: (headers, body) for path, headers, body in received}
@@ -68,6 +69,9 @@ def test_teams_slack_and_a_signed_webhook_each_get_the_message_with_per_approver
     assert headers[SIGNATURE_HEADER] == sign("s3cret", timestamp, body)  # what a receiver recomputes
     assert headers[SIGNATURE_HEADER] != sign("s3cret", str(int(T0.timestamp()) + 1), body)  # replays re-signed fail
     assert json.loads(body)["links"]["ana@contoso.com"].endswith("token=for-ana@contoso.com")
+    # One id leads from the message back to the event, the decision and what else it opened.
+    assert json.loads(body)["correlation_id"] == "registered-churn-4"
+    assert "correlation id: registered-churn-4" in json.loads(by_path["/slack"][1])["text"]
 
 
 @pytest.mark.parametrize("status, error", [(500, TransientError), (503, TransientError), (429, TransientError),
@@ -89,7 +93,8 @@ def test_an_unreachable_webhook_is_transient():
 def publish_task():
     return Task(id="task-9", kind=TaskKind.PUBLISH, target="eventgrid/decisions", request={
         "operation": "eventgrid.publish", "type": "MLOps.ControlPlane.DecisionRecorded", "source": "/mlops-cp",
-        "subject": "models/churn", "data": {"decision_id": "d9", "outcome": "retrain"}},
+        "subject": "models/churn", "data": {"decision_id": "d9", "outcome": "retrain"},
+        "correlation_id": "breach-churn-1"},
         decision_id="d9", idempotency_key="k", created_at=T0, due_at=T0)
 
 
@@ -104,6 +109,7 @@ def test_decisions_are_published_as_cloudevents_through_the_real_client(receiver
     [event] = json.loads(body)
     assert event["specversion"] == "1.0" and event["id"] == "task-9" and event["type"].endswith("DecisionRecorded")
     assert event["subject"] == "models/churn" and event["data"] == {"decision_id": "d9", "outcome": "retrain"}
+    assert event["correlationid"] == "breach-churn-1"  # an extension attribute subscribers can filter on
 
 
 @pytest.mark.parametrize("status, error", [(401, PermanentError), (400, PermanentError), (413, PermanentError)])

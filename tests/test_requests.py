@@ -1,13 +1,25 @@
 """Outbox requests: one type per kind, stored as JSON, read back strictly; asset references; shadow mode."""
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlplane.domain.ledger import Outcome, ReviewDraft, Source, TaskKind, Verdict, record, shadowed
+from controlplane.domain.ledger import (
+    Decision,
+    Outcome,
+    ReviewDraft,
+    Source,
+    TaskKind,
+    Verdict,
+    dumps,
+    record,
+    shadowed,
+)
 from controlplane.domain.refs import AssetRef
 from controlplane.domain.requests import (
+    CORRELATION_TAG,
     REQUESTS,
     AzureMLRequest,
     DeployModel,
@@ -72,8 +84,32 @@ def test_a_recorded_task_carries_the_kind_and_target_its_request_names(request_)
                       decided_at=NOW)
 
     [task] = decision.tasks
-    assert (task.kind, task.target, task.request) == (request_.KIND, request_.target, request_.to_json())
+    assert (task.kind, task.target) == (request_.KIND, request_.target)
     assert isinstance(task.kind, TaskKind) and task.target
+    # Stored as it was, with the correlation id beside it; what the request creates in Azure ML is tagged with it too.
+    stored = dict(task.request)
+    assert stored.pop("correlation_id") == decision.correlation_id == decision.id == task.correlation_id
+    tags = stored.get("tags") or stored.get("job", {}).get("tags")
+    if hasattr(request_, "tags"):
+        assert tags.pop(CORRELATION_TAG) == decision.id
+    assert stored == request_.to_json()
+    assert parse_request(task.request) == parse_request(stored)  # the id is beside the request, never inside it
+
+
+def test_a_decision_that_follows_another_carries_its_correlation_id_to_every_task_and_review():
+    follows = record(Verdict(Outcome.PROMOTE, "approved", model="churn", tasks=tuple(EXAMPLES[:2]),
+                             reviews=(ReviewDraft(ReviewKind.PROMOTION, ("ana@contoso.com",), 1, timedelta(hours=1)),)),
+                     key="review:r1:2", event_id="r1", source=Source.CONTROLPLANE, event_type="review.approved",
+                     policy_version="v", received_at=NOW, decided_at=NOW, correlation_id="first-decision",
+                     traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+
+    assert follows.correlation_id == "first-decision" != follows.id
+    carried = {t.correlation_id for t in follows.tasks} | {r.correlation_id for r in follows.reviews}
+    assert carried == {"first-decision"} and len(follows.tasks) == 3
+    assert {t.traceparent for t in follows.tasks} == {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert Decision.from_json(json.loads(dumps(follows))) == follows
+    written_before = {k: v for k, v in json.loads(dumps(follows)).items() if k != "correlation_id"}
+    assert Decision.from_json(written_before).correlation_id == follows.id  # rows written before the field existed
 
 
 @pytest.mark.parametrize("stored, expected", [

@@ -60,7 +60,8 @@ def world(services):
 def approve(services, endpoint="churn-ep", task_id="rollout-1"):
     task = Task(id=task_id, kind=TaskKind.ROLLOUT, target=f"azureml:endpoint/{endpoint}", request={
         "operation": "rollout.start", "stage": "production", "endpoint": endpoint, "deployment": "churn-v4-green",
-        "model": "azureml:churn:4", "approvers": ["ana@contoso.com"]}, decision_id="d", idempotency_key="k",
+        "model": "azureml:churn:4", "approvers": ["ana@contoso.com"], "correlation_id": "registered-churn-4"},
+        decision_id="d", idempotency_key="k",
         created_at=services.clock.now(), due_at=services.clock.now(), model="churn")
     return start_rollout(services, task)
 
@@ -89,7 +90,9 @@ def test_a_healthy_rollout_goes_mirror_10_50_100_and_makes_the_model_champion(wo
     [deploy] = workspace.called("deploy")
     assert deploy[1].model == "azureml:churn:4" and deploy[1].instance_count == 2
     [rollout] = services.store.rollouts(limit=5)
-    assert deploy[1].tags == {"controlplane.rollout": rollout.id}  # the tag operators find it by in Azure ML
+    # the tags operators find it by in Azure ML: the rollout, and the correlation id of the approval that opened it
+    assert deploy[1].tags == {"controlplane.rollout": rollout.id, "controlplane.correlation_id": "registered-churn-4"}
+    assert {d.correlation_id for d in rollout_decisions(services)} == {"registered-churn-4"}
 
     assert advance_rollouts(services) == []  # the step is watched for its interval first
     step(services)

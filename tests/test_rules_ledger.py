@@ -20,7 +20,7 @@ from controlplane.domain.ledger import (
     record,
     review_notice,
 )
-from controlplane.domain.requests import Notify, PublishDecision, TaskKind
+from controlplane.domain.requests import Notify, PublishDecision, TaskKind, correlated
 from controlplane.domain.reviews import ReviewKind, ReviewState
 
 RECEIVED = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -70,7 +70,8 @@ def test_a_review_opens_with_its_draft_its_expiry_and_an_announcement_to_its_app
     assert review.evidence == {"gates": []} and review.separation_of_duties and review.on_approval == {}
     [notice] = d.tasks
     assert notice.kind is TaskKind.NOTIFY
-    assert notice.request == review_notice(review, "opened", "gates passed").to_json()
+    assert notice.request == correlated(review_notice(review, "opened", "gates passed"), d.id)
+    assert review.correlation_id == d.correlation_id == d.id
     assert notice.id == digest(d.id, "0", "notify", length=24)
     assert (notice.decision_id, notice.idempotency_key, notice.model) == (d.id, "eg:evt-1", "churn")
     assert (notice.created_at, notice.due_at, notice.state, notice.attempts) == (DECIDED, DECIDED,
@@ -88,12 +89,12 @@ def test_the_verdicts_tasks_come_first_in_order_then_announcements_then_the_publ
     d = decide(Verdict(Outcome.REQUEST_APPROVAL, "why", model=None, version="4", tasks=(ask,), reviews=(DRAFT,)),
                publish=True)
     assert [t.kind for t in d.tasks] == [TaskKind.NOTIFY, TaskKind.NOTIFY, TaskKind.PUBLISH]
-    assert d.tasks[0].request == ask.to_json() and d.tasks[1].request["review_id"] == d.reviews[0].id
+    assert d.tasks[0].request == correlated(ask, d.id) and d.tasks[1].request["review_id"] == d.reviews[0].id
     assert len({t.id for t in d.tasks}) == 3
     publication = PublishDecision(subject="models/-", data={
         "decision_id": d.id, "event_id": "evt-1", "event_type": "ModelRegistered", "outcome": "request_approval",
-        "reason": "why", "model": None, "version": "4", "policy_version": "p7"})
-    assert d.tasks[2].request == publication.to_json() and d.tasks[2].target == publication.target
+        "reason": "why", "model": None, "version": "4", "policy_version": "p7", "correlation_id": d.id})
+    assert d.tasks[2].request == correlated(publication, d.id) and d.tasks[2].target == publication.target
     assert [t.kind for t in decide(Verdict(Outcome.NO_ACTION, "n"), publish=False).tasks] == []
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import azure.functions as func
 
 from triggers.http import MAX_BODY_BYTES, answers_errors, error_answer, json_response
+from triggers.traced import traced
 
 bp = func.Blueprint()
 
 
 @bp.function_name("on_alert")
 @bp.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def on_alert(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap

@@ -5,12 +5,14 @@ from __future__ import annotations
 import azure.functions as func
 
 from triggers.http import answers_errors, json_response
+from triggers.traced import traced
 
 bp = func.Blueprint()
 
 
 @bp.function_name("decisions")
 @bp.route(route="decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def decisions(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap

@@ -5,12 +5,14 @@ from __future__ import annotations
 import azure.functions as func
 
 from triggers.http import answers_errors, html_response, json_response
+from triggers.traced import traced
 
 bp = func.Blueprint()
 
 
 @bp.function_name("model")
 @bp.route(route="models/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def model(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap

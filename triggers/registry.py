@@ -11,11 +11,14 @@ failure is raised; a malformed event is recorded as ``invalid`` and acknowledged
 """
 import azure.functions as func
 
+from triggers.traced import traced
+
 bp = func.Blueprint()
 
 
 @bp.function_name("on_registry_event")
 @bp.event_grid_trigger(arg_name="event")
+@traced
 def on_registry_event(event: str) -> None:
     from controlplane import bootstrap
     from controlplane.handlers.registry import receive_registry_event

@@ -10,6 +10,7 @@ import re
 import azure.functions as func
 
 from triggers.http import answers_errors, error_response, status_of
+from triggers.traced import traced
 
 bp = func.Blueprint()
 
@@ -18,6 +19,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 @bp.function_name("report")
 @bp.route(route="reports/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def report(req: func.HttpRequest) -> func.HttpResponse:
     return serve_report(req.route_params["name"])

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import azure.functions as func
 
 from triggers.http import answers_errors, html_response, json_response, status_of
+from triggers.traced import traced
 
 bp = func.Blueprint()
 
@@ -34,6 +35,7 @@ def _wants_html(req: func.HttpRequest) -> bool:
 
 @bp.function_name("reviews")
 @bp.route(route="reviews", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def reviews(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
@@ -52,6 +54,7 @@ def reviews(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("review")
 @bp.route(route="reviews/{id}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 @answers_errors
 def review(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
@@ -78,6 +81,7 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("review_report")
 @bp.route(route="reviews/{id}/report", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 @answers_errors
 def review_report(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
@@ -95,6 +99,7 @@ def review_report(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("review_decision")
 @bp.route(route="reviews/{id}/decision", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 @answers_errors
 def review_decision(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
@@ -120,6 +125,7 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("ui")
 @bp.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 @answers_errors
 def ui(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap

@@ -10,6 +10,8 @@ from typing import Any, List  # noqa: UP035 - the worker refuses PEP 585 ``list[
 
 import azure.functions as func
 
+from triggers.traced import traced
+
 bp = func.Blueprint()
 
 
@@ -20,6 +22,7 @@ bp = func.Blueprint()
                               event_hub_name="%TELEMETRY_EVENTHUB_NAME%",
                               consumer_group="%TELEMETRY_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
+@traced
 def on_telemetry(events: List[func.EventHubEvent]) -> None:  # noqa: UP006 - see the import
     from controlplane import bootstrap
     from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry

@@ -33,8 +33,10 @@ class EventGridPublisher:
         from azure.core.messaging import CloudEvent
 
         request = parse_request(task.request, PublishDecision)
+        # The task id: a resend is the same event. The correlation id is an extension attribute, which subscribers
+        # filter and route on without reading the data.
         event = CloudEvent(source=request.source, type=request.type, subject=request.subject or None,
-                           data=dict(request.data), id=task.id)  # the task id: a resend is the same event
+                           data=dict(request.data), id=task.id, extensions={"correlationid": task.correlation_id})
         try:
             self._client.get().send(event)
         except (ServiceRequestError, ServiceResponseError) as error:

@@ -40,6 +40,7 @@ class WebhookNotifier:
         notice = parse_request(task.request, Notify)
         links = self._links(notice)
         text = notice.text + "".join(f"\n{who}: {url}" for who, url in links.items())
+        text += f"\ncorrelation id: {task.correlation_id}"
         sent = []
         if self._teams:
             self._post(self._teams, _teams_card(notice.subject, text, links))
@@ -48,7 +49,8 @@ class WebhookNotifier:
             self._post(self._slack, {"text": f"*{notice.subject}*\n{text}"})
             sent.append("slack")
         if self._webhook:
-            body = json.dumps({**notice.to_json(), "links": links, "task_id": task.id}, separators=(",", ":")).encode()
+            body = json.dumps({**notice.to_json(), "links": links, "task_id": task.id,
+                               "correlation_id": task.correlation_id}, separators=(",", ":")).encode()
             timestamp = str(int(self._clock.now().timestamp()))
             self._post(self._webhook, body, {TIMESTAMP_HEADER: timestamp,
                                              SIGNATURE_HEADER: sign(self._secret, timestamp, body)})

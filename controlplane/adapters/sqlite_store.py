@@ -25,7 +25,7 @@ from controlplane.domain.paging import Page, refused
 from controlplane.domain.reviews import Review, ReviewState
 from controlplane.domain.rollout import Rollout, RolloutState
 from controlplane.domain.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
-from controlplane.ports.store import AppendResult, Claim
+from controlplane.ports.store import AppendResult, Beat, Claim
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE TABLE IF NOT EXISTS incidents (
     grp TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL, revision INTEGER NOT NULL,
     body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS beats (name TEXT PRIMARY KEY, at TEXT NOT NULL, details TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS telemetry_events (
     model TEXT NOT NULL, deployment TEXT NOT NULL, partition TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (model, deployment, partition, seq));
@@ -355,6 +356,16 @@ class SqliteStore(BaseStore):
     def ping(self) -> None:
         with self._errors():
             self._connection().execute("SELECT count(*) FROM claims").fetchone()
+
+    def beat(self, beat: Beat) -> None:
+        with self._errors():
+            self._connection().execute("INSERT OR REPLACE INTO beats (name, at, details) VALUES (?, ?, ?)",
+                                       (beat.name, beat.at.isoformat(), dumps(beat.details)))
+
+    def last_beat(self, name: str) -> Beat | None:
+        with self._errors():
+            row = self._connection().execute("SELECT at, details FROM beats WHERE name = ?", (name,)).fetchone()
+        return Beat(name, datetime.fromisoformat(row[0]), loads(row[1])) if row else None
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database now (the sweep calls it, for what came since the last

@@ -52,7 +52,7 @@ from controlplane.domain.paging import Page, refused
 from controlplane.domain.reviews import Review, ReviewState
 from controlplane.domain.rollout import Rollout, RolloutState
 from controlplane.domain.windows import Window, WindowKey, WindowSpec, by_deployment, place, sample_row
-from controlplane.ports.store import AppendResult, Claim
+from controlplane.ports.store import AppendResult, Beat, Claim
 from controlplane.settings import Settings
 
 AZURITE_CONNECTION = (
@@ -61,6 +61,7 @@ AZURITE_CONNECTION = (
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
 INCIDENTS = "_incidents"  # the partition of incidents (no model name starts with '_')
+BEATS = "_beats"  # the partition of heartbeats: one row per name (the sweep), its last success
 # A string property holds at most 64 KiB of UTF-16; the ledger's JSON keeps non-ASCII text as it is,
 # so a chunk must fit even when every character takes two units.
 CHUNK_CHARS = 16_000
@@ -394,6 +395,19 @@ class TableStore(BaseStore):
     def ping(self) -> None:
         with self._errors():
             next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
+
+    def beat(self, beat: Beat) -> None:
+        with self._errors():
+            self._ledger.upsert_entity({"PartitionKey": BEATS, "RowKey": beat.name, "At": beat.at,
+                                        "Details": dumps(beat.details)}, mode=UpdateMode.REPLACE)
+
+    def last_beat(self, name: str) -> Beat | None:
+        with self._errors():
+            try:
+                row = self._ledger.get_entity(BEATS, name)
+            except ResourceNotFoundError:
+                return None
+        return Beat(name, _aware(row["At"]), loads(row["Details"]))
 
     # -- TelemetryStore -----------------------------------------------------------------------
     # One partition per model and deployment holds its windows (``w|<bucket>|<part>``), one dedupe row

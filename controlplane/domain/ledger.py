@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from controlplane.domain.requests import Notify, PublishDecision, Request, TaskKind
+from controlplane.domain.requests import Notify, PublishDecision, Request, TaskKind, correlated
 from controlplane.domain.reviews import Review, ReviewKind, ReviewState
 
 
@@ -73,6 +73,11 @@ class Task:
     last_error: str = ""
     result: Mapping[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    traceparent: str = ""  # the span of the decision that opened it: its dispatch continues that trace
+
+    @property
+    def correlation_id(self) -> str:
+        return self.request.get("correlation_id") or self.decision_id
 
     def to_json(self) -> dict[str, Any]:
         return _shallow_json(self)
@@ -141,6 +146,9 @@ class Decision:
     received_at: datetime
     decided_at: datetime
     reviews: tuple[Review, ...] = ()
+    # The id shared by everything one event set going: its decisions, tasks, reviews, Azure ML jobs and notices.
+    # The first decision's own id, carried on by the decisions a review or a rollout of it records later.
+    correlation_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = _shallow_json(self)
@@ -153,19 +161,23 @@ class Decision:
         return Decision(**{**data, "source": Source(data["source"]), "outcome": Outcome(data["outcome"]),
                            "tasks": tuple(Task.from_json(t) for t in data.get("tasks", ())),
                            "reviews": tuple(Review.from_json(r) for r in data.get("reviews", ())),
-                           "received_at": _time(data["received_at"]), "decided_at": _time(data["decided_at"])})
+                           "received_at": _time(data["received_at"]), "decided_at": _time(data["decided_at"]),
+                           "correlation_id": data.get("correlation_id", data["id"])})  # written before it existed
 
 
 def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_type: str, policy_version: str,
-           received_at: datetime, decided_at: datetime, attempt: str = "", publish: bool = False) -> Decision:
+           received_at: datetime, decided_at: datetime, attempt: str = "", publish: bool = False,
+           correlation_id: str = "", traceparent: str = "") -> Decision:
     """Turn a verdict into a decision with ids derived from the idempotency key.
 
     ``attempt`` distinguishes records that share a key (a ``duplicate`` per redelivery); the first,
     authoritative decision of a key has none, so a retried write lands on the same ids. Every review
     it opens is announced to its approvers (a notify task), and with ``publish`` the decision itself
-    is published as a CloudEvent (a publish task).
+    is published as a CloudEvent (a publish task). ``correlation_id`` is the one of the decision this one follows
+    from (none: its own id); ``traceparent`` is the span deciding it, which its tasks' dispatches continue.
     """
     decision_id = digest(key, attempt, length=24)
+    correlation_id = correlation_id or decision_id
     reviews = tuple(
         Review(id=digest(decision_id, "review", str(index), *filter(None, [draft.secret]), length=24),
                kind=draft.kind, state=ReviewState.OPEN,
@@ -173,7 +185,7 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
                created_at=decided_at, expires_at=decided_at + draft.ttl, decision_id=decision_id,
                evidence=draft.evidence, registrant=draft.registrant,
                separation_of_duties=draft.separation_of_duties,
-               on_approval=draft.on_approval.to_json() if draft.on_approval else {})
+               on_approval=draft.on_approval.to_json() if draft.on_approval else {}, correlation_id=correlation_id)
         for index, draft in enumerate(verdict.reviews)
     )
     requests = list(verdict.tasks) + [review_notice(review, "opened", verdict.reason) for review in reviews]
@@ -181,17 +193,18 @@ def record(verdict: Verdict, *, key: str, event_id: str, source: Source, event_t
         requests.append(PublishDecision(subject=f"models/{verdict.model or '-'}", data={
             "decision_id": decision_id, "event_id": event_id, "event_type": event_type,
             "outcome": verdict.outcome.value, "reason": verdict.reason, "model": verdict.model,
-            "version": verdict.version, "policy_version": policy_version}))
+            "version": verdict.version, "policy_version": policy_version, "correlation_id": correlation_id}))
     tasks = tuple(
         Task(id=digest(decision_id, str(index), request.KIND.value, length=24), kind=request.KIND,
-             target=request.target, request=request.to_json(), decision_id=decision_id, idempotency_key=key,
-             created_at=decided_at, due_at=decided_at, model=verdict.model)
+             target=request.target, request=correlated(request, correlation_id), decision_id=decision_id,
+             idempotency_key=key, created_at=decided_at, due_at=decided_at, model=verdict.model,
+             traceparent=traceparent)
         for index, request in enumerate(requests)
     )
     return Decision(id=decision_id, idempotency_key=key, event_id=event_id, source=source, event_type=event_type,
                     model=verdict.model, version=verdict.version, outcome=verdict.outcome, reason=verdict.reason,
                     policy_version=policy_version, evidence=verdict.evidence, tasks=tasks, received_at=received_at,
-                    decided_at=decided_at, reviews=reviews)
+                    decided_at=decided_at, reviews=reviews, correlation_id=correlation_id)
 
 
 def review_notice(review: Review, change: str, text: str) -> Notify:

@@ -21,7 +21,7 @@ spells them out.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -146,6 +146,17 @@ class Request:
             if data.has(f.name) or (f.default is MISSING and f.default_factory is MISSING):
                 values[f.name] = _READERS[f.type](data, f.name)
         return cls(**values)
+
+
+CORRELATION_TAG = "controlplane.correlation_id"
+
+
+def correlated(request: Request, correlation_id: str) -> dict[str, Any]:
+    """The request as a task stores it: with the correlation id, which also tags what it creates in Azure ML, so
+    the job or deployment leads back to the event and the decision."""
+    if any(f.name == "tags" for f in fields(request)):  # type: ignore[arg-type]
+        request = replace(request, tags={**request.tags, CORRELATION_TAG: correlation_id})  # type: ignore[attr-defined]
+    return {**request.to_json(), "correlation_id": correlation_id}
 
 
 class AzureMLRequest(Request):

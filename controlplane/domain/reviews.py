@@ -74,6 +74,7 @@ class Review:
     on_approval: Mapping[str, Any] = field(default_factory=dict)  # the task request approval opens
     votes: tuple[Vote, ...] = ()
     revision: int = 0
+    correlation_id: str = ""  # the opening decision's (see ``Decision.correlation_id``)
 
     @property
     def approvals(self) -> set[str]:
@@ -96,7 +97,8 @@ class Review:
                          "approvers": tuple(data["approvers"]),
                          "created_at": datetime.fromisoformat(data["created_at"]),
                          "expires_at": datetime.fromisoformat(data["expires_at"]),
-                         "votes": tuple(Vote(**{**v, "at": datetime.fromisoformat(v["at"])}) for v in data["votes"])})
+                         "votes": tuple(Vote(**{**v, "at": datetime.fromisoformat(v["at"])}) for v in data["votes"]),
+                         "correlation_id": data.get("correlation_id", data["decision_id"])})
 
 
 def cast_vote(review: Review, *, approver: str, decision: str, comment: str, nonce: str, now: datetime) -> Review:

@@ -58,6 +58,7 @@ class Rollout:
     revision: int = 0
     # A long-running Azure ML operation the rollout waits for: {"phase", "operation", and what resuming needs}.
     waiting: Mapping[str, Any] | None = None
+    correlation_id: str = ""  # the one of the decision whose approval opened it (see ``Decision.correlation_id``)
 
     @property
     def current(self) -> Step | None:

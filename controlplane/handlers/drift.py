@@ -9,6 +9,7 @@ the data-quality signals (missing-value rate, invalid values, unseen categories,
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
@@ -16,7 +17,8 @@ from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
 from controlplane.domain.windows import WindowKey
 from controlplane.handlers.actions import act_on_drift
 from controlplane.handlers.record import decide_once
-from controlplane.ports.store import Services
+from controlplane.ports import telemetry
+from controlplane.ports.store import DriftVerdict, Services
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
                        evidence=evidence)
     rows = services.store.window_sample(key, rule.drift.window.sample)
     try:
-        result = services.drift.check(rows, rule.drift)
+        result = _check(services, rows, rule.drift)
     except PermanentError as error:
         return Verdict(Outcome.INCONCLUSIVE, f"window {key}: drift check impossible: {error}", model=key.model,
                        evidence={**evidence, "error": str(error)})
@@ -76,6 +78,21 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     signal = {"kind": "telemetry_window", "monitor": f"{key.model}/{key.deployment}", "window": str(key),
               "drifted_columns": list(result.drifted), "share": result.share}
     return act_on_drift(services, key.model, signal, summary, f"window:{key}", evidence=evidence)
+
+
+def _check(services: Services, rows: list[dict[str, Any]], policy: Any) -> DriftVerdict:
+    """The drift check, in a span, counted by verdict (``failed`` when it raised) with its duration."""
+    started, verdict = time.perf_counter(), "failed"
+    try:
+        with telemetry.span("drift.check", rows=len(rows)):
+            result = services.drift.check(rows, policy)
+            verdict = "inconclusive" if result.inconclusive else "drift" if result.dataset_drift else "no_drift"
+            telemetry.annotate(verdict=verdict, drifted_columns=len(result.drifted))
+            return result
+    finally:
+        instruments = telemetry.instruments()
+        instruments.drift_checks.add(1, {"verdict": verdict})
+        instruments.drift_duration.record(time.perf_counter() - started, {"verdict": verdict})
 
 
 def _drifted_streak(services: Services, key: WindowKey) -> int:

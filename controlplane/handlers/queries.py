@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controlplane.domain import paging
-from controlplane.domain.errors import ControlPlaneError, InvalidEvent
+from controlplane.domain.errors import InvalidEvent
 from controlplane.domain.ledger import Decision, Outcome
 from controlplane.domain.reviews import Review
 from controlplane.domain.rollout import Rollout
@@ -90,26 +90,6 @@ def _moment(params: Mapping[str, str | None], name: str) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         raise InvalidEvent(name, f"expected an ISO 8601 time with an offset, got {text[:40]!r}")
     return moment
-
-
-@dataclass(frozen=True)
-class Health:
-    healthy: bool
-    checks: dict[str, str]
-
-
-def check_health(build_services) -> Health:
-    """Build (or reuse) the services and ping the store; a failure is named, never raised."""
-    try:
-        services = build_services()
-    except ControlPlaneError as error:
-        return Health(False, {"services": public_reason(error)})
-    checks = {"policy": services.policy.version}
-    try:
-        services.store.ping()
-    except ControlPlaneError as error:
-        return Health(False, {**checks, "store": public_reason(error)})
-    return Health(True, {**checks, "store": f"ok ({services.store.name})"})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -18,39 +19,58 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.domain.errors import ControlPlaneError, InvalidEvent
-from controlplane.domain.ledger import Decision, Outcome, Source, Verdict, digest, record
+from controlplane.domain.ledger import Decision, Outcome, Source, Verdict, digest, dumps, record
 from controlplane.parsing.fields import MAX_INT, MAX_NAME_CHARS, MAX_STORED_CHARS, MIN_INT, clip
+from controlplane.ports import telemetry
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
 
 
-def own_decision(services: Services, verdict: Verdict, *, key: str, event_id: str, event_type: str) -> Decision:
+def own_decision(services: Services, verdict: Verdict, *, key: str, event_id: str, event_type: str,
+                 correlation_id: str) -> Decision:
     """A decision the control plane takes about its own state (a vote, an expiry, a rollout step), stamped now
-    with the policy in force. The caller writes it with the state change it records, in one guarded update."""
+    with the policy in force, under the correlation id of what it follows from. The caller writes it with the state
+    change it records, in one guarded update, and hands it to ``recorded``."""
     now = services.clock.now()
     return record(verdict, key=key, event_id=event_id, source=Source.CONTROLPLANE, event_type=event_type,
                   policy_version=services.policy.version, received_at=now, decided_at=now,
-                  publish=services.publish_decisions)
+                  publish=services.publish_decisions, correlation_id=correlation_id,
+                  traceparent=telemetry.traceparent())
 
 
 def decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
                 model: str | None, version: str | None, received_at: datetime,
-                decide: Callable[[], Verdict], claim_first: bool = True) -> Decision:
-    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``.
+                decide: Callable[[], Verdict], claim_first: bool = True, correlation_id: str = "") -> Decision:
+    """Claim ``key``, run ``decide`` and record its verdict, or record a ``duplicate``; in a span of its own, counted.
 
     ``claim_first=False`` is for decisions that are cheap and do nothing until recorded: decide, then
     write the completed claim with the decision in one go (one write instead of two). A redelivery
     decides again and its write, finding the first decision, records the ``duplicate`` instead; so do
-    two instances deciding the same key at once.
+    two instances deciding the same key at once. ``correlation_id`` is that of the decision this one follows
+    from, if any.
     """
+    started = time.perf_counter()
+    with telemetry.span("decision", idempotency_key=key, event_id=event_id, event_type=event_type, model=model,
+                        source=source.value):
+        decision = _decide_once(services, key=key, event_id=event_id, source=source, event_type=event_type,
+                                model=model, version=version, received_at=received_at, decide=decide,
+                                claim_first=claim_first, correlation_id=correlation_id)
+        telemetry.instruments().intake_duration.record(time.perf_counter() - started, {"source": source.value})
+        return decision
+
+
+def _decide_once(services: Services, *, key: str, event_id: str, source: Source, event_type: str,
+                 model: str | None, version: str | None, received_at: datetime, decide: Callable[[], Verdict],
+                 claim_first: bool, correlation_id: str) -> Decision:
     cut: dict[str, Any] = {}
     key = key if len(key) <= MAX_NAME_CHARS else f"{key[:MAX_NAME_CHARS - 33]}#{digest(key)}"
     event_id, event_type = _name(event_id, "event_id", cut), _name(event_type, "event_type", cut)
     model, version = _name(model, "model", cut), _name(version, "version", cut)
     store, partition = services.store, model or "_"
     stamp = dict(key=key, event_id=event_id, source=source, event_type=event_type,
-                 policy_version=services.policy.version, received_at=received_at)
+                 policy_version=services.policy.version, received_at=received_at, correlation_id=correlation_id,
+                 traceparent=telemetry.traceparent())
 
     def bounded() -> Verdict:
         return bounded_verdict(decide(), dict(cut))
@@ -58,10 +78,12 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
     if not claim_first:
         decision = record(bounded(), **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
         original = store.complete_unclaimed(key, partition, decision)
-        return _logged(decision) if original is None else _duplicate(services, stamp, original, model, version)
+        return recorded(decision) if original is None else _duplicate(services, stamp, original, model, version)
     claim = store.claim(key, partition, services.clock.now(), services.lease)
     if claim.is_duplicate:
         return _duplicate(services, stamp, claim.original, model, version)
+    if claim.taken_over:
+        telemetry.instruments().lease_takeovers.add(1)
     try:
         verdict = bounded()
         decision = record(verdict, **stamp, decided_at=services.clock.now(), publish=services.publish_decisions)
@@ -70,7 +92,7 @@ def decide_once(services: Services, *, key: str, event_id: str, source: Source, 
         with suppress(ControlPlaneError):
             store.release(claim)
         raise
-    return _logged(decision)
+    return recorded(decision)
 
 
 def _duplicate(services: Services, stamp: dict, original: str, model: str | None, version: str | None) -> Decision:
@@ -79,7 +101,7 @@ def _duplicate(services: Services, stamp: dict, original: str, model: str | None
                       model=model, version=version, evidence={"duplicate_of": original})
     decision = record(verdict, **stamp, decided_at=services.clock.now(), attempt=uuid.uuid4().hex)
     services.store.append(decision)
-    return _logged(decision)
+    return recorded(decision)
 
 
 def record_invalid(services: Services, *, source: Source, payload: bytes, error: InvalidEvent,
@@ -146,13 +168,18 @@ def _name(text: str | None, path: str, cut: dict[str, Any]) -> str | None:
     return None if text is None else _text(text, path, MAX_NAME_CHARS, cut)
 
 
-def _logged(decision: Decision) -> Decision:
-    logger.info(
-        "decision %s outcome=%s model=%s version=%s event=%s tasks=%d reason=%s",
-        decision.id, decision.outcome.value, decision.model, decision.version, decision.event_id,
-        len(decision.tasks), decision.reason,
-        extra={"custom_dimensions": {"correlation_id": decision.event_id, "decision_id": decision.id,
-                                     "outcome": decision.outcome.value, "model": decision.model or "",
-                                     "policy_version": decision.policy_version}},
-    )
+def recorded(decision: Decision) -> Decision:
+    """A decision written: counted, put on the current span, and logged as one JSON record. The record holds ids,
+    names and the reason, never the evidence (it may quote a payload) nor anything from the settings."""
+    fields = {"decision_id": decision.id, "correlation_id": decision.correlation_id, "event_id": decision.event_id,
+              "idempotency_key": decision.idempotency_key, "source": decision.source.value,
+              "event_type": decision.event_type, "outcome": decision.outcome.value, "model": decision.model,
+              "version": decision.version, "policy_version": decision.policy_version,
+              "tasks": [task.kind.value for task in decision.tasks], "reviews": len(decision.reviews),
+              "reason": decision.reason}
+    telemetry.instruments().decisions.add(1, {"source": decision.source.value, "outcome": decision.outcome.value})
+    telemetry.annotate(decision_id=decision.id, correlation_id=decision.correlation_id,
+                       outcome=decision.outcome.value)
+    attributes = {f"controlplane.{key}": value for key, value in fields.items() if value is not None}
+    logger.info("decision %s", dumps(fields), extra=attributes)
     return decision

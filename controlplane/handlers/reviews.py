@@ -31,7 +31,7 @@ from controlplane.domain.reviews import (
     verify_token,
 )
 from controlplane.domain.signals import Signals
-from controlplane.handlers.record import own_decision
+from controlplane.handlers.record import own_decision, recorded
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,12 @@ def vote(services: Services, review_id: str, *, token: str, decision: str, comme
     current = get_review(services, review_id)
     updated = cast_vote(current, approver=claims.approver, decision=decision, comment=comment, nonce=claims.nonce,
                         now=now)
-    recorded = _record_change(services, current, updated, voter=claims.approver, comment=comment)
-    if not services.store.update_review(current, updated, recorded):
+    decision = _record_change(services, current, updated, voter=claims.approver, comment=comment)
+    if not services.store.update_review(current, updated, decision):
         raise VoteConflict("review", "the review changed while this vote was cast; reload and try again")
+    recorded(decision)
     logger.info("review %s vote by %s: %s -> %s", review_id, claims.approver, decision, updated.state.value)
-    return updated, recorded
+    return updated, decision
 
 
 def expire_reviews(services: Services) -> list[Review]:
@@ -93,7 +94,9 @@ def expire_reviews(services: Services) -> list[Review]:
         if review.expires_at > now:
             continue
         updated = replace(review, state=ReviewState.EXPIRED, revision=review.revision + 1)
-        if services.store.update_review(review, updated, _record_change(services, review, updated)):
+        decision = _record_change(services, review, updated)
+        if services.store.update_review(review, updated, decision):
+            recorded(decision)
             expired.append(updated)
     return expired
 
@@ -126,4 +129,5 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
     verdict = Verdict(outcome, reason, model=after.model, version=after.version, evidence=evidence,
                       tasks=tuple(tasks))
     return own_decision(services, verdict, key=f"review:{after.id}:{after.revision}", event_id=after.id,
-                        event_type=f"review.{after.state.value if after.state is not ReviewState.OPEN else 'vote'}")
+                        event_type=f"review.{after.state.value if after.state is not ReviewState.OPEN else 'vote'}",
+                        correlation_id=after.correlation_id)

@@ -19,7 +19,7 @@ from controlplane.domain.ledger import (
     Task,
     Verdict,
 )
-from controlplane.domain.requests import Notify, StartRollout, parse_request
+from controlplane.domain.requests import CORRELATION_TAG, Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.rollout import ACTIVE, Rollout, RolloutState, Step, baseline_of, judge, plan, target
 from controlplane.handlers.operations import (
@@ -36,7 +36,7 @@ from controlplane.handlers.operations import (
     traffic_set,
 )
 from controlplane.handlers.promotion import SETS_CHAMPION
-from controlplane.handlers.record import own_decision
+from controlplane.handlers.record import own_decision, recorded
 from controlplane.ports.gateway import DeploymentRequest, DeploymentSpec
 from controlplane.ports.store import Services
 
@@ -53,7 +53,8 @@ def start_rollout(services: Services, task: Task) -> dict[str, Any]:
                       deployment=request.deployment, model_ref=request.model.uri,
                       steps=plan(policy.mirror_percent, policy.steps),
                       policy={**policy.model_dump(), **services.policy.deployment_for(request.endpoint, task.model)},
-                      created_at=services.clock.now(), approvers=request.approvers)
+                      created_at=services.clock.now(), approvers=request.approvers,
+                      correlation_id=task.correlation_id)
     created = services.store.create_rollout(rollout)
     return {"rollout": rollout.id, "created": created, "steps": [str(step) for step in rollout.steps]}
 
@@ -177,7 +178,8 @@ def _begin(services: Services, rollout: Rollout) -> bool:
     request = DeploymentRequest(
         endpoint=rollout.endpoint, name=rollout.deployment, model=rollout.model_ref,
         instance_type=policy["instance_type"], instance_count=policy["instance_count"],
-        tags={"controlplane.rollout": rollout.id}, spec=DeploymentSpec.from_json(policy.get("spec")),
+        tags={"controlplane.rollout": rollout.id, CORRELATION_TAG: rollout.correlation_id},
+        spec=DeploymentSpec.from_json(policy.get("spec")),
         copy_from=serving if serving != rollout.deployment else None, auth_mode=policy.get("auth_mode", "key"))
     # The staging deployment of this version, when there is one, is taken forward at the rollout's size.
     in_place = in_order(deployment_in_place(gateway, request, now),
@@ -261,11 +263,11 @@ def _transition(services: Services, current: Rollout, updated: Rollout, outcome:
                       evidence={"rollout_id": updated.id, "state": updated.state.value, **evidence}, tasks=tasks,
                       reviews=reviews)
     decision = own_decision(services, verdict, key=f"rollout:{updated.id}:{updated.revision}", event_id=updated.id,
-                            event_type=f"rollout.{updated.state.value}")
+                            event_type=f"rollout.{updated.state.value}", correlation_id=updated.correlation_id)
     if not services.store.update_rollout(current, updated, decision):
         logger.info("rollout %s moved elsewhere meanwhile; this sweep leaves it", current.id)
         return False
-    logger.info("rollout %s: %s", updated.id, reason)
+    recorded(decision)
     return True
 
 

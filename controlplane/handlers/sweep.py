@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 
 from controlplane.domain.errors import PermanentError, TransientError
@@ -22,12 +22,14 @@ from controlplane.domain.policy import Policy
 from controlplane.domain.requests import DeployModel, Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.handlers.drift import evaluate_closed_windows
+from controlplane.handlers.health import record_sweep
 from controlplane.handlers.operations import POLL_EVERY, OperationFailed
 from controlplane.handlers.promotion import SETS_CHAMPION
 from controlplane.handlers.record import decide_once
 from controlplane.handlers.reviews import expire_reviews
 from controlplane.handlers.rollout import advance_rollouts, start_rollout
 from controlplane.handlers.schedules import run_schedules
+from controlplane.ports import telemetry
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,19 @@ class SweepReport:
 
 
 def sweep(services: Services) -> SweepReport:
+    """One sweep, counted (``ok`` or ``failed``); a success is kept as the sweep's beat with what it saw."""
+    sweeps = telemetry.instruments().sweeps
+    try:
+        report = _sweep(services)
+    except BaseException:
+        sweeps.add(1, {"result": "failed"})
+        raise
+    record_sweep(services, asdict(report))
+    sweeps.add(1, {"result": "ok"})
+    return report
+
+
+def _sweep(services: Services) -> SweepReport:
     expired = expire_reviews(services)
     closed = services.store.close_due_windows(services.clock.now())
     evaluate_closed_windows(services, services.store.undecided_windows())
@@ -62,12 +77,18 @@ def sweep(services: Services) -> SweepReport:
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
     waiting = 0
     for task in due:
-        updated = _dispatch(services, task)
-        services.store.update_task(task, updated)
-        counts[updated.state] += 1
-        waiting += bool(updated.state is TaskState.PENDING and updated.result.get("waiting"))
-        if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
-            _record_promotion(services, updated)
+        with telemetry.span(f"dispatch {task.kind.value}", parent=task.traceparent, link_current=True,
+                            task_id=task.id, decision_id=task.decision_id, correlation_id=task.correlation_id,
+                            idempotency_key=task.idempotency_key, model=task.model, target=task.target,
+                            attempt=task.attempts + 1):
+            updated = _dispatch(services, task)
+            services.store.update_task(task, updated)
+            held = bool(updated.state is TaskState.PENDING and updated.result.get("waiting"))
+            _count(task, updated, held)
+            counts[updated.state] += 1
+            waiting += held
+            if updated.state is TaskState.SUCCEEDED and task.kind is TaskKind.PROMOTION:
+                _record_promotion(services, updated)
     services.store.checkpoint()
     services.store.repair_indexes(services.clock.now())
     report = SweepReport(due=len(due), succeeded=counts[TaskState.SUCCEEDED], retrying=counts[TaskState.PENDING],
@@ -79,6 +100,15 @@ def sweep(services: Services) -> SweepReport:
                 report.retrying, report.waiting, report.dead_lettered, report.expired_reviews, report.rollouts_moved,
                 report.windows_closed, report.scheduled)
     return report
+
+
+def _count(task: Task, updated: Task, waiting: bool) -> None:
+    result = "waiting" if waiting else "retrying" if updated.state is TaskState.PENDING else updated.state.value
+    telemetry.annotate(result=result)
+    instruments = telemetry.instruments()
+    instruments.dispatch_attempts.add(1, {"operation": task.kind.value, "result": result})
+    if updated.state is TaskState.DEAD_LETTERED:
+        instruments.dead_letters.add(1, {"operation": task.kind.value})
 
 
 def _record_promotion(services: Services, task: Task) -> None:
@@ -99,7 +129,7 @@ def _record_promotion(services: Services, task: Task) -> None:
                       tasks=(notice,))
     decide_once(services, key=f"task:{task.id}:succeeded", event_id=task.id, source=Source.CONTROLPLANE,
                 event_type="promotion.dispatched", model=model, version=version or None,
-                received_at=services.clock.now(), decide=lambda: verdict)
+                received_at=services.clock.now(), decide=lambda: verdict, correlation_id=task.correlation_id)
 
 
 def _record_failure(services: Services, task: Task, error: OperationFailed) -> None:
@@ -113,7 +143,7 @@ def _record_failure(services: Services, task: Task, error: OperationFailed) -> N
     decide_once(services, key=f"task:{task.id}:failed", event_id=task.id, source=Source.CONTROLPLANE,
                 event_type="operation.failed", model=task.model, version=None, received_at=services.clock.now(),
                 decide=lambda: Verdict(Outcome.REVIEW, reason, model=task.model, evidence=evidence,
-                                       reviews=(review,)))
+                                       reviews=(review,)), correlation_id=task.correlation_id)
 
 
 def operators(policy: Policy) -> tuple[str, ...]:

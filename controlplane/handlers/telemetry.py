@@ -16,6 +16,7 @@ from controlplane.domain.windows import WindowSpec
 from controlplane.handlers.drift import evaluate_closed_windows
 from controlplane.handlers.record import record_invalid
 from controlplane.parsing import parse_telemetry_body
+from controlplane.ports import telemetry
 from controlplane.ports.store import AppendResult, Services
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def receive_telemetry(services: Services, batch: Sequence[RawTelemetry]) -> Tele
     logger.info("telemetry batch events=%d records=%d stored=%d duplicates=%d late=%d invalid=%d windows=%d",
                 report.events, report.records, report.stored, report.duplicates, report.late, len(report.invalid),
                 len(report.windows))
+    counter = telemetry.instruments().telemetry_records
+    for kind, count in (("stored", report.stored), ("duplicate", report.duplicates), ("late", report.late),
+                        ("invalid", len(report.invalid))):
+        if count:
+            counter.add(count, {"result": kind})
     return report
 
 

@@ -7,7 +7,7 @@ leases and guarded replaces over four primitives, and writes those, its reads an
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +56,15 @@ class AppendResult:
     duplicates: int  # records of events seen before
     late: int = 0  # records whose window had closed (after its grace period)
     closed: tuple[WindowKey, ...] = ()  # windows this append filled up
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A periodic job's last success (the sweep's), with what it saw: read by /api/health on any instance."""
+
+    name: str
+    at: datetime
+    details: Mapping[str, Any]
 
 
 class DecisionStore(Protocol):
@@ -154,6 +163,12 @@ class DecisionStore(Protocol):
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
+
+    def beat(self, beat: Beat) -> None:
+        """Keep ``beat`` as the latest of its name, for every instance to read."""
+
+    def last_beat(self, name: str) -> Beat | None:
+        """The latest beat of ``name``; None when it never beat."""
 
     def checkpoint(self) -> None:
         """Housekeeping the sweep does off the request path (SQLite copies its write-ahead log into the
@@ -267,3 +282,4 @@ class Services:
     drift: DriftChecker | None = None  # window drift checks
     artifacts: Artifacts | None = None  # drift reports, labelling exports, alert signals
     alert_auth: AlertAuth | None = None  # Entra secure-webhook tokens on /api/alerts, when configured
+    sweep_stale: timedelta = timedelta(minutes=10)  # /api/health fails past this without a successful sweep

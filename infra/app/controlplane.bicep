@@ -215,6 +215,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONTROLPLANE_LOGS_WORKSPACE_ID: logs.properties.customerId
     CONTROLPLANE_ARTIFACTS: '${storage.properties.primaryEndpoints.blob}artifacts'
     CONTROLPLANE_LEASE_SECONDS: '300'
+    CONTROLPLANE_TELEMETRY_EXPORTER: 'azuremonitor'
+    CONTROLPLANE_SWEEP_STALE_MINUTES: '10'
     CONTROLPLANE_TABLE_PREFIX: 'controlplane'
     CONTROLPLANE_PUBLIC_URL: 'https://${functionApp.properties.defaultHostName}'
     // Versionless: the app follows the latest version of the secret, so rotation needs no new provision.
@@ -246,4 +248,5 @@ output storageAccountName string = storage.name
 output storageAccountId string = storage.id
 output deadLetterContainerName string = deadLetterContainer
 output logAnalyticsWorkspaceId string = logs.id
+output insightsName string = insights.name
 output keyVaultName string = vault.name
