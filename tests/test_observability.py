@@ -350,3 +350,22 @@ def test_each_decision_is_one_json_log_record_with_its_ids_and_no_evidence(servi
     assert fields["tasks"] == [t.kind.value for t in decision.tasks] and "evidence" not in fields
     # The same fields as attributes, which the Azure Monitor log exporter sends as custom dimensions.
     assert getattr(logged, "controlplane.correlation_id") == decision.correlation_id
+
+
+def test_a_sweep_looks_at_the_whole_store_every_five_minutes_and_carries_what_it_saw_between(services, clock):
+    from controlplane.domain.ledger import Verdict, record
+    from controlplane.domain.requests import Notify
+    from controlplane.handlers.health import OBSERVE_EVERY, SWEEP, record_sweep
+
+    first = record_sweep(services, {"due": 0})
+    services.store.append(record(Verdict(Outcome.NOTIFY, "tell", tasks=(Notify(channel="ops", event="a"),)),
+                                 key="k", event_id="e", source=Source.ALERT, event_type="t", policy_version="v",
+                                 received_at=clock.now(), decided_at=clock.now()))
+    clock.advance(minutes=1)
+    carried = record_sweep(services, {"due": 1})
+    assert carried.at == clock.now() and carried.details["report"] == {"due": 1}
+    assert carried.details["observed_at"] == first.details["observed_at"] and carried.details["outbox"]["pending"] == 0
+    clock.advance(seconds=OBSERVE_EVERY.total_seconds() - 60)
+    looked = record_sweep(services, {"due": 0})
+    assert looked.details["observed_at"] == clock.now().isoformat() and looked.details["outbox"]["pending"] == 1
+    assert services.store.last_beat(SWEEP) == looked

@@ -22,6 +22,9 @@ from controlplane.ports.store import Beat, Services
 
 SWEEP = "sweep"
 COUNT_CAP = 1000  # counts read past this are reported as this many ("at least")
+# How often a sweep looks at the whole outbox, rollouts and incidents: Table Storage answers those lists by
+# reading every partition, which a sweep a minute should not do each time. Between looks the beat carries the last.
+OBSERVE_EVERY = timedelta(minutes=5)
 STUCK_AFTER = timedelta(hours=2)  # an unfinished rollout unchanged this long is stuck; a paused one always is
 _STARTED = time.monotonic()  # before the first sweep of a new deployment, health waits this process's grace
 
@@ -41,7 +44,8 @@ def observe(services: Services, now: datetime) -> dict[str, Any]:
         seconds = since[rollout.id].total_seconds()
         oldest_in_state[rollout.state.value] = max(seconds, oldest_in_state.get(rollout.state.value, 0.0))
     incidents = len(store.incidents(IncidentState.OPEN, COUNT_CAP))
-    seen = {"outbox": {"pending": len(pending), "due": len(due), "dead_lettered": dead, "oldest_due_age_s": oldest},
+    seen = {"observed_at": now.isoformat(),
+            "outbox": {"pending": len(pending), "due": len(due), "dead_lettered": dead, "oldest_due_age_s": oldest},
             "rollouts": dict(Counter(r.state.value for r in rollouts)), "stuck_rollouts": stuck,
             "incidents_open": incidents}
     gauges = telemetry.instruments()
@@ -56,9 +60,14 @@ def observe(services: Services, now: datetime) -> dict[str, Any]:
 
 
 def record_sweep(services: Services, report: dict[str, Any]) -> Beat:
-    """A sweep succeeded: keep what it did and what it saw, as the sweep's beat."""
+    """A sweep succeeded: keep what it did and what it saw (looked at again every ``OBSERVE_EVERY``), as the sweep's
+    beat."""
     now = services.clock.now()
-    beat = Beat(SWEEP, now, {"report": report, **observe(services, now)})
+    last = services.store.last_beat(SWEEP)
+    seen = {k: v for k, v in last.details.items() if k != "report"} if last else {}
+    if not seen.get("observed_at") or now - datetime.fromisoformat(seen["observed_at"]) >= OBSERVE_EVERY:
+        seen = observe(services, now)
+    beat = Beat(SWEEP, now, {"report": report, **seen})
     services.store.beat(beat)
     return beat
 
