@@ -63,7 +63,8 @@ def build(settings: Settings) -> Services:
 
         routes[TaskKind.NOTIFY] = WebhookNotifier(
             clock, teams_url=settings.teams_webhook_url, slack_url=settings.slack_webhook_url,
-            webhook_url=settings.webhook_url, webhook_secret=settings.webhook_secret, link_for=link_for)
+            webhook_url=settings.webhook_url, webhook_secret=settings.webhook_secret, link_for=link_for,
+            sinks_for=policy.document.notifications.sinks)
     if settings.eventgrid_topic_endpoint:
         from controlplane.adapters.eventgrid_publisher import EventGridPublisher
 

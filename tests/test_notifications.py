@@ -125,3 +125,49 @@ def test_an_unreachable_topic_is_transient():
 
     with pytest.raises(TransientError):
         EventGridPublisher(f"http://127.0.0.1:{free_port()}/api/events", key="k" * 44).dispatch(publish_task())
+
+
+def test_each_channel_reaches_only_the_sinks_the_policy_routes_it_to(receiver):
+    from controlplane.domain.policy import parse_policy
+
+    base, received, _ = receiver
+    routes = parse_policy("notifications: {routes: {oncall: [slack], reviewers: [teams, webhook], quiet: []},"
+                          " default: [webhook]}").document.notifications
+    notifier = WebhookNotifier(FakeClock(T0), teams_url=f"{base}/teams", slack_url=f"{base}/slack",
+                               webhook_url=f"{base}/hook", webhook_secret="s3cret", sinks_for=routes.sinks)
+
+    told = {channel: notifier.dispatch(notice(channel=channel)) for channel in ("oncall", "reviewers", "data", "quiet")}
+    assert told["oncall"] == {"sent_to": ["slack"], "links_for": [], "not_routed": ["teams", "webhook"],
+                              "channel": "oncall"}
+    assert told["reviewers"]["sent_to"] == ["teams", "webhook"] and told["data"]["sent_to"] == ["webhook"]
+    assert told["quiet"]["sent_to"] == [] and told["quiet"]["not_routed"] == ["teams", "slack", "webhook"]
+    assert [path for path, _, _ in received] == ["/slack", "/teams", "/hook", "/hook"]
+
+
+@pytest.mark.parametrize("text, where", [
+    ("notifications: {routes: {oncall: [slack, pager]}}", "notifications.routes.oncall[1]"),
+    ("notifications: {default: [email]}", "notifications.default[0]"),
+    ("notifications: {channels: {}}", "notifications.channels"),
+])
+def test_a_route_to_a_sink_that_does_not_exist_is_refused_naming_it(text, where):
+    from controlplane.domain.errors import PolicyError
+    from controlplane.domain.policy import parse_policy
+
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text)
+    assert refused.value.subject == where
+
+
+def test_the_app_routes_notices_by_its_policy(receiver, tmp_path):
+    from controlplane import bootstrap
+    from controlplane.settings import Settings
+
+    base, received, _ = receiver
+    (tmp_path / "policy.yaml").write_text("notifications: {routes: {oncall: [slack]}, default: []}\n")
+    services = bootstrap.build(Settings.from_env({
+        "CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "CONTROLPLANE_POLICY": str(tmp_path / "policy.yaml"),
+        "NOTIFY_SLACK_WEBHOOK_URL": f"{base}/slack", "APPROVAL_SIGNING_KEY": "n" * 40}))
+
+    assert services.dispatcher.dispatch(notice(channel="oncall"))["sent_to"] == ["slack"]
+    assert services.dispatcher.dispatch(notice(channel="reviewers"))["not_routed"] == ["slack"]
+    assert [path for path, _, _ in received] == ["/slack"]

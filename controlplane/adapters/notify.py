@@ -8,7 +8,7 @@ import hmac
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
@@ -30,8 +30,11 @@ class WebhookNotifier:
 
     def __init__(self, clock: Clock, *, teams_url: str = "", slack_url: str = "", webhook_url: str = "",
                  webhook_secret: str = "", link_for: Callable[[str, str], str] | None = None,
-                 timeout: float = 10.0) -> None:
+                 sinks_for: Callable[[str], Sequence[str]] | None = None, timeout: float = 10.0) -> None:
+        """``sinks_for`` says which sinks a channel's notices go to (the policy's ``notifications``); every
+        configured one when it is None."""
         self._clock = clock
+        self._sinks_for = sinks_for
         self._teams, self._slack, self._webhook, self._secret = teams_url, slack_url, webhook_url, webhook_secret
         self._link_for = link_for
         self._timeout = timeout
@@ -41,21 +44,26 @@ class WebhookNotifier:
         links = self._links(notice)
         text = notice.text + "".join(f"\n{who}: {url}" for who, url in links.items())
         text += f"\ncorrelation id: {task.correlation_id}"
+        routed = set(self._sinks_for(notice.channel)) if self._sinks_for else {"teams", "slack", "webhook"}
+        configured = [sink for sink, url in (("teams", self._teams), ("slack", self._slack),
+                                             ("webhook", self._webhook)) if url]
         sent = []
-        if self._teams:
+        if "teams" in routed and self._teams:
             self._post(self._teams, _teams_card(notice.subject, text, links))
             sent.append("teams")
-        if self._slack:
+        if "slack" in routed and self._slack:
             self._post(self._slack, {"text": f"*{notice.subject}*\n{text}"})
             sent.append("slack")
-        if self._webhook:
+        if "webhook" in routed and self._webhook:
             body = json.dumps({**notice.to_json(), "links": links, "task_id": task.id,
                                "correlation_id": task.correlation_id}, separators=(",", ":")).encode()
             timestamp = str(int(self._clock.now().timestamp()))
             self._post(self._webhook, body, {TIMESTAMP_HEADER: timestamp,
                                              SIGNATURE_HEADER: sign(self._secret, timestamp, body)})
             sent.append("webhook")
-        return {"sent_to": sent, "links_for": sorted(links)}
+        unrouted = [sink for sink in configured if sink not in routed]
+        return {"sent_to": sent, "links_for": sorted(links),
+                **({"not_routed": unrouted, "channel": notice.channel} if unrouted else {})}
 
     def _links(self, notice: Notify) -> dict[str, str]:
         """One approval link per approver when a review was opened: each carries its own token."""

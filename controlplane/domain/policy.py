@@ -449,6 +449,23 @@ class Alerts(_Strict):
         return list(dict.fromkeys(told))
 
 
+Sink = Literal["teams", "slack", "webhook"]
+
+
+class Notifications(_Strict):
+    """Where each channel's notices go. A channel is a persona or a team (reviewers, infrastructure, oncall, data
+    scientists...); a sink is one of the configured notification settings (Teams, Slack, the signed webhook)."""
+
+    routes: dict[str, list[Sink]] = Field(
+        default_factory=dict,
+        description="Channel -> the sinks (teams, slack, webhook) its notices go to; [] sends them nowhere.")
+    default: list[Sink] = Field(default_factory=lambda: ["teams", "slack", "webhook"],
+                                description="The sinks of a channel that routes does not name.")
+
+    def sinks(self, channel: str) -> list[str]:
+        return self.routes.get(channel, self.default)
+
+
 class PolicyDocument(_Strict):
     """The policy file's schema (version 1)."""
 
@@ -462,6 +479,7 @@ class PolicyDocument(_Strict):
     alerts: Alerts = Alerts()
     endpoints: dict[str, EndpointPolicy] = Field(default_factory=dict,
                                                  description="Per online endpoint: how production rollouts go.")
+    notifications: Notifications = Notifications()
 
     @field_validator("version")
     @classmethod
