@@ -56,6 +56,9 @@ class Retraining(_Strict):
     cooldown_hours: float = Field(24, ge=0, description="No new retraining this soon after the last one.")
     daily_budget: int = Field(2, ge=1, description="At most this many retrainings in 24 hours.")
     schedule: str | None = Field(None, description="Also retrain on this 6-field NCRONTAB schedule (UTC).")
+    owners: list[str] = Field(default_factory=list,
+                              description="The model's data scientists: told how each retraining ends, and reviewers "
+                                          "of a failed one (none: the alerts' ml team).")
 
     @field_validator("schedule")
     @classmethod

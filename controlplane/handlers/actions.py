@@ -70,6 +70,9 @@ def unguessable(key: bytes, base: str) -> str:
     return hmac.new(key, base.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+MODEL_TAG = "controlplane.model"  # on a retraining job: the model it retrains, which its run events are about
+
+
 def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, key: str, evidence: dict[str, Any],
             trigger: str) -> Verdict:
     """A retraining task, unless the storm guard holds it back (the decision then says why)."""
@@ -85,7 +88,8 @@ def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, ke
     job = SubmitPipeline(experiment_name=retraining.experiment, name=deterministic_name("retrain", model, key),
                          source=retraining.pipeline, compute=retraining.compute,
                          inputs={"model_name": model, **retraining.inputs},
-                         tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key})
+                         tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key,
+                               MODEL_TAG: model})
     reason = f"{summary}; retraining {model} with {retraining.pipeline}"
     if rule.mode is Mode.SHADOW:
         return shadowed(Verdict(Outcome.RETRAIN, reason, model=model, evidence=evidence, tasks=(job,)))

@@ -1,0 +1,75 @@
+"""The loop back to people after a retraining: the job the control plane submitted reports its end through Event
+Grid (the own-runs subscription), and its data scientists hear of it under the drift decision's correlation id."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from controlplane.domain.ledger import Outcome, TaskKind
+from controlplane.domain.requests import CORRELATION_TAG
+from controlplane.domain.reviews import ReviewKind, ReviewState
+from controlplane.handlers.registry import receive_registry_event
+from tests.support import load_event
+
+
+def retrained(services):
+    """A monitor breach on churn: the retraining decision and the job it submits (the request as stored)."""
+    decision = receive_registry_event(services, load_event("eg_monitor_breach.json")[0])
+    [task] = [t for t in decision.tasks if t.kind is TaskKind.RETRAINING]
+    return decision, task.request["job"]
+
+
+def run_event(job, status, event_id):
+    """Azure ML's RunStatusChanged for the job, as Event Grid delivers it: the job's tags are its RunTags."""
+    event = copy.deepcopy(load_event("eg_run_status_changed_docs.json")[0])
+    event["id"] = event_id
+    event["data"].update(RunId=job["name"], RunType="azureml.PipelineRun", RunStatus=status,
+                         RunTags=dict(job["tags"]), ExperimentName="churn-retraining")
+    return event
+
+
+@pytest.mark.parametrize("status", ["Failed", "Canceled"])
+def test_a_failed_retraining_opens_a_review_for_the_models_data_scientists(services, status):
+    started, job = retrained(services)
+
+    ended = receive_registry_event(services, run_event(job, status, "run-end-1"))
+
+    assert (ended.outcome, ended.model) == (Outcome.REVIEW, "churn")
+    assert ended.correlation_id == started.correlation_id == job["tags"][CORRELATION_TAG]
+    [review] = ended.reviews
+    # policy.yaml names no owners for churn's retraining: the alerts' ml team reviews it
+    assert (review.kind, review.state, review.approvers) == (ReviewKind.OPERATION, ReviewState.OPEN,
+                                                             ("ana@contoso.com",))
+    assert review.evidence["job"] == job["name"] and review.evidence["status"] == status
+    told = [t.request for t in ended.tasks if t.kind is TaskKind.NOTIFY]
+    assert [n["channel"] for n in told] == ["data-scientists", "reviewers"]
+    assert told[0]["event"] == "retraining.failed" and told[1]["review_id"] == review.id
+
+
+def test_a_completed_retraining_tells_its_owners_and_hands_the_new_version_to_the_gates(services):
+    from controlplane.domain.policy import parse_policy
+    from tests.support import ROOT
+
+    shipped = (ROOT / "policy.yaml").read_text()
+    owned = shipped.replace("pipeline: pipelines/retrain-churn.yml",
+                            "pipeline: pipelines/retrain-churn.yml\n      owners: [dee@contoso.com]")
+    assert owned != shipped
+    services = type(services)(**{**vars(services), "policy": parse_policy(owned)})
+    started, job = retrained(services)
+
+    ended = receive_registry_event(services, run_event(job, "Completed", "run-end-2"))
+
+    assert ended.outcome is Outcome.NOTIFY and not ended.reviews
+    assert ended.evidence["owners"] == ["dee@contoso.com"] and ended.correlation_id == started.correlation_id
+    [notice] = ended.tasks
+    assert (notice.request["channel"], notice.request["event"]) == ("data-scientists", "retraining.completed")
+
+
+def test_a_retraining_still_running_and_other_peoples_runs_are_only_recorded(services):
+    _, job = retrained(services)
+    running = receive_registry_event(services, run_event(job, "Running", "run-3"))
+    foreign = load_event("eg_run_status_changed_docs.json")[0]
+    foreign = {**foreign, "data": {**foreign["data"], "RunStatus": "Failed"}}
+    assert running.outcome is Outcome.NO_ACTION and running.model == "churn"
+    assert receive_registry_event(services, foreign).outcome is Outcome.NO_ACTION  # not a job the control plane began
