@@ -73,3 +73,26 @@ def test_a_retraining_still_running_and_other_peoples_runs_are_only_recorded(ser
     foreign = {**foreign, "data": {**foreign["data"], "RunStatus": "Failed"}}
     assert running.outcome is Outcome.NO_ACTION and running.model == "churn"
     assert receive_registry_event(services, foreign).outcome is Outcome.NO_ACTION  # not a job the control plane began
+
+
+def with_policy(services, old, new):
+    from controlplane.domain.policy import parse_policy
+    from tests.support import ROOT
+
+    shipped = (ROOT / "policy.yaml").read_text()
+    assert old in shipped
+    return type(services)(**{**vars(services), "policy": parse_policy(shipped.replace(old, new, 1))})
+
+
+def test_a_classical_models_drift_tells_the_channels_its_rule_names_even_when_the_retraining_is_held_back(services):
+    services = with_policy(services, '  - name: "churn*"\n', '  - name: "churn*"\n    notify: [data-scientists]\n')
+    first, _ = retrained(services)
+    breach = copy.deepcopy(load_event("eg_monitor_breach.json")[0])
+    breach["id"] = "a-second-breach"
+    held = receive_registry_event(services, breach)  # within the cooldown: the storm guard holds it back
+
+    assert first.outcome is Outcome.RETRAIN and held.outcome is Outcome.NO_ACTION and "held back" in held.reason
+    for decision in (first, held):
+        told = [t.request for t in decision.tasks if t.kind is TaskKind.NOTIFY]
+        assert [(n["channel"], n["event"]) for n in told] == [("data-scientists", f"drift.{decision.outcome.value}")]
+        assert decision.evidence["told"] == ["data-scientists"]

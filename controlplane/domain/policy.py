@@ -250,6 +250,9 @@ class ModelRule(_Strict):
     drift: DriftPolicy | None = None
     deployment: DeploymentBlock | None = Field(None, description="Spec of this model's deployments; overrides the "
                                                                  "endpoint's block field by field.")
+    notify: list[str] = Field(default_factory=list,
+                              description="Channels told of each drift decision about the model (a retraining, one "
+                                          "held back, a review), e.g. [data-scientists].")
 
     def matches(self, model: str, tags: Mapping[str, str]) -> bool:
         return fnmatch.fnmatchcase(model, self.name) and all(tags.get(k) == v for k, v in self.tags.items())
@@ -503,6 +506,7 @@ class ResolvedRule:
     review: Review | None
     promotion: Promotion | None = None
     drift: DriftPolicy | None = None
+    notify: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -522,7 +526,7 @@ class Policy:
         rule, defaults = self.document.models[index], self.document.defaults
         return ResolvedRule(rule=f"models[{index}] ({rule.name})", profile=rule.profile or defaults.profile,
                             mode=rule.mode or defaults.mode, retraining=rule.retraining, review=rule.review,
-                            promotion=rule.promotion, drift=rule.drift)
+                            promotion=rule.promotion, drift=rule.drift, notify=tuple(rule.notify))
 
     def alert_rule(self, rule: str, signal_type: str, metrics: list[str], severity: str,
                    targets: list[str]) -> AlertRule | None:

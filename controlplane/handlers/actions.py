@@ -12,13 +12,14 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain.errors import ControlPlaneError
 from controlplane.domain.ledger import Outcome, ReviewDraft, Verdict, digest, shadowed
 from controlplane.domain.policy import Mode, Profile, ResolvedRule
-from controlplane.domain.requests import ExportLabels, RenderReport, SubmitPipeline
+from controlplane.domain.requests import ExportLabels, Notify, RenderReport, SubmitPipeline
 from controlplane.domain.reviews import ReviewKind
 from controlplane.ports.store import Services
 
@@ -41,8 +42,10 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
         return Verdict(Outcome.INCONCLUSIVE, f"{summary}; no policy rule matches model {model!r}", model=model,
                        evidence=evidence)
     evidence.update(rule=rule.rule, profile=rule.profile.value, mode=rule.mode.value)
+    if rule.notify:
+        evidence["told"] = list(rule.notify)
     if rule.profile is Profile.CLASSICAL:
-        return retrain(services, rule, model, summary, key, evidence, trigger=str(signal.get("kind")))
+        return _told(rule, retrain(services, rule, model, summary, key, evidence, trigger=str(signal.get("kind"))))
     if rule.review is None:
         return Verdict(Outcome.INCONCLUSIVE, f"{summary}; rule {rule.rule} names no reviewers", model=model,
                        evidence=evidence)
@@ -58,8 +61,19 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
                          evidence={**evidence, "labelling_project": rule.review.labelling_project},
                          separation_of_duties=False, secret=unguessable(services.approval_key, key))
     reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
-    return enforce(rule, Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, reviews=(review,),
-                                 tasks=tuple(tasks)))
+    return _told(rule, enforce(rule, Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence,
+                                             reviews=(review,), tasks=tuple(tasks))))
+
+
+def _told(rule: ResolvedRule, verdict: Verdict) -> Verdict:
+    """The channels the model's rule names hear of its drift decision, whatever it was (in shadow mode, nothing is
+    sent: the evidence's ``told`` says who would have been)."""
+    if not rule.notify or rule.mode is Mode.SHADOW:
+        return verdict
+    notices = tuple(Notify(channel=channel, event=f"drift.{verdict.outcome.value}",
+                           subject=f"Drift on {verdict.model}: {verdict.outcome.value}", text=verdict.reason)
+                    for channel in rule.notify)
+    return replace(verdict, tasks=verdict.tasks + notices)
 
 
 def unguessable(key: bytes, base: str) -> str:
