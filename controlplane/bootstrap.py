@@ -79,7 +79,7 @@ def build(settings: Settings) -> Services:
     checker = EvidentlyDriftChecker(kept, settings.public_url, Path(settings.policy_path).parent,
                                     gateway=gateway)
     signals = SignalsCache(health, kept)
-    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept, signals)
+    routes[TaskKind.REVIEW] = LocalWork(store, policy, checker, kept, signals, gateway)
     routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
     from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
 

@@ -14,9 +14,11 @@ from controlplane.domain.paging import Page, refused
 from controlplane.domain.reviews import Review
 from controlplane.domain.windows import Window, WindowKey, by_deployment, place, sample_row
 from controlplane.ports.gateway import (
+    DataAsset,
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
+    GatewayError,
     JobInfo,
     ModelInfo,
     NotFound,
@@ -258,6 +260,7 @@ class FakeGateway:
 
         self.models: dict[tuple[str, str], object] = {}
         self.jobs: dict[str, object] = {}
+        self.data: dict[tuple[str, str], str] = {}
         self.endpoints: dict[str, EndpointState] = {}
         self.calls: list[tuple] = []
 
@@ -339,6 +342,16 @@ class FakeWorkspace(FakeGateway):
         if name not in self.jobs:
             raise NotFound("jobs.get", f"{name} not found", 404)
         return replace(self.jobs[name], created=False)
+
+    def register_data(self, name, version, path, description="", tags=None):
+        self.calls.append(("register_data", name, version, path))
+        found = self.data.get((name, version))
+        if found is None:
+            self.data[(name, version)] = path
+            return DataAsset(name, version, path, created=True)
+        if found != path:
+            raise GatewayError("register_data", f"data asset {name}:{version} exists at {found}, not at {path}")
+        return DataAsset(name, version, path)
 
     def _endpoint(self, operation: str, endpoint: str) -> EndpointState:
         if endpoint not in self.endpoints:

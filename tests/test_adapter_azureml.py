@@ -112,6 +112,48 @@ def test_tag_model_merges_tags_and_stage_into_the_fetched_version_and_puts_it_ba
     assert model.tags == {"team": "growth", "approved": "true"} and model.stage == "Production"
 
 
+# -- data assets ----------------------------------------------------------------------------------------------
+
+EXPORT = "https://stcp.blob.core.windows.net/artifacts/labelling/defects-blue-491234.0-9f2c.jsonl"
+
+
+def data_version(path: str, version: str = "blue-491234-0") -> dict:
+    answer = body("ml_data_version")
+    answer["id"] = answer["id"].replace("/data/churn-training/versions/7", f"/data/labels-labelling/versions/{version}")
+    answer["name"] = version
+    answer["properties"].update(dataType="uri_file", dataUri=path, description="defects rows of window to label")
+    return answer
+
+
+def test_register_data_puts_a_uri_file_version_at_the_exported_path(gateway, azure):
+    azure.on("PUT", "/data/labels-labelling/versions/blue-491234-0", (201, data_version(EXPORT)))
+
+    asset = gateway.register_data("labels-labelling", "blue-491234-0", EXPORT, description="defects rows",
+                                  tags={"controlplane.model": "defects"})
+
+    put = azure.one("PUT", "/data/labels-labelling/versions/blue-491234-0")
+    assert put.body["properties"]["dataType"] == "uri_file" and put.body["properties"]["dataUri"] == EXPORT
+    assert put.body["properties"]["tags"] == {"controlplane.model": "defects"}
+    assert (asset.name, asset.version, asset.path, asset.created) == ("labels-labelling", "blue-491234-0", EXPORT,
+                                                                      True)
+
+
+def test_registering_an_export_again_finds_the_version_and_puts_nothing(gateway, azure):
+    azure.on("GET", "/data/labels-labelling/versions/blue-491234-0", data_version(EXPORT))
+
+    asset = gateway.register_data("labels-labelling", "blue-491234-0", EXPORT)
+
+    assert asset.created is False and asset.path == EXPORT and azure.requests("PUT") == []
+
+
+def test_a_version_registered_at_another_path_is_refused_not_overwritten(gateway, azure):
+    azure.on("GET", "/data/labels-labelling/versions/blue-491234-0", data_version(EXPORT.replace("9f2c", "0000")))
+
+    with pytest.raises(GatewayError, match="exists at .*0000.jsonl"):
+        gateway.register_data("labels-labelling", "blue-491234-0", EXPORT)
+    assert azure.requests("PUT") == []
+
+
 # -- pipeline jobs --------------------------------------------------------------------------------------------
 
 PIPELINE_YAML = """\

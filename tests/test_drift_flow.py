@@ -62,7 +62,7 @@ def wire(services, tmp_path):
         parsed = parse_policy(policy(str(reference)))
         checker = EvidentlyDriftChecker(artifacts, "http://cp.test")
         wired = replace(services, policy=parsed, drift=checker, gateway=FakeWorkspace(), approval_key=b"k" * 32)
-        local = LocalWork(wired.store, parsed, checker, artifacts)
+        local = LocalWork(wired.store, parsed, checker, artifacts, gateway=wired.gateway)
         return replace(wired, dispatcher=RoutingDispatcher({TaskKind.REVIEW: local}, RecordingDispatcher())), artifacts
     return wire
 
@@ -152,6 +152,11 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     name = decision.evidence["report"]
     lines = (tmp_path / "artifacts" / "labelling" / f"{name}.jsonl").read_text().splitlines()
     assert len(lines) == 150 and set(FEATURES) <= set(json.loads(lines[0]))
+    # The export is a data asset version the labelling project (and the next retraining) reads in Azure ML.
+    exported = done["labelling.export"].result
+    [(asset, version, path)] = [call[1:] for call in services.gateway.calls if call[0] == "register_data"]
+    assert (asset, path) == ("labels-labelling", exported["exported"]) and version.startswith("blue-")
+    assert exported["data_asset"] == f"azureml:labels-labelling:{version}" and exported["registered"] is True
     assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
     from controlplane.web.pages import review_page
 

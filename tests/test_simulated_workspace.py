@@ -68,3 +68,17 @@ def test_health_is_what_the_file_scripts_and_nothing_without_a_script(workspace)
     health = workspace.deployment_health("churn-ep", ["green", "blue"], T0, T0)
     assert health == {"green": DeploymentHealth("green", 400, 95.0, 0.002),
                       "blue": DeploymentHealth("blue", 0, None, None)}
+
+
+def test_a_labelling_export_is_registered_once_and_the_request_recorded_as_it_would_be_sent(workspace, tmp_path):
+    path = str(tmp_path / "labelling" / "defects-blue-1.jsonl")
+    first = workspace.register_data("labels-labelling", "blue-1-0", path, tags={"controlplane.model": "defects"})
+    again = SimulatedWorkspace(tmp_path / "simulated-workspace.json").register_data("labels-labelling", "blue-1-0",
+                                                                                      path)
+
+    assert (first.created, again.created) == (True, False)
+    assert [r for r in workspace.requests() if r["operation"] == "data.create_or_update"] == [
+        {"operation": "data.create_or_update", "name": "labels-labelling", "version": "blue-1-0", "path": path,
+         "type": "uri_file", "tags": {"controlplane.model": "defects"}}]
+    with pytest.raises(GatewayError, match="exists at"):
+        workspace.register_data("labels-labelling", "blue-1-0", path + ".other")

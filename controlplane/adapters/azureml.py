@@ -17,6 +17,7 @@ from controlplane.adapters.azure_errors import azure_errors, reason_of
 from controlplane.adapters.identity import Lazy, app_credential
 from controlplane.domain.refs import AssetRef
 from controlplane.ports.gateway import (
+    DataAsset,
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
@@ -189,6 +190,28 @@ class AzureMLGateway:
                 raise GatewayError("data_asset_url", f"datastore {match['store']} is not a blob container")
             endpoint = getattr(store, "endpoint", None) or "core.windows.net"
             return f"https://{account}.blob.{endpoint}/{container}/{match['path']}"
+
+    def register_data(self, name: str, version: str, path: str, description: str = "",
+                      tags: Mapping[str, str] | None = None) -> DataAsset:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with azure_errors("register_data"):
+            client = self._ml()
+            try:
+                found = client.data.get(name, version=version)
+            except ResourceNotFoundError:
+                found = None
+            if found is not None:
+                if str(found.path) != path:
+                    raise GatewayError("register_data", f"data asset {name}:{version} exists at {found.path}, "
+                                                        f"not at {path}")
+                return DataAsset(name, version, path)
+            made = client.data.create_or_update(Data(
+                name=name, version=version, path=path, type=AssetTypes.URI_FILE, description=description or None,
+                tags={str(k): str(v) for k, v in (tags or {}).items()}))
+            return DataAsset(made.name, str(made.version), str(made.path), created=True)
 
     # -- models -----------------------------------------------------------------------------------------------
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from controlplane.domain.signals import DeploymentHealth, Series, Signals
 from controlplane.ports.gateway import (
+    DataAsset,
     DeploymentInfo,
     DeploymentRequest,
     EndpointState,
+    GatewayError,
     JobInfo,
     ModelInfo,
     NotFound,
@@ -128,6 +130,22 @@ class SimulatedWorkspace:
             "name": request.name, "experiment": request.experiment, "source": request.source,
             "inputs": dict(request.inputs)}, change)
         return JobInfo(request.name, job["status"], job["experiment"], created=created)
+
+    def register_data(self, name: str, version: str, path: str, description: str = "",
+                      tags: Mapping[str, str] | None = None) -> DataAsset:
+        def change(state):
+            state.setdefault("data", {})[f"{name}:{version}"] = {"path": path, "description": description,
+                                                                  "tags": dict(tags or {})}
+
+        found = self._load().get("data", {}).get(f"{name}:{version}")
+        if found is not None:
+            if found["path"] != path:
+                raise GatewayError("register_data", f"data asset {name}:{version} exists at {found['path']}, "
+                                                    f"not at {path}")
+            return DataAsset(name, version, path)
+        self._change("data.create_or_update", {"name": name, "version": version, "path": path,
+                                               "type": "uri_file", "tags": dict(tags or {})}, change)
+        return DataAsset(name, version, path, created=True)
 
     def get_job(self, name: str) -> JobInfo:
         job = self._load()["jobs"].get(name)

@@ -1,9 +1,11 @@
 """Work the control plane does itself from the outbox: drift reports for reviewers, the window's rows
-exported for labelling (JSON Lines, one sampled row per line), and an alert target's recent signals
-kept for its review page."""
+exported for labelling (JSON Lines, one sampled row per line, registered in Azure ML as a data asset version the
+labelling project and the next retraining can read), and an alert target's recent signals kept for its review
+page."""
 from __future__ import annotations
 
 import json
+import re
 
 from controlplane.domain.errors import PermanentError
 from controlplane.domain.ledger import Task
@@ -14,9 +16,9 @@ from controlplane.domain.windows import WindowKey
 class LocalWork:
     name = "local"
 
-    def __init__(self, store, policy, checker, artifacts, signals=None) -> None:
+    def __init__(self, store, policy, checker, artifacts, signals=None, gateway=None) -> None:
         self._store, self._policy, self._checker, self._artifacts = store, policy, checker, artifacts
-        self._signals = signals
+        self._signals, self._gateway = signals, gateway
 
     def dispatch(self, task: Task) -> dict:
         request = parse_request(task.request, LocalRequest)
@@ -36,4 +38,18 @@ class LocalWork:
             return {"report": self._checker.render(rows, rule.drift, request.name), "rows": len(rows)}
         lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
         location = self._artifacts.save(f"labelling/{request.name}.jsonl", lines, "application/x-ndjson")
-        return {"exported": location, "rows": len(rows), "labelling_project": request.labelling_project}
+        exported = {"exported": location, "rows": len(rows), "labelling_project": request.labelling_project}
+        if self._gateway is None:
+            return exported
+        name = _asset_name(f"{request.labelling_project or key.model}-labelling")
+        asset = self._gateway.register_data(
+            name, _asset_name(f"{key.deployment}-{key.bucket}-{key.part}"), location,
+            description=f"{key.model} rows of window {key} to label",
+            tags={"controlplane.model": key.model, "controlplane.window": str(key),
+                  "controlplane.correlation_id": task.correlation_id})
+        return {**exported, "data_asset": f"azureml:{asset.name}:{asset.version}", "registered": asset.created}
+
+
+def _asset_name(text: str) -> str:
+    """A name Azure ML accepts for a data asset or a version: letters, digits, '-', '_' and '.', at most 255."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:255] or "labelling"

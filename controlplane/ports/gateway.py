@@ -46,6 +46,16 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class DataAsset:
+    """A registered data asset version: one file (``uri_file``) at ``path``."""
+
+    name: str
+    version: str
+    path: str
+    created: bool = False  # False when that version was registered already (a repeated export)
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     """What a model needs to serve besides its weights. Only MLflow models deploy without an environment and
     a scoring script; a redeploy replaces the whole spec, so what is not given here is copied from the
@@ -140,6 +150,11 @@ class Gateway(Protocol):
         """Submit once: when a job of that name exists, return it instead of starting another."""
 
     def get_job(self, name: str) -> JobInfo: ...
+
+    def register_data(self, name: str, version: str, path: str, description: str = "",
+                      tags: Mapping[str, str] | None = None) -> DataAsset:
+        """Register the file at ``path`` as the data asset ``name:version`` (``uri_file``), once: a version
+        registered already at that path is returned as it is; at another path it is a ``GatewayError``."""
 
     # The changes to endpoints and deployments below are long-running operations in Azure ML (a deployment can
     # take 15 minutes or more): each one is begun and returns at once; ``get_endpoint`` and ``get_deployment``
