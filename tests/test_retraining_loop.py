@@ -96,3 +96,28 @@ def test_a_classical_models_drift_tells_the_channels_its_rule_names_even_when_th
         told = [t.request for t in decision.tasks if t.kind is TaskKind.NOTIFY]
         assert [(n["channel"], n["event"]) for n in told] == [("data-scientists", f"drift.{decision.outcome.value}")]
         assert decision.evidence["told"] == ["data-scientists"]
+
+
+def test_approving_a_vision_drift_review_sends_the_labelled_data_back_to_a_retraining(services):
+    from controlplane.handlers.reviews import approval_link, vote
+
+    retraining = ("    retraining: {pipeline: pipelines/retrain-defects.yml, experiment: defect-retraining,\n"
+                  "                 inputs: {images: azureml:defect-images@latest}}\n")
+    project = "      labelling_project: defect-labelling\n"
+    services = with_policy(services, project, project + retraining)
+    services = type(services)(**{**vars(services), "approval_key": b"k" * 32})
+    breach = copy.deepcopy(load_event("eg_monitor_breach.json")[0])
+    breach["data"]["ExperimentName"] = "defect-detector-drift"
+    drifted = receive_registry_event(services, breach)
+    assert drifted.outcome is Outcome.REVIEW and drifted.model == "defect-detector"
+    [review] = drifted.reviews
+    assert review.evidence["labelled_data"] == "azureml:defect-labelling-labelling"
+
+    token = approval_link(services, review.id, "vision-reviewers@contoso.com").split("#token=", 1)[1]
+    _, approved = vote(services, review.id, token=token, decision="approve")
+
+    assert approved.outcome is Outcome.RETRAIN and "back to model development" in approved.reason
+    [job] = [t.request["job"] for t in approved.tasks if t.kind is TaskKind.RETRAINING]
+    assert job["inputs"] == {"model_name": "defect-detector", "images": "azureml:defect-images@latest",
+                             "labelled_data": "azureml:defect-labelling-labelling@latest"}
+    assert job["tags"][CORRELATION_TAG] == drifted.correlation_id == approved.correlation_id

@@ -20,6 +20,7 @@ spells them out.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
@@ -352,6 +353,21 @@ class ExportLabels(WindowWork):
     TARGET: ClassVar[str] = "labelling/{name}"
 
     labelling_project: str | None = None
+
+    @property
+    def data_asset(self) -> str:
+        """The data asset the export is registered as: one per labelling project (else per model)."""
+        return labelling_asset(self.labelling_project, self.window["model"])
+
+
+def labelling_asset(project: str | None, model: str) -> str:
+    """The data asset of a labelling project's exports (a model's, without a project): a name Azure ML accepts
+    (letters, digits, '-', '_', '.')."""
+    return asset_name(f"{project or model}-labelling")
+
+
+def asset_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:255] or "labelling"
 
 
 @dataclass(frozen=True)

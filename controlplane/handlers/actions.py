@@ -19,7 +19,7 @@ from typing import Any
 from controlplane.domain.errors import ControlPlaneError
 from controlplane.domain.ledger import Outcome, ReviewDraft, Verdict, digest, shadowed
 from controlplane.domain.policy import Mode, Profile, ResolvedRule
-from controlplane.domain.requests import ExportLabels, Notify, RenderReport, SubmitPipeline
+from controlplane.domain.requests import ExportLabels, Notify, RenderReport, SubmitPipeline, labelling_asset
 from controlplane.domain.reviews import ReviewKind
 from controlplane.ports.store import Services
 
@@ -57,9 +57,15 @@ def act_on_drift(services: Services, model: str | None, signal: Mapping[str, Any
         evidence.update(report=name, report_url=f"{services.public_url.rstrip('/')}/api/reports/{name}")
         tasks = [ExportLabels(name=name, window=dict(window), labelling_project=rule.review.labelling_project),
                  RenderReport(name=name, window=dict(window), model=model)]
+    # Approving it sends the labelled data back to model development: with a retraining pipeline, a retraining
+    # that also reads the labelling project's data asset.
+    labelled = labelling_asset(rule.review.labelling_project, model)
+    then = (retraining_job(rule, model, key, "drift_review", labelled_data=f"azureml:{labelled}@latest")
+            if rule.retraining is not None else None)
     review = ReviewDraft(kind=ReviewKind.DRIFT, approvers=tuple(rule.review.assignees), quorum=1, ttl=DRIFT_REVIEW_TTL,
-                         evidence={**evidence, "labelling_project": rule.review.labelling_project},
-                         separation_of_duties=False, secret=unguessable(services.approval_key, key))
+                         evidence={**evidence, "labelling_project": rule.review.labelling_project,
+                                   "labelled_data": f"azureml:{labelled}"},
+                         separation_of_duties=False, secret=unguessable(services.approval_key, key), on_approval=then)
     reason = f"{summary}; {rule.profile.value} model sent to human review and labelling"
     return _told(rule, enforce(rule, Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence,
                                              reviews=(review,), tasks=tuple(tasks))))
@@ -99,15 +105,21 @@ def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, ke
         reason, extra = held
         return Verdict(Outcome.NO_ACTION, f"{summary}; retraining held back: {reason}", model=model,
                        evidence={**evidence, "guard": extra})
-    job = SubmitPipeline(experiment_name=retraining.experiment, name=deterministic_name("retrain", model, key),
-                         source=retraining.pipeline, compute=retraining.compute,
-                         inputs={"model_name": model, **retraining.inputs},
-                         tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key,
-                               MODEL_TAG: model})
+    job = retraining_job(rule, model, key, trigger)
     reason = f"{summary}; retraining {model} with {retraining.pipeline}"
     if rule.mode is Mode.SHADOW:
         return shadowed(Verdict(Outcome.RETRAIN, reason, model=model, evidence=evidence, tasks=(job,)))
     return Verdict(Outcome.RETRAIN, reason, model=model, evidence={**evidence, "job": job.name}, tasks=(job,))
+
+
+def retraining_job(rule: ResolvedRule, model: str, key: str, trigger: str, **inputs: str) -> SubmitPipeline:
+    """The rule's retraining pipeline job for ``model``, named from ``key``, with ``inputs`` besides its own."""
+    retraining = rule.retraining
+    return SubmitPipeline(experiment_name=retraining.experiment, name=deterministic_name("retrain", model, key),
+                          source=retraining.pipeline, compute=retraining.compute,
+                          inputs={"model_name": model, **retraining.inputs, **inputs},
+                          tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key,
+                                MODEL_TAG: model})
 
 
 def enforce(rule: ResolvedRule, verdict: Verdict) -> Verdict:

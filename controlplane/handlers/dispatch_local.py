@@ -5,11 +5,10 @@ page."""
 from __future__ import annotations
 
 import json
-import re
 
 from controlplane.domain.errors import PermanentError
 from controlplane.domain.ledger import Task
-from controlplane.domain.requests import LocalRequest, ReadSignals, RenderReport, parse_request
+from controlplane.domain.requests import LocalRequest, ReadSignals, RenderReport, asset_name, parse_request
 from controlplane.domain.windows import WindowKey
 
 
@@ -41,15 +40,10 @@ class LocalWork:
         exported = {"exported": location, "rows": len(rows), "labelling_project": request.labelling_project}
         if self._gateway is None:
             return exported
-        name = _asset_name(f"{request.labelling_project or key.model}-labelling")
         asset = self._gateway.register_data(
-            name, _asset_name(f"{key.deployment}-{key.bucket}-{key.part}"), location,
+            request.data_asset, asset_name(f"{key.deployment}-{key.bucket}-{key.part}"), location,
             description=f"{key.model} rows of window {key} to label",
             tags={"controlplane.model": key.model, "controlplane.window": str(key),
                   "controlplane.correlation_id": task.correlation_id})
         return {**exported, "data_asset": f"azureml:{asset.name}:{asset.version}", "registered": asset.created}
 
-
-def _asset_name(text: str) -> str:
-    """A name Azure ML accepts for a data asset or a version: letters, digits, '-', '_' and '.', at most 255."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:255] or "labelling"

@@ -20,7 +20,7 @@ from controlplane.domain.errors import (
     VoteForbidden,
 )
 from controlplane.domain.ledger import Decision, Outcome, Verdict, review_notice
-from controlplane.domain.requests import Request, parse_request
+from controlplane.domain.requests import Request, SubmitPipeline, parse_request
 from controlplane.domain.reviews import (
     Review,
     ReviewKind,
@@ -113,10 +113,15 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
         approvers = sorted(after.approvals)
         outcome = Outcome.PROMOTE if after.kind is ReviewKind.PROMOTION and after.on_approval else Outcome.NO_ACTION
         reason = f"{label} approved by {', '.join(approvers)}"
+        if after.kind is ReviewKind.DRIFT:
+            reason += ": the labelled data goes back to model development"
         if after.on_approval:
             opened = parse_request(after.on_approval)
             tasks.append(opened)
-            reason += f"; {getattr(opened, 'stage', 'next')} promotion opened"
+            if isinstance(opened, SubmitPipeline):
+                outcome, reason = Outcome.RETRAIN, f"{reason}; retraining {opened.name} opened with it"
+            else:
+                reason += f"; {getattr(opened, 'stage', 'next')} promotion opened"
     elif after.state is ReviewState.REJECTED:
         outcome, reason = Outcome.REJECT, f"{label} rejected by {voter}" + (f": {comment}" if comment else "")
     elif after.state is ReviewState.EXPIRED:
