@@ -121,3 +121,41 @@ def test_approving_a_vision_drift_review_sends_the_labelled_data_back_to_a_retra
     assert job["inputs"] == {"model_name": "defect-detector", "images": "azureml:defect-images@latest",
                              "labelled_data": "azureml:defect-labelling-labelling@latest"}
     assert job["tags"][CORRELATION_TAG] == drifted.correlation_id == approved.correlation_id
+
+
+def test_a_completed_retraining_that_registers_nothing_in_time_is_reported_once(services, clock):
+    from controlplane.handlers.retraining import UNREGISTERED
+    from controlplane.handlers.sweep import sweep
+
+    started, job = retrained(services)
+    completed = receive_registry_event(services, run_event(job, "Completed", "run-end-4"))
+    twice = receive_registry_event(services, {**run_event(job, "Completed", "run-end-5"),
+                                              "eventType": "Microsoft.MachineLearningServices.RunCompleted"})
+    assert completed.outcome is Outcome.NOTIFY and twice.outcome is Outcome.NO_ACTION  # told once
+    clock.advance(hours=23)
+    sweep(services)
+    assert not services.store.decisions(model="churn", event_types=[UNREGISTERED])
+
+    clock.advance(hours=2)
+    sweep(services)
+    sweep(services)
+    [late] = services.store.decisions(model="churn", event_types=[UNREGISTERED])
+    assert late.outcome is Outcome.NOTIFY and late.correlation_id == started.correlation_id
+    assert late.evidence["job"] == job["name"] and "within 24 h" in late.reason
+    assert [t.request["event"] for t in late.tasks] == ["retraining.unregistered"]
+
+
+def test_a_retraining_whose_version_is_registered_in_time_is_not_reported(services, clock):
+    from controlplane.handlers.retraining import UNREGISTERED
+    from controlplane.handlers.sweep import sweep
+
+    _, job = retrained(services)
+    receive_registry_event(services, run_event(job, "Completed", "run-end-6"))
+    clock.advance(hours=1)
+    registered = copy.deepcopy(load_event("eg_model_registered_docs.json"))
+    registered = registered[0] if isinstance(registered, list) else registered
+    registered["eventTime"] = clock.now().isoformat().replace("+00:00", "Z")
+    assert receive_registry_event(services, registered).model == "churn"
+    clock.advance(hours=30)
+    sweep(services)
+    assert not services.store.decisions(model="churn", event_types=[UNREGISTERED])

@@ -59,6 +59,9 @@ class Retraining(_Strict):
     owners: list[str] = Field(default_factory=list,
                               description="The model's data scientists: told how each retraining ends, and reviewers "
                                           "of a failed one (none: the alerts' ml team).")
+    register_within_hours: float = Field(24, gt=0, description="A completed retraining that registers no version of "
+                                                               "the model within this many hours is reported to its "
+                                                               "owners.")
 
     @field_validator("schedule")
     @classmethod

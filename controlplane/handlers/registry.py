@@ -7,18 +7,17 @@ DatasetDriftDetected events enter the drift action path of the model's profile.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from controlplane.domain import events as ev
 from controlplane.domain.errors import InvalidEvent
-from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict
+from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
 from controlplane.domain.policy import Policy
-from controlplane.domain.requests import CORRELATION_TAG, Notify
-from controlplane.domain.reviews import ReviewKind
+from controlplane.domain.requests import CORRELATION_TAG
 from controlplane.handlers.actions import MODEL_TAG, act_on_drift
 from controlplane.handlers.promotion import decide_promotion
 from controlplane.handlers.record import decide_once, record_invalid
+from controlplane.handlers.retraining import ENDED, retraining_ended
 from controlplane.parsing import parse_registry_event
 from controlplane.parsing.fields import check_json, parse_json
 from controlplane.ports.store import Services
@@ -119,36 +118,10 @@ def decide_registry_event(event: ev.RegistryEvent, services: Services, *, key: s
                             f"dataset monitor {event.drift_name!r} drift coefficient {event.coefficient:g}", key)
     run = event  # RunCompleted or an ordinary RunStatusChanged
     status = getattr(run, "status", "Completed")
-    if model is not None and run.tags.get(MODEL_TAG) and status in (*FAILED, "Completed"):
-        return _retraining_ended(services, run, model, status)
+    if model is not None and run.tags.get(MODEL_TAG) and status in ENDED:
+        return retraining_ended(services, run, model, status)
     return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {run.experiment_name!r} is {status}",
                    model=model, version=version,
                    evidence={"experiment": run.experiment_name, "run_id": run.run_id, "run_type": run.run_type,
                              "status": status})
 
-
-FAILED = ("Failed", "Canceled")
-RETRAINING_REVIEW_TTL = timedelta(hours=72)
-
-
-def _retraining_ended(services: Services, run: ev.RunCompleted | ev.RunStatusChanged, model: str,
-                      status: str) -> Verdict:
-    """A retraining job the control plane started has ended: its data scientists are told, and a failed one is
-    reviewed by them. A completed one registers its version itself, which then goes through the gates."""
-    rule = services.policy.rule_for(model)
-    owners = tuple(rule.retraining.owners) if rule and rule.retraining and rule.retraining.owners else ()
-    owners = owners or tuple(services.policy.document.alerts.teams["ml"])
-    evidence = {"job": run.run_id, "experiment": run.experiment_name, "status": status,
-                "trigger": run.tags.get("controlplane.trigger", ""), "owners": list(owners),
-                "started_by": run.tags.get("controlplane.idempotency_key", "")}
-    if status in FAILED:
-        reason = f"retraining job {run.run_id} of {model} {status.lower()}: its data scientists review it"
-        review = ReviewDraft(kind=ReviewKind.OPERATION, approvers=owners, quorum=1, ttl=RETRAINING_REVIEW_TTL,
-                             evidence=evidence, separation_of_duties=False)
-        notice = Notify(channel="data-scientists", event="retraining.failed", subject=f"Retraining failed: {model}",
-                        text=reason)
-        return Verdict(Outcome.REVIEW, reason, model=model, evidence=evidence, tasks=(notice,), reviews=(review,))
-    reason = f"retraining job {run.run_id} of {model} completed; the version it registers goes through the gates"
-    notice = Notify(channel="data-scientists", event="retraining.completed", subject=f"Retraining completed: {model}",
-                    text=reason)
-    return Verdict(Outcome.NOTIFY, reason, model=model, evidence=evidence, tasks=(notice,))

@@ -26,6 +26,7 @@ from controlplane.handlers.health import record_sweep
 from controlplane.handlers.operations import POLL_EVERY, OperationFailed
 from controlplane.handlers.promotion import SETS_CHAMPION
 from controlplane.handlers.record import decide_once
+from controlplane.handlers.retraining import overdue_registrations
 from controlplane.handlers.reviews import expire_reviews
 from controlplane.handlers.rollout import advance_rollouts, start_rollout
 from controlplane.handlers.schedules import run_schedules
@@ -72,6 +73,7 @@ def _sweep(services: Services) -> SweepReport:
     closed = services.store.close_due_windows(services.clock.now())
     evaluate_closed_windows(services, services.store.undecided_windows())
     scheduled = run_schedules(services)
+    overdue_registrations(services)
     moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
