@@ -8,12 +8,16 @@
                                                           time (the next page's token goes to stderr)
     index backfill [--resume POINT]                       index decisions written before the indexes (Table
                                                           Storage); idempotent, resumable from a printed point
-    tasks list [--state STATE] [--limit N]                print outbox tasks
+    tasks list [--state STATE] [--limit N] [--continuation TOKEN]
+                                                          print outbox tasks, a page at a time
     tasks show|retry|cancel TASK_ID                       one task; send it again now; give it up
     tasks replay [--limit N]                              every dead-lettered task back to pending
-    rollouts list [--state STATE]                         progressive rollouts, newest first
+    rollouts list [--state STATE] [--limit N] [--continuation TOKEN]
+                                                          progressive rollouts, newest first, a page at a time
     rollouts resume ROLLOUT_ID                            watch a paused rollout's step again
-    incidents [--state open|closed] [--limit N]           alert incidents, most recently changed first
+    incidents [--state open|closed] [--limit N] [--continuation TOKEN]
+                                                          alert incidents, most recently changed first, a page at
+                                                          a time (lists print the next page's token to stderr)
     reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
     demo                                                  replay a scenario against a fresh local host
 """
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = task_commands.add_parser("list", help="print outbox tasks")
     listing.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--continuation", help="the token a previous page printed")
     for name, text in (("show", "print one task"), ("retry", "make a task due now"), ("cancel", "give a task up")):
         task_commands.add_parser(name, help=text).add_argument("task_id")
     task_commands.add_parser("replay", help="every dead-lettered task back to pending").add_argument(
@@ -69,11 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     rollout_commands = rollouts.add_subparsers(dest="rollouts_command", required=True)
     rollout_list = rollout_commands.add_parser("list", help="print rollouts, newest first")
     rollout_list.add_argument("--state", choices=["starting", "observing", "paused", "rolled_back", "completed"])
+    rollout_list.add_argument("--limit", type=int, default=100)
+    rollout_list.add_argument("--continuation", help="the token a previous page printed")
     rollout_commands.add_parser("resume", help="watch a paused rollout's step again").add_argument("rollout_id")
 
     incidents = commands.add_parser("incidents", help="alert incidents, most recently changed first")
     incidents.add_argument("--state", choices=["open", "closed"])
     incidents.add_argument("--limit", type=int, default=50)
+    incidents.add_argument("--continuation", help="the token a previous page printed")
 
     reviews = commands.add_parser("reviews", help="approval links for local use")
     review_commands = reviews.add_subparsers(dest="reviews_command", required=True)
@@ -153,16 +161,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"indexed {total} decisions")
     elif args.command == "incidents":
         from controlplane.domain.incidents import IncidentState
+        from controlplane.handlers.queries import list_incidents
 
-        for incident in services.store.incidents(IncidentState(args.state) if args.state else None, args.limit):
-            print(json.dumps(incident.to_json()))
+        _print_page(list_incidents(services, IncidentState(args.state) if args.state else None, args.limit,
+                                   args.continuation))
     elif args.command == "tasks":
         from controlplane.handlers import taskops
 
         command = args.tasks_command
         if command == "list":
-            found = taskops.list_tasks(services, TaskState(args.state) if args.state else None, args.limit)
-        elif command == "replay":
+            from controlplane.handlers.queries import list_tasks
+
+            _print_page(list_tasks(services, TaskState(args.state) if args.state else None, args.limit,
+                                   args.continuation))
+            return 0
+        if command == "replay":
             found = taskops.replay_dead_letters(services, args.limit)
         else:
             operation = {"show": taskops.show_task, "retry": taskops.retry_task, "cancel": taskops.cancel_task}
@@ -173,10 +186,19 @@ def _run(args: argparse.Namespace) -> int:
         from controlplane.domain.rollout import RolloutState
         from controlplane.handlers.rollout import resume_rollout
 
-        if args.rollouts_command == "resume":
-            found = [resume_rollout(services, args.rollout_id)]
-        else:
-            found = services.store.rollouts([RolloutState(args.state)] if args.state else None)
-        for rollout in found:
-            print(json.dumps(rollout.to_json()))
+        if args.rollouts_command == "list":
+            from controlplane.handlers.queries import list_rollouts
+
+            _print_page(list_rollouts(services, [RolloutState(args.state)] if args.state else [], args.limit,
+                                      args.continuation))
+            return 0
+        print(json.dumps(resume_rollout(services, args.rollout_id).to_json()))
     return 0
+
+
+def _print_page(page) -> None:
+    """A list page's items, a JSON object a line, and the next page's token on stderr when more follow."""
+    for item in page.items:
+        print(json.dumps(item.to_json()))
+    if page.continuation:
+        print(f"next page: --continuation {page.continuation}", file=sys.stderr)

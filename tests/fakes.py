@@ -1,6 +1,7 @@
 """Hand-written doubles that record what happened, for handler tests."""
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from dataclasses import replace
@@ -25,6 +26,24 @@ from controlplane.ports.gateway import (
     PipelineRequest,
 )
 from controlplane.ports.store import AppendResult
+
+
+def _keyset(items, key, after, limit, newest=True):
+    """A page of ``items`` in ``key`` order (a time and an id; ``newest``: descending), past ``after``
+    (``<time>|<id>``), as SQLite pages them."""
+    if after is not None:
+        at, _, name = after.partition("|")
+        try:
+            past = (datetime.fromisoformat(at), name)
+        except ValueError:
+            raise refused() from None
+        if not name:
+            raise refused()
+        items = [i for i in items if (key(i) < past if newest else key(i) > past)]
+    found = sorted(items, key=key, reverse=newest)
+    more = len(found) > limit
+    last = key(found[limit - 1]) if more else None
+    return Page(found[:limit], f"{last[0].isoformat()}|{last[1]}" if more else None)
 
 
 class FakeClock:
@@ -161,6 +180,25 @@ class FakeStore(BaseStore):
         last = found[limit - 1][0] if more else None
         return Page([d for _, d in found[:limit]], f"{last[0].isoformat()}|{last[1]}" if more else None)
 
+    def task_page(self, limit=50, after=None, *, state=None):
+        found = [t for t in self.outbox.values() if state is None or t.state is state]
+        return _keyset(found, lambda t: (t.due_at, t.id), after, limit, newest=False)
+
+    def review_page(self, limit=50, after=None, *, state=None):
+        self._check()
+        found = [r for r in self.review_book.values() if state is None or r.state is state]
+        return _keyset(found, lambda r: (r.created_at, r.id), after, limit)
+
+    def rollout_page(self, limit=50, after=None, *, states=()):
+        self._check()
+        found = [r for r in self.rollout_book.values() if not states or r.state in states]
+        return _keyset(found, lambda r: (r.created_at, r.id), after, limit)
+
+    def incident_page(self, limit=50, after=None, *, state=None):
+        self._check()
+        found = [i for i in self.incident_book.values() if state is None or i.state is state]
+        return _keyset(found, lambda i: (i.updated_at, i.group), after, limit)
+
     def retraining_jobs(self, model, limit):
         found = self.decisions(model=model, limit=len(self.ledger), outcomes=[Outcome.RETRAIN])
         return [(d.decided_at, d.evidence["job"]) for d in found if d.evidence.get("job")][:limit]
@@ -238,6 +276,21 @@ class FakeStore(BaseStore):
 
     def mark_window_decided(self, key):
         self.windows[(key.model, key.deployment, key.bucket, key.part)]["decided"] = True
+
+    def window_page(self, limit=50, after=None, *, model=None, closed=None):
+        past = None
+        if after is not None:
+            try:
+                past = tuple(json.loads(after))
+            except (ValueError, TypeError):
+                raise refused() from None
+            if [type(k) for k in past] != [str, str, int, int]:
+                raise refused()
+        found = sorted(k for k, w in self.windows.items() if (model is None or k[0] == model)
+                       and (closed is None or w["closed"] is closed) and (past is None or k > past))
+        more = len(found) > limit
+        windows = [self.window(WindowKey(*key)) for key in found[:limit]]
+        return Page(windows, json.dumps(list(found[limit - 1])) if more else None)
 
     def window(self, key):
         found = self.windows.get((key.model, key.deployment, key.bucket, key.part))

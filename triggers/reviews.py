@@ -1,6 +1,7 @@
 """The human gate over HTTP: review pages, the vote webhook and the dashboard.
 
-- ``reviews``: GET /api/reviews - open and recent reviews (JSON, or HTML for browsers)
+- ``reviews``: GET /api/reviews?state=&limit=&continuation= - reviews, newest first, a page at a time (JSON with
+  the next page's ``continuation``, or HTML for browsers)
 - ``review``: GET /api/reviews/{id} - the review page (JSON with ``Accept: application/json``);
   POST with the approver's token - the page with the approver's form
 - ``review_decision``: POST /api/reviews/{id}/decision - a vote (form or JSON: decision, comment, token)
@@ -41,15 +42,19 @@ def reviews(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.domain.errors import InvalidEvent
     from controlplane.domain.reviews import ReviewState
+    from controlplane.handlers.queries import list_reviews, parse_limit
     from controlplane.web.pages import reviews_page
 
     state = req.params.get("state") or None
     if state is not None and state not in {s.value for s in ReviewState}:
         raise InvalidEvent("state", f"expected one of {', '.join(s.value for s in ReviewState)}")
-    found = bootstrap.services().store.reviews(ReviewState(state) if state else None, limit=200)
-    if _wants_html(req):
-        return html_response(reviews_page(found))
-    return json_response(200, {"reviews": [review.to_json() for review in found]})
+    wanted = ReviewState(state) if state else None
+    if _wants_html(req):  # a person: the latest 200, newest first on every store
+        return html_response(reviews_page(bootstrap.services().store.reviews(wanted, limit=200)))
+    page = list_reviews(bootstrap.services(), wanted, parse_limit(req.params.get("limit"), default=200),
+                        req.params.get("continuation"))
+    return json_response(200, {"reviews": [review.to_json() for review in page.items],
+                               "continuation": page.continuation})
 
 
 @bp.function_name("review")

@@ -85,13 +85,14 @@ _INDEXES = {
     "decisions_by_model_event": "decisions (model, event_type, decided_at, seq)",
     "decisions_by_model_version": "decisions (model, version, outcome)",
     "decisions_by_outcome_time": "decisions (outcome, decided_at, seq)",
-    "tasks_due": "tasks (state, due_at)",
-    "tasks_by_due": "tasks (due_at)",
-    "reviews_by_state": "reviews (state, created_at)",
-    "reviews_by_time": "reviews (created_at)",
-    "rollouts_by_state": "rollouts (state, created_at)",
-    "incidents_by_state": "incidents (state, updated_at)",
-    "incidents_by_time": "incidents (updated_at)",
+    "tasks_due": "tasks (state, due_at, id)",  # pages go on from a (time, id) position: the id breaks ties
+    "tasks_by_due": "tasks (due_at, id)",
+    "reviews_by_state": "reviews (state, created_at, id)",
+    "reviews_by_time": "reviews (created_at, id)",
+    "rollouts_by_state": "rollouts (state, created_at, id)",
+    "rollouts_by_time": "rollouts (created_at, id)",
+    "incidents_by_state": "incidents (state, updated_at, grp)",
+    "incidents_by_time": "incidents (updated_at, grp)",
     "windows_open": "windows (closed, closes_at)",
 }
 _DROPPED_INDEXES = ("decisions_by_outcome",)
@@ -353,6 +354,44 @@ class SqliteStore(BaseStore):
                 f"SELECT body FROM incidents {where}ORDER BY updated_at DESC LIMIT ?", (*parameters, limit))
             return [Incident.from_json(loads(body)) for (body,) in rows.fetchall()]
 
+    def task_page(self, limit: int = 50, after: str | None = None, *,
+                  state: TaskState | None = None) -> Page[Task]:
+        return self._keyset(Task, "tasks", "due_at", "id", [state] if state else [], after, limit, newest=False)
+
+    def review_page(self, limit: int = 50, after: str | None = None, *,
+                    state: ReviewState | None = None) -> Page[Review]:
+        return self._keyset(Review, "reviews", "created_at", "id", [state] if state else [], after, limit)
+
+    def rollout_page(self, limit: int = 50, after: str | None = None, *,
+                     states: Sequence[RolloutState] = ()) -> Page[Rollout]:
+        return self._keyset(Rollout, "rollouts", "created_at", "id", list(dict.fromkeys(states)), after, limit)
+
+    def incident_page(self, limit: int = 50, after: str | None = None, *,
+                      state: IncidentState | None = None) -> Page[Incident]:
+        return self._keyset(Incident, "incidents", "updated_at", "grp", [state] if state else [], after, limit)
+
+    def _keyset(self, kind: type[R], table: str, time: str, key: str, states: Sequence[Any], after: str | None,
+                limit: int, newest: bool = True) -> Page[R]:
+        """One page of a table in (``time``, ``key``) order (``newest``: descending), past the position ``after``
+        (``<time>|<key>``), through the (state,) time, key indexes: a range per state, merged."""
+        direction, beyond = ("DESC", "<") if newest else ("ASC", ">")
+        order = f"ORDER BY t {direction}, k {direction}"
+        past, bound = (f" AND ({time}, {key}) {beyond} (?, ?)", list(_position_of(after))) if after else ("", [])
+        scan = f"SELECT body, {time} AS t, {key} AS k FROM {table} WHERE {{}}{past} {order} LIMIT ?"
+        if len(states) > 1:
+            query = " UNION ALL ".join(f"SELECT * FROM ({scan.format('state = ?')})" for _ in states)
+            query += f" {order} LIMIT ?"
+            parameters = [p for state in states for p in (state.value, *bound, limit + 1)] + [limit + 1]
+        else:
+            query = scan.format("state = ?" if states else "1")
+            parameters = [*(state.value for state in states), *bound, limit + 1]
+        with self._errors():
+            rows = self._connection().execute(query, parameters).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([kind.from_json(loads(body)) for body, _, _ in rows],
+                    f"{rows[-1][1]}|{rows[-1][2]}" if more else None)
+
     def ping(self) -> None:
         with self._errors():
             self._connection().execute("SELECT count(*) FROM claims").fetchone()
@@ -448,6 +487,27 @@ class SqliteStore(BaseStore):
             db.execute("UPDATE windows SET decided = 1 WHERE model = ? AND deployment = ? AND bucket = ? AND part = ?",
                        (key.model, key.deployment, key.bucket, key.part))
 
+    def window_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                    closed: bool | None = None) -> Page[Window]:
+        """In primary key order, past the position ``after`` (``[model, deployment, bucket, part]``)."""
+        conditions: list[str] = []
+        parameters: list[Any] = []
+        for condition, value in (("model = ?", model), ("closed = ?", None if closed is None else int(closed))):
+            if value is not None:
+                conditions.append(condition)
+                parameters.append(value)
+        if after is not None:
+            conditions.append("(model, deployment, bucket, part) > (?, ?, ?, ?)")
+            parameters += _window_position(after)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        with self._errors():
+            rows = self._connection().execute(
+                f"SELECT model, deployment, bucket, part, count, closed, reason FROM windows {where}"
+                "ORDER BY model, deployment, bucket, part LIMIT ?", (*parameters, limit + 1)).fetchall()
+        more = len(rows) > limit
+        windows = [Window(WindowKey(*row[:4]), row[4], bool(row[5]), row[6]) for row in rows[:limit]]
+        return Page(windows, dumps(list(rows[limit - 1][:4])) if more else None)
+
     def window(self, key: WindowKey) -> Window | None:
         with self._errors():
             row = self._connection().execute(
@@ -496,6 +556,30 @@ def _insertion(table: str, row: dict[str, Any], verb: str = "INSERT") -> str:
 
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+def _position_of(after: str) -> tuple[str, str]:
+    """A list page's position, ``<time>|<key>``, as the values the next page starts past."""
+    at, separator, key = after.partition("|")
+    try:
+        datetime.fromisoformat(at)
+    except ValueError:
+        raise refused() from None
+    if not separator or not key:
+        raise refused()
+    return at, key
+
+
+def _window_position(after: str) -> list[Any]:
+    """A window page's position, ``[model, deployment, bucket, part]``."""
+    try:
+        key = loads(after)
+    except ValueError:
+        key = None
+    if not (isinstance(key, list) and len(key) == 4 and all(isinstance(k, str) for k in key[:2])
+            and all(type(k) is int for k in key[2:])):
+        raise refused()
+    return key
 
 
 def _position(after: str) -> tuple[str, int]:

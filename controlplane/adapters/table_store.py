@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
@@ -41,7 +41,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from controlplane.adapters.store_base import BaseStore, ClaimRecord, R, Record, Stored
 from controlplane.domain.errors import StoreRefused, StoreUnavailable
@@ -71,6 +71,8 @@ _MAX_TIME_MS = 10 ** 13 - 1
 # The index's partitions: one per day of decisions, the list of those days, and per day the models with decisions.
 DAY, DAYS, MODELS = "_day|", "_days", "_models|"
 _MAX_DAY = 99_999_999
+T = TypeVar("T")
+PAGE_REQUESTS = 4  # the most queries one list page makes when the service answers short pages
 REPAIR_WINDOW = timedelta(hours=2)  # the sweep repairs the markers of models active this recently
 
 
@@ -392,6 +394,58 @@ class TableStore(BaseStore):
         found = self._bodies("incident", "State eq @state", state=state.value) if state else self._bodies("incident")
         return sorted(map(Incident.from_json, found), key=lambda i: i.updated_at, reverse=True)[:limit]
 
+    # Pages of tasks, reviews, rollouts and incidents. Table Storage sorts only by its keys, so these pages come
+    # in key order, not in the order the other stores give: tasks, reviews and rollouts by their model's partition,
+    # then by id; incidents (one partition) by alert group. A page is one query continuing from the service's own
+    # continuation token, which the position carries; the service may answer a short page (or an empty last one).
+    def task_page(self, limit: int = 50, after: str | None = None, *,
+                  state: TaskState | None = None) -> Page[Task]:
+        """Tasks in key order: by model partition, then id (not by due time)."""
+        extra, parameters = _filters(("State", [state.value] if state else []))
+        return self._key_page(self._ledger, _record(Task), "Kind eq 'task'" + extra, parameters, after, limit)
+
+    def review_page(self, limit: int = 50, after: str | None = None, *,
+                    state: ReviewState | None = None) -> Page[Review]:
+        """Reviews in key order: by model partition, then id (not newest first)."""
+        extra, parameters = _filters(("State", [state.value] if state else []))
+        return self._key_page(self._ledger, _record(Review), "Kind eq 'review'" + extra, parameters, after, limit)
+
+    def rollout_page(self, limit: int = 50, after: str | None = None, *,
+                     states: Sequence[RolloutState] = ()) -> Page[Rollout]:
+        """Rollouts in key order: by model partition, then id (not newest first)."""
+        extra, parameters = _filters(("State", [s.value for s in dict.fromkeys(states)]))
+        return self._key_page(self._ledger, _record(Rollout), "Kind eq 'rollout'" + extra, parameters, after,
+                              limit)
+
+    def incident_page(self, limit: int = 50, after: str | None = None, *,
+                      state: IncidentState | None = None) -> Page[Incident]:
+        """Incidents in key order: by alert group (not by update time); a range of one partition."""
+        extra, parameters = _filters(("State", [state.value] if state else []))
+        query = "PartitionKey eq @pk and RowKey ge 'incident|' and RowKey lt 'incident}'" + extra
+        return self._key_page(self._ledger, _record(Incident), query, {"pk": INCIDENTS, **parameters}, after, limit)
+
+    def _key_page(self, table: TableClient, convert: Callable[[Any], T], query: str, parameters: dict[str, Any],
+                  after: str | None, limit: int) -> Page[T]:
+        """Up to ``limit`` rows matching ``query`` from the service's continuation ``after``: one request, or a
+        few more when the service answers short pages (it may, at partition boundaries or after five seconds)."""
+        token = _continuation(after) if after is not None else None
+        found: list[T] = []
+        with self._errors():
+            for _ in range(PAGE_REQUESTS):
+                size = min(max(limit - len(found), 1), 1000)
+                listing = table.query_entities(query, parameters=parameters, results_per_page=size).by_page(
+                    continuation_token=token)
+                try:
+                    found += [convert(row) for row in next(listing, [])]
+                except HttpResponseError as exc:
+                    if token is not None and _status(exc) == 400:  # a position the service does not take
+                        raise refused() from exc
+                    raise
+                token = listing.continuation_token
+                if not token or len(found) >= limit:
+                    break
+        return Page(found, dumps([token.get("PartitionKey"), token.get("RowKey")]) if token else None)
+
     def ping(self) -> None:
         with self._errors():
             next(iter(self._ledger.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
@@ -545,6 +599,18 @@ class TableStore(BaseStore):
             self._telemetry.update_entity({"PartitionKey": pk, "RowKey": f"w|{key.bucket:012d}|{key.part:05d}",
                                            "Decided": True}, mode=UpdateMode.MERGE)
 
+    def window_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                    closed: bool | None = None) -> Page[Window]:
+        """Windows in key order: by partition (the quoted ``model|deployment``, so ``churn-x|blue`` before
+        ``churn|green``), then bucket and part; one model's windows are a range of partitions."""
+        query, parameters = "Kind eq 'window'", {}
+        if model is not None:
+            query = "PartitionKey ge @low and PartitionKey lt @high and " + query
+            parameters = {"low": f"{partition_of(model)}|", "high": f"{partition_of(model)}}}"}
+        if closed is not None:
+            query += f" and Closed eq {'true' if closed else 'false'}"
+        return self._key_page(self._telemetry, _window, query, parameters, after, limit)
+
     def window(self, key: WindowKey) -> Window | None:
         pk = partition_of(f"{key.model}|{key.deployment}")
         with self._errors():
@@ -643,6 +709,27 @@ def _filters(*columns: tuple[str, list[str]]) -> tuple[str, dict[str, Any]]:
             # spaces around the parameters: the SDK reads a name up to the next space
             clause += " and ( " + " or ".join(f"{column} eq @{name}" for name in names) + " )"
     return clause, parameters
+
+
+def _record(kind: type[R]) -> Callable[[Any], R]:
+    return lambda row: kind.from_json(_body(row))
+
+
+def _window(row: Any) -> Window:
+    model, deployment = unquote(row["PartitionKey"]).split("|", 1)
+    return Window(WindowKey(model, deployment, row["Bucket"], row["Part"]), row["Count"], row["Closed"], row["Reason"])
+
+
+def _continuation(position: str) -> dict[str, str | None]:
+    """The service's continuation token a list page's position carries (``[next partition, next row]``)."""
+    try:
+        keys = loads(position)
+    except ValueError:
+        keys = None
+    if not (isinstance(keys, list) and len(keys) == 2 and all(k is None or isinstance(k, str) for k in keys)
+            and any(keys)):
+        raise refused()
+    return {"PartitionKey": keys[0], "RowKey": keys[1]}
 
 
 def _resume_point(resume: str) -> dict[str, str]:

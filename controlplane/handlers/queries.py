@@ -1,18 +1,23 @@
-"""Read side: decisions for people and tools ("why is this model in production?"), and health."""
+"""Read side: decisions for people and tools ("why is this model in production?"), the lists of tasks, reviews,
+rollouts and incidents a page at a time, and health."""
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from controlplane.domain import paging
 from controlplane.domain.errors import InvalidEvent
-from controlplane.domain.ledger import Decision, Outcome
-from controlplane.domain.reviews import Review
-from controlplane.domain.rollout import Rollout
+from controlplane.domain.incidents import Incident, IncidentState
+from controlplane.domain.ledger import Decision, Outcome, Task, TaskState
+from controlplane.domain.reviews import Review, ReviewState
+from controlplane.domain.rollout import Rollout, RolloutState
 from controlplane.ports.store import Services
+
+T = TypeVar("T")
 
 MAX_LIMIT = paging.MAX_PAGE
 _PATH = re.compile(r"(?<![\w:/.~-])(?:[A-Za-z]:)?[/\\][^\s'\":]*")  # /srv/cp.db or C:\\cp.db, not a URL's path
@@ -77,6 +82,53 @@ def list_decisions(services: Services, query: DecisionQuery, limit: int,
     page = services.store.decision_page(paging.bounded(limit), after, model=query.model, outcomes=query.outcomes,
                                         since=query.since, until=query.until)
     return DecisionPage(page.items, paging.seal(key, page.after, query.fields()))
+
+
+@dataclass(frozen=True)
+class ListPage(Generic[T]):
+    """One page of tasks, reviews, rollouts or incidents, and the token of the next (None on the last)."""
+
+    items: list[T]
+    continuation: str | None
+
+
+def list_tasks(services: Services, state: TaskState | None, limit: int,
+               continuation: str | None = None) -> ListPage[Task]:
+    """Outbox tasks, soonest due first (Table Storage: in key order), a page at a time."""
+    return _listed(services, "tasks", {"state": state}, limit, continuation,
+                   lambda n, after: services.store.task_page(n, after, state=state))
+
+
+def list_reviews(services: Services, state: ReviewState | None, limit: int,
+                 continuation: str | None = None) -> ListPage[Review]:
+    """Reviews, newest first (Table Storage: in key order), a page at a time."""
+    return _listed(services, "reviews", {"state": state}, limit, continuation,
+                   lambda n, after: services.store.review_page(n, after, state=state))
+
+
+def list_rollouts(services: Services, states: Sequence[RolloutState], limit: int,
+                  continuation: str | None = None) -> ListPage[Rollout]:
+    """Rollouts, newest first (Table Storage: in key order), a page at a time."""
+    states = tuple(dict.fromkeys(states))
+    return _listed(services, "rollouts", {"states": sorted(s.value for s in states)}, limit, continuation,
+                   lambda n, after: services.store.rollout_page(n, after, states=states))
+
+
+def list_incidents(services: Services, state: IncidentState | None, limit: int,
+                   continuation: str | None = None) -> ListPage[Incident]:
+    """Alert incidents, most recently updated first (Table Storage: in key order), a page at a time."""
+    return _listed(services, "incidents", {"state": state}, limit, continuation,
+                   lambda n, after: services.store.incident_page(n, after, state=state))
+
+
+def _listed(services: Services, name: str, filters: Mapping[str, object], limit: int, continuation: str | None,
+            read: Callable[[int, str | None], paging.Page[T]]) -> ListPage[T]:
+    """A page of the list ``name``: the token is sealed over the list and its filters, so it is refused for
+    another list or other filters."""
+    query = {"list": name, **{k: getattr(v, "value", v) for k, v in filters.items()}}
+    after = paging.unseal(services.approval_key, continuation, query)
+    page = read(paging.bounded(limit), after)
+    return ListPage(page.items, paging.seal(services.approval_key, page.after, query))
 
 
 def _moment(params: Mapping[str, str | None], name: str) -> datetime | None:

@@ -157,6 +157,26 @@ class DecisionStore(Protocol):
     def incidents(self, state: IncidentState | None = None, limit: int = 100) -> list[Incident]:
         """Most recently updated first."""
 
+    # Pages of the lists that grow. ``after`` is the position a previous page of the same query returned, a string
+    # only this store reads; ``paging.refused`` for one it cannot. Pages concatenate to the whole list, each item
+    # once, while nothing changes; a page may be short (and the last one empty) where a store cannot tell sooner.
+    # The order is the one each method names, except on Table Storage, which sorts only by its keys (TableStore).
+    def task_page(self, limit: int = 50, after: str | None = None, *,
+                  state: TaskState | None = None) -> Page[Task]:
+        """Soonest due first (due time, then id)."""
+
+    def review_page(self, limit: int = 50, after: str | None = None, *,
+                    state: ReviewState | None = None) -> Page[Review]:
+        """Newest first (created time, then id)."""
+
+    def rollout_page(self, limit: int = 50, after: str | None = None, *,
+                     states: Sequence[RolloutState] = ()) -> Page[Rollout]:
+        """Newest first (created time, then id), in ``states`` (all when empty)."""
+
+    def incident_page(self, limit: int = 50, after: str | None = None, *,
+                      state: IncidentState | None = None) -> Page[Incident]:
+        """Most recently updated first (update time, then group)."""
+
     def put_incident(self, current: Incident | None, updated: Incident) -> bool:
         """Write ``updated`` for its group: created when ``current`` is None, else replacing ``current`` only if
         nobody changed it since it was read; False when somebody did (re-read and try again)."""
@@ -189,6 +209,12 @@ class TelemetryStore(Protocol):
         """Closed windows whose decision is not recorded yet (a check that failed for now)."""
 
     def mark_window_decided(self, key: WindowKey) -> None: ...
+
+    def window_page(self, limit: int = 50, after: str | None = None, *, model: str | None = None,
+                    closed: bool | None = None) -> Page[Window]:
+        """Windows in key order (model, deployment, bucket, part; Table Storage: its partition, the quoted
+        ``model|deployment``, then bucket and part), optionally of one model and only closed or open ones; paged
+        like ``task_page``."""
 
     def window(self, key: WindowKey) -> Window | None: ...
 
