@@ -137,18 +137,20 @@ class FakeStore(BaseStore):
         self._check()
         return self.review_book.get(review_id)
 
-    def reviews(self, state=None, limit=100):
+    def reviews(self, state=None, limit=100, *, model=None):
         self._check()
-        found = [r for r in self.review_book.values() if state is None or r.state is state]
+        found = [r for r in self.review_book.values() if (state is None or r.state is state)
+                 and (model is None or r.model == model)]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
 
     def rollout(self, rollout_id):
         self._check()
         return self.rollout_book.get(rollout_id)
 
-    def rollouts(self, states=None, limit=100):
+    def rollouts(self, states=None, limit=100, *, model=None):
         self._check()
-        found = [r for r in self.rollout_book.values() if not states or r.state in states]
+        found = [r for r in self.rollout_book.values() if (not states or r.state in states)
+                 and (model is None or r.model == model)]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
 
     def incident(self, group):

@@ -255,3 +255,60 @@ def test_sqlite_reads_every_page_through_an_index(make_store, query):
     plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {select}")]
     reads = [step for step in plan if " decisions" in step]
     assert reads and all("USING" in step for step in reads), plan  # no step reads the table row by row
+
+
+def models_reviews_and_rollouts(store):
+    """Two reviews and two rollouts per model, an hour apart; what the store was given, by model."""
+    from dataclasses import replace
+
+    from controlplane.domain.ledger import ReviewDraft, Source, Verdict, record
+    from controlplane.domain.reviews import ReviewKind
+    from tests.test_store_contract import a_rollout
+
+    given = {model: ([], []) for model in MODELS}
+    for i in range(6):
+        model, at = MODELS[i % 3], T0 + timedelta(hours=i)
+        draft = ReviewDraft(ReviewKind.DRIFT, ("ana@contoso.com",), 1, timedelta(days=1))
+        decision = record(Verdict(Outcome.REVIEW, "look", model=model, reviews=(draft,)), key=f"r{i}",
+                          event_id=f"r{i}", source=Source.TELEMETRY, event_type="t", policy_version="v",
+                          received_at=at, decided_at=at)
+        store.append(decision)
+        rollout = replace(a_rollout(f"ro-{i}"), model=model, created_at=at)
+        assert store.create_rollout(rollout)
+        given[model][0].insert(0, decision.reviews[0].id)
+        given[model][1].insert(0, rollout.id)
+    return given
+
+
+def test_a_models_reviews_and_rollouts_are_its_own_newest_first(store):
+    given = models_reviews_and_rollouts(store)
+    for model, (reviews, rollouts) in given.items():
+        assert [r.id for r in store.reviews(model=model)] == reviews
+        assert [r.id for r in store.rollouts(model=model)] == rollouts
+        assert [r.id for r in store.reviews(model=model, limit=1)] == reviews[:1]
+    assert store.reviews(model="nobody") == [] and len(store.rollouts()) == 6
+
+
+def test_a_models_reviews_and_rollouts_are_read_from_its_partition_alone(counted):
+    store, requests = counted
+    given = models_reviews_and_rollouts(store)
+    requests.clear()
+    store.reviews(model="fraud")
+    store.rollouts(model="fraud")
+    assert partitions_read(requests) == ["fraud", "fraud"] and len(given["fraud"][0]) == 2
+
+
+def test_an_sqlite_ledger_written_before_reviews_and_rollouts_knew_their_model_is_given_it_on_opening(tmp_path):
+    import sqlite3
+
+    from controlplane.adapters.sqlite_store import SqliteStore
+
+    path = str(tmp_path / "cp.db")
+    given = models_reviews_and_rollouts(SqliteStore(path))
+    with sqlite3.connect(path) as db:  # as the earlier schema left them: no model column
+        for table in ("reviews", "rollouts"):
+            db.execute(f"DROP INDEX {table}_by_model")
+            db.execute(f"ALTER TABLE {table} DROP COLUMN model")
+    reopened = SqliteStore(path)
+    assert [r.id for r in reopened.reviews(model="churn")] == given["churn"][0]
+    assert [r.id for r in reopened.rollouts(model="churn")] == given["churn"][1]

@@ -74,6 +74,8 @@ _ADDED_COLUMNS = (
      "UPDATE decisions SET event_type = json_extract(body, '$.event_type')"),
     ("decisions", "version", "TEXT", "UPDATE decisions SET version = json_extract(body, '$.version')"),
     ("windows", "decided", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("reviews", "model", "TEXT", "UPDATE reviews SET model = json_extract(body, '$.model')"),
+    ("rollouts", "model", "TEXT", "UPDATE rollouts SET model = json_extract(body, '$.model')"),
 )
 # The indexes, by name. One whose definition changed is built again when a database is opened. Newest-first
 # reads scan them backwards: kept in ascending order, a new row lands at the end of its range, where
@@ -89,6 +91,8 @@ _INDEXES = {
     "tasks_by_due": "tasks (due_at, id)",
     "reviews_by_state": "reviews (state, created_at, id)",
     "reviews_by_time": "reviews (created_at, id)",
+    "reviews_by_model": "reviews (model, created_at)",
+    "rollouts_by_model": "rollouts (model, created_at)",
     "rollouts_by_state": "rollouts (state, created_at, id)",
     "rollouts_by_time": "rollouts (created_at, id)",
     "incidents_by_state": "incidents (state, updated_at, grp)",
@@ -327,22 +331,27 @@ class SqliteStore(BaseStore):
     def review(self, review_id: str) -> Review | None:
         return self._one(Review, "SELECT body FROM reviews WHERE id = ?", review_id)
 
-    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
-        return [Review.from_json(body) for body in self._newest("reviews", [state] if state else [], limit)]
+    def reviews(self, state: ReviewState | None = None, limit: int = 100, *,
+                model: str | None = None) -> list[Review]:
+        return [Review.from_json(body) for body in self._newest("reviews", [state] if state else [], limit, model)]
 
-    def _newest(self, table: str, states: Sequence[Any], limit: int) -> list[dict[str, Any]]:
-        """The JSON bodies of a table's rows in ``states`` (all when empty), newest first."""
-        where = f" WHERE state IN ({', '.join('?' for _ in states)})" if states else ""
+    def _newest(self, table: str, states: Sequence[Any], limit: int, model: str | None) -> list[dict[str, Any]]:
+        """The JSON bodies of a table's rows in ``states`` (all when empty), of ``model`` if given, newest first."""
+        clauses = [f"state IN ({', '.join('?' for _ in states)})"] if states else []
+        clauses += ["model = ?"] if model is not None else []
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._errors():
-            rows = self._connection().execute(f"SELECT body FROM {table}{where} ORDER BY created_at DESC LIMIT ?",
-                                              (*(state.value for state in states), limit)).fetchall()
+            rows = self._connection().execute(
+                f"SELECT body FROM {table}{where} ORDER BY created_at DESC LIMIT ?",
+                (*(state.value for state in states), *([model] if model is not None else []), limit)).fetchall()
         return [loads(body) for (body,) in rows]
 
     def rollout(self, rollout_id: str) -> Rollout | None:
         return self._one(Rollout, "SELECT body FROM rollouts WHERE id = ?", rollout_id)
 
-    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
-        return [Rollout.from_json(body) for body in self._newest("rollouts", list(states or ()), limit)]
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100, *,
+                 model: str | None = None) -> list[Rollout]:
+        return [Rollout.from_json(body) for body in self._newest("rollouts", list(states or ()), limit, model)]
 
     def incident(self, group: str) -> Incident | None:
         return self._one(Incident, "SELECT body FROM incidents WHERE grp = ?", group)
@@ -547,7 +556,7 @@ def _row(record: Record) -> tuple[str, str, str, dict[str, Any]]:
                                             "body": body}
     return ("reviews" if isinstance(record, Review) else "rollouts"), "id", "body", {
         "id": record.id, "state": record.state.value, "created_at": record.created_at.isoformat(),
-        "revision": record.revision, "body": body}
+        "revision": record.revision, "model": record.model, "body": body}
 
 
 def _insertion(table: str, row: dict[str, Any], verb: str = "INSERT") -> str:

@@ -357,8 +357,12 @@ class TableStore(BaseStore):
         found = self._bodies("review", "ReviewId eq @id", id=review_id)
         return Review.from_json(found[0]) if found else None
 
-    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
-        found = self._bodies("review", "State eq @state", state=state.value) if state else self._bodies("review")
+    def reviews(self, state: ReviewState | None = None, limit: int = 100, *,
+                model: str | None = None) -> list[Review]:
+        """Newest first. One model's are a query of its partition; all of them read every partition."""
+        extra, parameters = _filters(("State", [state.value] if state else []),
+                                     ("PartitionKey", [partition_of(model)] if model is not None else []))
+        found = self._bodies("review", extra.removeprefix(" and "), **parameters)
         return sorted(map(Review.from_json, found), key=lambda r: r.created_at, reverse=True)[:limit]
 
     @staticmethod
@@ -371,11 +375,13 @@ class TableStore(BaseStore):
         found = self._bodies("rollout", "RolloutId eq @id", id=rollout_id)
         return Rollout.from_json(found[0]) if found else None
 
-    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
-        wanted = {state.value for state in states or ()}
-        found = [Rollout.from_json(body) for body in self._bodies("rollout")]
-        found = [r for r in found if not wanted or r.state.value in wanted]
-        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100, *,
+                 model: str | None = None) -> list[Rollout]:
+        """Newest first. One model's are a query of its partition; all of them read every partition."""
+        extra, parameters = _filters(("State", [s.value for s in dict.fromkeys(states or ())]),
+                                     ("PartitionKey", [partition_of(model)] if model is not None else []))
+        found = self._bodies("rollout", extra.removeprefix(" and "), **parameters)
+        return sorted(map(Rollout.from_json, found), key=lambda r: r.created_at, reverse=True)[:limit]
 
     @staticmethod
     def _incident_entity(incident: Incident) -> dict[str, Any]:

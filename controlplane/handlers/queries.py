@@ -167,13 +167,14 @@ class ModelStory:
 
 
 def model_story(services: Services, name: str, limit: int = 100) -> ModelStory:
-    """What ``/api/models/{name}`` shows: the model's last ``limit`` decisions, the reviews and rollouts among
-    the latest ones, and, for each endpoint its policy promotes to, the version serving it and since when."""
+    """What ``/api/models/{name}`` shows: the model's last ``limit`` decisions, reviews and rollouts (each read
+    from the model's own rows), and, for each endpoint its policy promotes to, the version serving it and since
+    when."""
     from controlplane.handlers.promotion import SETS_CHAMPION, find_champion
 
     decisions = tuple(services.store.decisions(model=name, limit=limit))
-    reviews = tuple(r for r in services.store.reviews(limit=500) if r.model == name)
-    rollouts = tuple(r for r in services.store.rollouts(limit=500) if r.model == name)
+    reviews = tuple(services.store.reviews(limit=limit, model=name))
+    rollouts = tuple(services.store.rollouts(limit=limit, model=name))
     rule = services.policy.rule_for(name)
     serving = []
     for endpoint in [rule.promotion.endpoint] if rule is not None and rule.promotion is not None else []:

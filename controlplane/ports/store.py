@@ -133,8 +133,9 @@ class DecisionStore(Protocol):
 
     def review(self, review_id: str) -> Review | None: ...
 
-    def reviews(self, state: ReviewState | None = None, limit: int = 100) -> list[Review]:
-        """Newest first."""
+    def reviews(self, state: ReviewState | None = None, limit: int = 100, *,
+                model: str | None = None) -> list[Review]:
+        """Newest first; only ``model``'s when given (a query of that model alone)."""
 
     def update_review(self, current: Review, updated: Review, decision: Decision) -> bool:
         """Replace ``current`` and write ``decision`` (with its tasks) atomically, only if nobody changed
@@ -145,8 +146,9 @@ class DecisionStore(Protocol):
 
     def rollout(self, rollout_id: str) -> Rollout | None: ...
 
-    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100) -> list[Rollout]:
-        """Newest first."""
+    def rollouts(self, states: Sequence[RolloutState] | None = None, limit: int = 100, *,
+                 model: str | None = None) -> list[Rollout]:
+        """Newest first; only ``model``'s when given (a query of that model alone)."""
 
     def update_rollout(self, current: Rollout, updated: Rollout, decision: Decision) -> bool:
         """Like ``update_review``: replace and record atomically, only from the revision read."""
