@@ -55,6 +55,29 @@ def make_store(request, tmp_path):
 
 
 @pytest.fixture
+def counted(azurite):
+    """A TableStore on Azurite whose every request is recorded as (method, URL)."""
+    import uuid
+
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.data.tables import TableServiceClient
+
+    from controlplane.adapters.table_store import TableStore
+
+    class Recording(RequestsTransport):
+        requests: list[tuple[str, str]] = []
+
+        def send(self, request, **kwargs):
+            Recording.requests.append((request.method, request.url))
+            return super().send(request, **kwargs)
+
+    service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
+                                                        transport=Recording())
+    store = TableStore(service, prefix=f"c{uuid.uuid4().hex[:10]}")
+    return store, Recording.requests
+
+
+@pytest.fixture
 def services(policy, clock):
     return Services(store=FakeStore(), clock=clock, dispatcher=RecordingDispatcher(), policy=policy,
                     lease=timedelta(minutes=5))

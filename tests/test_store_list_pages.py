@@ -111,7 +111,11 @@ def ordered(store, name, items):
 
 
 def every_page(store, name, limit, **query):
-    read = getattr(store, LISTS[name][0])
+    return every(getattr(store, LISTS[name][0]), limit, **query)
+
+
+def every(read, limit, **query):
+    """Every page ``read`` answers for ``query``, each within ``limit``, following the positions to the end."""
     pages, after = [], None
     while True:
         page = read(limit, after, **query)
@@ -336,27 +340,6 @@ def test_a_table_storage_page_is_one_query_continuing_from_the_services_token(co
     assert "PartitionKey ge 'churn|'" in parse_qs(urlparse(requests[0][1]).query)["$filter"][0]
 
 
-@pytest.fixture
-def counted(azurite):
-    import uuid
-
-    from azure.core.pipeline.transport import RequestsTransport
-    from azure.data.tables import TableServiceClient
-
-    from controlplane.adapters.table_store import TableStore
-
-    class Recording(RequestsTransport):
-        requests: list[tuple[str, str]] = []
-
-        def send(self, request, **kwargs):
-            Recording.requests.append((request.method, request.url))
-            return super().send(request, **kwargs)
-
-    service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
-                                                        transport=Recording())
-    return TableStore(service, prefix=f"l{uuid.uuid4().hex[:10]}"), Recording.requests
-
-
 @pytest.mark.parametrize("name, query", [
     ("tasks", {}), ("tasks", {"state": TaskState.PENDING}), ("reviews", {}), ("reviews", {"state": ReviewState.OPEN}),
     ("rollouts", {}), ("rollouts", {"states": (RolloutState.PAUSED, RolloutState.OBSERVING)}),
@@ -412,32 +395,20 @@ def window_order(store):
     return lambda w: (w.key.model, w.key.deployment, w.key.bucket, w.key.part)
 
 
-def every_window_page(store, limit, **query):
-    pages, after = [], None
-    while True:
-        page = store.window_page(limit, after, **query)
-        assert len(page.items) <= limit
-        pages.append(page.items)
-        if page.after is None:
-            return pages
-        assert len(pages) < 50, "the pages never end"
-        after = page.after
-
-
 def test_window_pages_concatenate_to_every_window_in_key_order(store):
     written = seed_windows(store)
     assert len(written) == 13 and sum(w.closed for w in written) == 5
     whole = sorted(written, key=window_order(store))
     assert [w.key.model for w in whole[:2]] == (["churn-x"] * 2 if store.name == "tables" else ["churn"] * 2)
     for limit in (1, 3, 5):
-        pages = every_window_page(store, limit)
+        pages = every(store.window_page, limit)
         assert [w for page in pages for w in page] == whole
         assert all(len(p) == limit for p in pages[:len(written) // limit])
     for query in ({"model": "churn"}, {"closed": True}, {"closed": False}, {"model": "churn-x", "closed": True}):
         wanted = [w for w in whole if w.key.model == query.get("model", w.key.model)
                   and w.closed == query.get("closed", w.closed)]
         assert 0 < len(wanted) < len(whole)
-        assert [w for page in every_window_page(store, 2, **query) for w in page] == wanted
+        assert [w for page in every(store.window_page, 2, **query) for w in page] == wanted
 
 
 def test_a_window_position_the_store_cannot_read_is_refused_naming_the_continuation(store):

@@ -143,29 +143,6 @@ def nullcontext():
 
 
 # -- which partitions a Table Storage page reads -----------------------------------------------------------
-@pytest.fixture
-def counted(azurite):
-    """A TableStore whose every request is recorded: (method, PartitionKey filter or path, query)."""
-    import uuid
-
-    from azure.core.pipeline.transport import RequestsTransport
-    from azure.data.tables import TableServiceClient
-
-    from controlplane.adapters.table_store import TableStore
-
-    class Recording(RequestsTransport):
-        requests: list[tuple[str, str]] = []
-
-        def send(self, request, **kwargs):
-            Recording.requests.append((request.method, request.url))
-            return super().send(request, **kwargs)
-
-    service = TableServiceClient.from_connection_string(azurite.connection_string, retry_total=0,
-                                                        transport=Recording())
-    store = TableStore(service, prefix=f"c{uuid.uuid4().hex[:10]}")
-    return store, Recording.requests
-
-
 def partitions_read(requests):
     """The PartitionKey each query names; None for a query that names none (a scan of the table)."""
     found = []
