@@ -43,8 +43,10 @@ def configure(settings: Callable[[], Settings]) -> str:
             if _installed is None:
                 try:
                     chosen = settings()
-                    {"azuremonitor": _azure_monitor, "console": _console}.get(chosen.telemetry_exporter,
-                                                                             lambda _: None)(chosen)
+                    if chosen.telemetry_exporter == "azuremonitor":
+                        _azure_monitor(chosen)
+                    elif chosen.telemetry_exporter == "console":
+                        _console()
                     _installed = chosen.telemetry_exporter
                 except Exception:  # see the docstring
                     logger.exception("telemetry is off: it could not be configured")
@@ -66,7 +68,7 @@ def _azure_monitor(settings: Settings) -> None:
         instrumentation_options={name: {"enabled": False} for name in _UNUSED_INSTRUMENTATIONS})
 
 
-def _console(settings: Settings) -> None:
+def _console() -> None:
     from azure.core.settings import settings as azure_core
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
