@@ -315,3 +315,29 @@ def test_a_review_page_without_a_signing_key_answers_503_naming_it(fn, wired):
     bootstrap.reset(replace(wired, approval_key=b""))
     reply = open_page(fn, review.id, token)
     assert reply.status_code == 503 and "APPROVAL_SIGNING_KEY" in json.loads(reply.get_body())["error"]["reason"]
+
+
+def test_a_vote_from_the_page_redirects_so_a_reload_sends_nothing_again(fn, wired):
+    from urllib.parse import urlencode
+
+    review = open_review(wired)
+    token = token_of(approval_link(wired, review.id, "ana@contoso.com"))
+    form = urlencode({"decision": "approve", "comment": "fine", "token": token}).encode()
+    reply = post_vote(fn, review.id, form, content_type="application/x-www-form-urlencoded")
+
+    assert reply.status_code == 303 and reply.headers["Location"] == f"/api/reviews/{review.id}?voted=1"
+    landed = fn["review"](func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"voted": "1"},
+                                           route_params={"id": review.id}))
+    assert landed.status_code == 200 and "Recorded: ana@contoso.com approved (1 of 2)" in landed.get_body().decode()
+    for _ in range(2):  # what a reload does: the page again, and still one vote
+        fn["review"](func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"voted": "1"},
+                                      route_params={"id": review.id}))
+    assert len(wired.store.review(review.id).votes) == 1
+
+
+def test_the_message_after_a_vote_is_read_from_the_review_not_from_the_address(fn, wired):
+    review = open_review(wired)
+    for voted in ("1", "<script>alert(1)</script>"):
+        page = fn["review"](func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"voted": voted},
+                                             route_params={"id": review.id})).get_body().decode()
+        assert "Recorded" not in page and "<script>alert(1)" not in page  # no vote yet: nothing to say

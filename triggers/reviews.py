@@ -81,7 +81,16 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
                      status_of(error))
     if "application/json" in req.headers.get("Accept", ""):
         return json_response(200, {"review": found.to_json() if approver else found.public_json()})
-    return html_response(review_page(found, token=token, approver=approver, signals=signals))
+    message = _last_vote(found) if req.method == "GET" and req.params.get("voted") and found.votes else ""
+    return html_response(review_page(found, token=token, approver=approver, signals=signals, message=message))
+
+
+def _last_vote(review) -> str:
+    """What the page says after a vote it was redirected from: read from the review, never from the address."""
+    vote = review.votes[-1]
+    said = f"{vote.approver} {'approved' if vote.decision == 'approve' else 'rejected'}"
+    state = f"; the review is {review.state.value}" if review.state.value != "open" else ""
+    return f"Recorded: {said} ({len(review.approvals)} of {review.quorum}){state}"
 
 
 @bp.function_name("review_report")
@@ -123,8 +132,9 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
         current = get_review(bootstrap.services(), req.route_params["id"])
         return html_response(review_page(current, message=f"Your vote was not counted: {error.reason}"),  # a person
                      status_of(error))
-    if _is_form(req):
-        return html_response(review_page(updated, message=f"Recorded: {decision.reason}"))
+    if _is_form(req):  # post/redirect/get: reloading the page it lands on sends nothing again
+        return func.HttpResponse(status_code=303, headers={"Location": f"/api/reviews/{updated.id}?voted=1",
+                                                           "Cache-Control": "no-store"})
     return json_response(200, {"review": updated.to_json(), "decision": decision.to_json()})
 
 
