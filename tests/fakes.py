@@ -364,8 +364,8 @@ class FakeWorkspace(FakeGateway):
         self.states[(endpoint, deployment)] = list(states)
         self.errors[(endpoint, deployment)] = error
 
-    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
-        self.calls.append(("create_endpoint", name, auth_mode))
+    def create_endpoint(self, name: str, auth_mode: str, compute: str | None = None) -> EndpointState:
+        self.calls.append(("create_endpoint", name, auth_mode) + ((compute,) if compute else ()))
         self.endpoints[name] = EndpointState(name, {}, {})
         return replace(self.endpoints[name], provisioning_state="Creating")  # begun; done by the next look
 

@@ -635,3 +635,27 @@ def test_a_failed_deployment_says_why_with_its_container_log(gateway, endpoint):
     info = gateway.get_deployment("churn-ep", "green")
 
     assert info.provisioning_state == "Failed" and "No module named 'lightgbm'" in info.error
+
+
+# -- Kubernetes online endpoints (an attached AKS or Arc compute) ---------------------------------------------
+
+def test_an_endpoint_on_an_attached_kubernetes_compute_is_created_there(gateway, azure):
+    azure.on("PUT", "/onlineEndpoints/churn-k8s", (201, body("ml_online_endpoint")))
+
+    gateway.create_endpoint("churn-k8s", "key", compute="aks-prod")
+
+    put = azure.one("PUT", "/onlineEndpoints/churn-k8s")
+    assert put.body["properties"]["compute"] == f"{WS}/computes/aks-prod"
+    assert put.body["properties"]["authMode"] == "Key"
+
+
+def test_a_deployment_with_a_kubernetes_compute_is_a_kubernetes_deployment_of_the_clusters_instance_type(gateway,
+                                                                                                        endpoint):
+    endpoint.on("PUT", "/onlineEndpoints/churn-ep/deployments/green", deployment("green", capacity=2))
+
+    gateway.deploy(DeploymentRequest(endpoint="churn-ep", name="green", model="azureml:churn:3",
+                                     instance_type="gpu-small", instance_count=2, compute="aks-prod"))
+
+    put = endpoint.one("PUT", "/onlineEndpoints/churn-ep/deployments/green")
+    assert put.body["properties"]["endpointComputeType"] == "Kubernetes"
+    assert put.body["properties"]["instanceType"] == "gpu-small" and put.body["sku"]["capacity"] == 2

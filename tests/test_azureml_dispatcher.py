@@ -187,3 +187,33 @@ def test_a_malformed_request_is_dead_lettered_by_the_sweep_not_retried(services,
 
     stored = services.store.task(task.id)
     assert stored.state is TaskState.DEAD_LETTERED and "request.job must be an object" in stored.last_error
+
+
+def test_an_endpoint_the_policy_puts_on_kubernetes_gets_kubernetes_deployments_created_there(tmp_path):
+    from controlplane.adapters.simulated import SimulatedWorkspace
+    from controlplane.domain.policy import parse_policy
+    from controlplane.domain.promotion import staging_request as planned
+    from controlplane.domain.requests import correlated
+    from controlplane.ports.gateway import GatewayError
+
+    policy = parse_policy("""
+models:
+  - name: churn
+    promotion: {endpoint: churn-k8s, gates: {accuracy: ">= 0.8"}, staging: {instance_type: cpu-small}}
+endpoints:
+  churn-k8s: {compute: aks-prod}
+""")
+    request = planned(policy.rule_for("churn").promotion, "churn", "7", "ml:evt-7", policy)
+    assert request.compute == "aks-prod"
+    simulated = SimulatedWorkspace(tmp_path / "simulated.json")
+    dispatcher = AzureMLDispatcher(simulated, SystemClock())
+    for _ in range(3):  # the endpoint, then the deployment, each begun and looked at again
+        dispatcher.dispatch(task_for(correlated(request, "corr-7"), key="ml:evt-7"))
+
+    sent = {r["operation"]: r for r in simulated.requests()}
+    assert sent["online_endpoints.begin_create_or_update"]["kind"] == "Kubernetes"
+    assert sent["online_endpoints.begin_create_or_update"]["compute"] == "aks-prod"
+    deployed = sent["online_deployments.begin_create_or_update"]
+    assert (deployed["kind"], deployed["compute"], deployed["instance_type"]) == ("Kubernetes", "aks-prod", "cpu-small")
+    with pytest.raises(GatewayError, match="Managed deployment cannot go on the Kubernetes endpoint"):
+        simulated.deploy(DeploymentRequest("churn-k8s", "blue", "azureml:churn:6", "Standard_DS3_v2"))

@@ -76,7 +76,13 @@ def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
 def _online_deployment(request: DeploymentRequest, template: Any) -> Any:
     """The deployment to create: the request's model and size, its spec where it gives one, else the spec of the
     deployment it replaces (a redeploy replaces the whole spec: leaving a field out would drop it)."""
-    from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment, OnlineRequestSettings, ProbeSettings
+    from azure.ai.ml.entities import (
+        CodeConfiguration,
+        KubernetesOnlineDeployment,
+        ManagedOnlineDeployment,
+        OnlineRequestSettings,
+        ProbeSettings,
+    )
 
     spec = request.spec
     code = template.code_configuration if template is not None else None
@@ -91,7 +97,9 @@ def _online_deployment(request: DeploymentRequest, template: Any) -> Any:
     insights = spec.app_insights_enabled
     if insights is None and template is not None:
         insights = bool(template.app_insights_enabled)
-    return ManagedOnlineDeployment(
+    # On an attached Kubernetes compute the endpoint is a Kubernetes one, and so are its deployments.
+    kind = KubernetesOnlineDeployment if request.compute else ManagedOnlineDeployment
+    return kind(
         name=request.name, endpoint_name=request.endpoint, model=request.model,
         instance_type=request.instance_type, instance_count=request.instance_count,
         tags={str(k): str(v) for k, v in request.tags.items()},
@@ -313,12 +321,14 @@ class AzureMLGateway:
     # operation ends; nothing reads its result) and later sweeps read the state with get_endpoint / get_deployment
     # (controlplane.handlers.operations).
 
-    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
-        from azure.ai.ml.entities import ManagedOnlineEndpoint
+    def create_endpoint(self, name: str, auth_mode: str, compute: str | None = None) -> EndpointState:
+        from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
 
+        tags = {"controlplane.created": "true"}
+        endpoint = (KubernetesOnlineEndpoint(name=name, auth_mode=auth_mode, compute=compute, tags=tags) if compute
+                    else ManagedOnlineEndpoint(name=name, auth_mode=auth_mode, tags=tags))
         with azure_errors("create_endpoint", conflict_is_transient=True):
-            self._ml().online_endpoints.begin_create_or_update(
-                ManagedOnlineEndpoint(name=name, auth_mode=auth_mode, tags={"controlplane.created": "true"}))
+            self._ml().online_endpoints.begin_create_or_update(endpoint)
             return EndpointState(name=name, traffic={}, mirror_traffic={}, provisioning_state="Creating")
 
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:

@@ -153,11 +153,12 @@ class SimulatedWorkspace:
             raise NotFound("get_job", f"job {name} not found", 404)
         return JobInfo(name, job["status"], job["experiment"])
 
-    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+    def create_endpoint(self, name: str, auth_mode: str, compute: str | None = None) -> EndpointState:
         def change(state):
             state["endpoints"].setdefault(name, {"traffic": {}, "mirror": {}, "deployments": {},
-                                                 "auth_mode": auth_mode})
-        self._change("online_endpoints.begin_create_or_update", {"endpoint": name, "auth_mode": auth_mode}, change)
+                                                 "auth_mode": auth_mode, "compute": compute})
+        self._change("online_endpoints.begin_create_or_update",
+                     {"endpoint": name, "auth_mode": auth_mode, "kind": _kind(compute), "compute": compute}, change)
         return replace(self.get_endpoint(name), provisioning_state="Creating")
 
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
@@ -166,6 +167,9 @@ class SimulatedWorkspace:
         def change(state):
             self._deployments(state, request.endpoint, "deploy")  # Azure ML deploys only to an existing endpoint
             endpoint = state["endpoints"][request.endpoint]
+            if endpoint.get("compute") != request.compute:
+                raise GatewayError("deploy", f"a {_kind(request.compute)} deployment cannot go on the "
+                                             f"{_kind(endpoint.get('compute'))} endpoint {request.endpoint}")
             endpoint["deployments"][request.name] = {
                 "model": request.model, "instance_type": request.instance_type,
                 "instance_count": request.instance_count, "spec": spec, "started": self.clock.now().isoformat()}
@@ -173,7 +177,8 @@ class SimulatedWorkspace:
         self._change("online_deployments.begin_create_or_update", {
             "endpoint": request.endpoint, "name": request.name, "model": request.model,
             "instance_type": request.instance_type, "instance_count": request.instance_count,
-            "copied_from": request.copy_from, "spec": spec}, change)
+            "copied_from": request.copy_from, "spec": spec, "kind": _kind(request.compute),
+            "compute": request.compute}, change)
         return replace(self.get_deployment(request.endpoint, request.name), provisioning_state="Creating")
 
     def _spec_of(self, request: DeploymentRequest) -> dict[str, Any]:
@@ -270,3 +275,8 @@ class SimulatedWorkspace:
 
     def requests(self) -> list[dict[str, Any]]:
         return self._load()["requests"]
+
+
+def _kind(compute: str | None) -> str:
+    """The deployments' kind in Azure ML's words: on an attached Kubernetes compute, or managed."""
+    return "Kubernetes" if compute else "Managed"

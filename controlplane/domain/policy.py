@@ -334,6 +334,10 @@ class EndpointPolicy(_Strict):
     auth_mode: str = Field("key", pattern="^(key|aml_token|aad_token)$",
                            description="Auth mode of the endpoint when the control plane has to create it.")
     deployment: DeploymentBlock | None = Field(None, description="Spec of new deployments on this endpoint.")
+    compute: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{1,31}$",
+                                description="An attached Kubernetes compute (AKS or Arc): the endpoint and its "
+                                            "deployments run there, instance types named as the cluster defines "
+                                            "them. None: a managed online endpoint.")
 
 
 class Defaults(_Strict):
@@ -544,7 +548,7 @@ class Policy:
         return configured.rollout if configured else RolloutPolicy()
 
     def deployment_for(self, endpoint: str, model: str) -> dict[str, Any]:
-        """How a deployment of ``model`` on ``endpoint`` is made: {"spec": ..., "auth_mode": ...}. The model's
+        """How a deployment of ``model`` on ``endpoint`` is made: {"spec", "auth_mode", "compute"}. The model's
         rule's block overrides the endpoint's field by field; what neither sets is copied from the deployment
         being replaced."""
         configured = self.document.endpoints.get(endpoint) or EndpointPolicy()
@@ -553,7 +557,7 @@ class Policy:
         own = rule.deployment.spec() if rule is not None and rule.deployment else {}
         variables = {**spec.get("environment_variables", {}), **own.get("environment_variables", {})}
         merged = {**spec, **own, **({"environment_variables": variables} if variables else {})}
-        return {"spec": merged, "auth_mode": configured.auth_mode}
+        return {"spec": merged, "auth_mode": configured.auth_mode, "compute": configured.compute}
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

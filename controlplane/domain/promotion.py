@@ -126,7 +126,7 @@ def staging_request(promotion: Promotion, model: str, version: str, key: str, po
     return DeployModel(endpoint=promotion.endpoint, deployment=deployment_name(model, version, key),
                        model=AssetRef(model, version), instance_type=promotion.staging.instance_type,
                        instance_count=promotion.staging.instance_count, stage="staging", spec=how["spec"],
-                       auth_mode=how["auth_mode"])
+                       auth_mode=how["auth_mode"], compute=how["compute"])
 
 
 def production_request(promotion: Promotion, model: str, version: str, key: str, approvers: list[str]) -> StartRollout:

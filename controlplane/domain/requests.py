@@ -221,6 +221,7 @@ class DeployModel(AzureMLRequest):
     auth_mode: str = "key"
     tags: Mapping[str, str] = field(default_factory=dict)
     traffic: int = 0
+    compute: str | None = None  # an attached Kubernetes compute; None: a managed online endpoint
 
     @classmethod
     def read(cls, data: _Fields) -> DeployModel:

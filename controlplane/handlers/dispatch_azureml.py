@@ -91,7 +91,7 @@ class AzureMLDispatcher:
         wanted = DeploymentRequest(
             endpoint=endpoint, name=name, model=request.model.uri, instance_type=request.instance_type,
             instance_count=request.instance_count, tags=dict(request.tags), spec=DeploymentSpec.from_json(request.spec),
-            copy_from=copy_from, auth_mode=request.auth_mode)
+            copy_from=copy_from, auth_mode=request.auth_mode, compute=request.compute)
         return self._drive(running, deployment_in_place(self._gateway, wanted, self._clock.now()),
                            lambda: {**self._deployment(endpoint, name), "redeployed": True, "traffic": 0,
                                     "copied_from": copy_from})

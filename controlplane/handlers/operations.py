@@ -155,7 +155,7 @@ def in_order(*steps: NextStep) -> NextStep:
 def deployment_in_place(gateway: Gateway, request: DeploymentRequest, now: datetime) -> NextStep:
     """The endpoint exists (created with the request's auth mode) and the deployment serves the request's model."""
     def create_endpoint() -> Operation:
-        gateway.create_endpoint(request.endpoint, request.auth_mode)
+        gateway.create_endpoint(request.endpoint, request.auth_mode, request.compute)
         return Operation.begun("create_endpoint", request.endpoint, None, now, auth_mode=request.auth_mode)
 
     def deploy() -> Operation:

@@ -180,7 +180,8 @@ def _begin(services: Services, rollout: Rollout) -> bool:
         instance_type=policy["instance_type"], instance_count=policy["instance_count"],
         tags={"controlplane.rollout": rollout.id, CORRELATION_TAG: rollout.correlation_id},
         spec=DeploymentSpec.from_json(policy.get("spec")),
-        copy_from=serving if serving != rollout.deployment else None, auth_mode=policy.get("auth_mode", "key"))
+        copy_from=serving if serving != rollout.deployment else None, auth_mode=policy.get("auth_mode", "key"),
+        compute=policy.get("compute"))
     # The staging deployment of this version, when there is one, is taken forward at the rollout's size.
     in_place = in_order(deployment_in_place(gateway, request, now),
                         scaled(gateway, rollout.endpoint, rollout.deployment, request.instance_count, now))

@@ -89,6 +89,7 @@ class DeploymentRequest:
     spec: DeploymentSpec = DeploymentSpec()
     copy_from: str | None = None  # the deployment whose spec fills what ``spec`` leaves out
     auth_mode: str = "key"  # for the endpoint, when it has to be created
+    compute: str | None = None  # an attached Kubernetes compute (AKS or Arc); None: managed
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Gateway(Protocol):
     # take 15 minutes or more): each one is begun and returns at once; ``get_endpoint`` and ``get_deployment``
     # say how it goes (``controlplane.handlers.operations`` watches them).
 
-    def create_endpoint(self, name: str, auth_mode: str) -> EndpointState:
+    def create_endpoint(self, name: str, auth_mode: str, compute: str | None = None) -> EndpointState:
         """Begin creating a managed online endpoint."""
 
     def deploy(self, request: DeploymentRequest) -> DeploymentInfo:
