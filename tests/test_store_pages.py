@@ -289,3 +289,33 @@ def test_an_sqlite_ledger_written_before_reviews_and_rollouts_knew_their_model_i
     reopened = SqliteStore(path)
     assert [r.id for r in reopened.reviews(model="churn")] == given["churn"][0]
     assert [r.id for r in reopened.rollouts(model="churn")] == given["churn"][1]
+
+
+def test_a_telemetry_batch_reads_its_dedupe_rows_with_one_query_not_one_read_per_event(counted):
+    from controlplane.domain.windows import WindowSpec
+    from tests.test_store_contract import telemetry_event
+
+    store, requests = counted
+    spec = WindowSpec(records=1000, minutes=60, grace_minutes=5, sample=10)
+    store.append_telemetry([telemetry_event(s) for s in range(0, 20, 2)], lambda m: spec, T0)  # seen: even ones
+    requests.clear()
+    result = store.append_telemetry([telemetry_event(s) for s in range(30)], lambda m: spec, T0)
+
+    assert (result.stored, result.duplicates) == (40, 20)
+    reads = [url for method, url in requests if method == "GET"]
+    dedupe = [url for url in reads if "RowKey ge 'e|" in parse_qs(urlparse(url).query).get("$filter", [""])[0]]
+    assert len(dedupe) == 1 and len(reads) == 2  # the dedupe range and the open window, for 30 events
+
+
+def test_sequence_numbers_far_apart_are_checked_one_by_one_rather_than_by_a_long_range(counted):
+    from controlplane.domain.windows import WindowSpec
+    from tests.test_store_contract import telemetry_event
+
+    store, requests = counted
+    spec = WindowSpec(records=1000, minutes=60, grace_minutes=5, sample=10)
+    store.append_telemetry([telemetry_event(5_000_000)], lambda m: spec, T0)
+    requests.clear()
+    result = store.append_telemetry([telemetry_event(7), telemetry_event(5_000_000)], lambda m: spec, T0)
+
+    assert (result.stored, result.duplicates) == (2, 2)
+    assert not any("RowKey ge 'e|" in parse_qs(urlparse(url).query).get("$filter", [""])[0] for _, url in requests)

@@ -66,6 +66,7 @@ BEATS = "_beats"  # the partition of heartbeats: one row per name (the sweep), i
 # so a chunk must fit even when every character takes two units.
 CHUNK_CHARS = 16_000
 EVENTS_PER_TRANSACTION = 30  # a dedupe row and a sample row per event, and the windows they move
+SEEN_RANGE = 4  # a chunk's dedupe rows are read as one range when its sequence numbers span < 4x their count
 CONFLICT_RETRIES = 50
 _MAX_TIME_MS = 10 ** 13 - 1
 # The index's partitions: one per day of decisions, the list of those days, and per day the models with decisions.
@@ -506,9 +507,10 @@ class TableStore(BaseStore):
         stored = duplicates = late = 0
         closed: list[WindowKey] = []
         with self._errors():
+            seen = self._seen(pk, [event for event, _ in chunk])
             for event, records in chunk:
-                seen_key = f"e|{quote(event.partition, safe='')}|{event.sequence_number:020d}"
-                if self._exists(pk, seen_key):
+                seen_key = _seen_key(event)
+                if seen_key in seen:
                     duplicates += len(records)
                     continue
                 operations.append(("create", {"PartitionKey": pk, "RowKey": seen_key, "Kind": "seen"}))
@@ -543,6 +545,25 @@ class TableStore(BaseStore):
                         raise _Conflict() from exc
                     raise _failed(exc) from exc
         return AppendResult(stored, duplicates, late, tuple(closed))
+
+    def _seen(self, pk: str, events: Sequence[TelemetryEvent]) -> set[str]:
+        """The dedupe rows of ``events`` already in the partition: one range query per Event Hubs partition over
+        their sequence numbers (point reads instead, when the numbers are too far apart for a range to be small)."""
+        found: set[str] = set()
+        by_partition: dict[str, list[int]] = {}
+        for event in events:
+            by_partition.setdefault(event.partition, []).append(event.sequence_number)
+        for partition, numbers in by_partition.items():
+            low, high = min(numbers), max(numbers)
+            if high - low >= SEEN_RANGE * len(numbers):
+                found.update(key for key in (_seen_key(e) for e in events if e.partition == partition)
+                             if self._exists(pk, key))
+                continue
+            prefix = f"e|{quote(partition, safe='')}|"
+            found.update(row["RowKey"] for row in self._telemetry.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey le @high", select=["RowKey"],
+                parameters={"pk": pk, "low": f"{prefix}{low:020d}", "high": f"{prefix}{high:020d}"}))
+        return found
 
     def _exists(self, pk: str, row_key: str) -> bool:
         try:
@@ -715,6 +736,11 @@ def _filters(*columns: tuple[str, list[str]]) -> tuple[str, dict[str, Any]]:
             # spaces around the parameters: the SDK reads a name up to the next space
             clause += " and ( " + " or ".join(f"{column} eq @{name}" for name in names) + " )"
     return clause, parameters
+
+
+def _seen_key(event: TelemetryEvent) -> str:
+    """The row that says an Event Hubs event was counted in a partition's windows."""
+    return f"e|{quote(event.partition, safe='')}|{event.sequence_number:020d}"
 
 
 def _record(kind: type[R]) -> Callable[[Any], R]:
