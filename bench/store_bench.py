@@ -105,6 +105,43 @@ def requests_per_event(azurite, n: int = 300) -> list[dict]:
                     "beside SQLite's store operations per event (same events, same sweeps)", None)]
 
 
+def requests_per_telemetry_event(azurite, events: int = 300) -> list[dict]:
+    """Event Hubs batches of 100 events (20 records each) through the telemetry intake, on both stores."""
+    import json
+
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.domain.policy import parse_policy
+    from controlplane.handlers.telemetry import RawTelemetry, receive_telemetry
+    from controlplane.ports.store import Services
+
+    print(f"requests per telemetry event: {events} events on Azurite and SQLite ...", flush=True)
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    bodies = [json.dumps([{"model": "churn", "version": "3", "endpoint": "churn-ep", "deployment": "green",
+                           "request_id": f"{e}-{i}", "timestamp": now, "outputs": {"score": 0.5},
+                           "inputs": {"age": (e * i) % 90}} for i in range(20)]).encode() for e in range(events)]
+    policy = parse_policy("models:\n  - name: churn\n    drift: {reference: r.csv, columns: {age: numerical}, "
+                          "window: {records: 1000000, minutes: 600, sample: 200}}\n")
+
+    def ingest(store) -> None:
+        from controlplane.adapters.clock import SystemClock
+        from controlplane.adapters.dry_run import DryRunDispatcher
+
+        services = Services(store=store, clock=SystemClock(), dispatcher=DryRunDispatcher(), policy=policy)
+        for start in range(0, events, 100):
+            receive_telemetry(services, [RawTelemetry("0", n, None, bodies[n]) for n in range(start, start + 100)])
+
+    store, transport = _table_store(azurite.connection_string)
+    transport.requests = 0
+    ingest(store)
+    tables = transport.requests / events
+    with tempfile.TemporaryDirectory() as workdir:
+        sqlite = _Counted(SqliteStore(f"{workdir}/bench.db"))
+        ingest(sqlite)
+    operations = sum(sqlite.calls.values()) / events
+    return [_figure("tables.requests_per_telemetry_event", tables, "requests", operations,
+                    "beside SQLite's store operations per event (batches of 100 events)", None)]
+
+
 def _decisions(n: int, seed: int = 0):
     """``n`` decisions over MODELS models and DAYS days, the registry's outcomes, oldest first."""
     from controlplane.domain.ledger import Outcome, Source, Verdict, record
@@ -205,7 +242,7 @@ def run(n: int = SCALE) -> list[dict]:
 
     azurite = Azurite().start()
     try:
-        return requests_per_event(azurite) + scale(azurite, n)
+        return requests_per_event(azurite) + requests_per_telemetry_event(azurite) + scale(azurite, n)
     finally:
         azurite.close()
 
