@@ -4,9 +4,9 @@ Nothing heavy is imported here; see ``controlplane.bootstrap`` for what is built
 """
 import azure.functions as func
 
-from triggers import alerts, decisions, health, models, registry, reports, reviews, sweep, telemetry
+from triggers import alerts, decisions, health, lists, models, registry, reports, reviews, sweep, telemetry
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for module in (registry, telemetry, alerts, decisions, models, health, sweep, reviews, reports):
+for module in (registry, telemetry, alerts, decisions, models, health, sweep, reviews, reports, lists):
     app.register_blueprint(module.bp)

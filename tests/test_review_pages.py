@@ -189,3 +189,82 @@ def test_the_model_page_tells_the_models_story_accessibly_at_any_width(host, bro
     page.screenshot(path=str(ARTIFACTS / f"model-churn-{width}px.png"), full_page=True)
     assert serious_violations(page) == []
     context.close()
+
+
+@pytest.fixture(scope="module")
+def operated(tmp_path_factory):
+    """A local host over a database holding outbox tasks (one dead-lettered), a paused rollout and incidents."""
+    from dataclasses import replace
+
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.domain.incidents import Incident, IncidentState
+    from controlplane.domain.ledger import TaskState
+    from controlplane.domain.requests import Notify
+    from controlplane.domain.rollout import RolloutState
+    from tests.test_store_contract import a_rollout
+
+    workdir = tmp_path_factory.mktemp("lists")
+    store = SqliteStore(str(workdir / "cp.db"))
+    decision = record(Verdict(Outcome.NOTIFY, "tell", model="churn",
+                              tasks=tuple(Notify(channel="ops", event=f"e{i}") for i in range(5))),
+                      key="lists", event_id="lists", source=Source.ALERT, event_type="t", policy_version="v",
+                      received_at=NOW, decided_at=NOW)
+    store.append(decision)
+    dead = decision.tasks[0]
+    store.update_task(dead, replace(dead, state=TaskState.DEAD_LETTERED, attempts=8, last_error="webhook 404"))
+    store.create_rollout(replace(a_rollout("ro-7"), state=RolloutState.PAUSED, created_at=NOW))
+    for n, state in enumerate((IncidentState.OPEN, IncidentState.CLOSED)):
+        store.put_incident(None, Incident(group=f"latency-{n}", number=1, state=state, rule="latency-rollback",
+                                          target="churn-ep/blue", severity="Sev1", opened_at=NOW, updated_at=NOW))
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, workdir) as running:
+        running.dead = dead
+        yield running
+
+
+@pytest.mark.parametrize("width", [1100, 390])
+def test_the_outbox_page_lists_tasks_a_page_at_a_time_and_filters_them_by_state(operated, browser, width):
+    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(f"{operated.url}/api/ui/tasks?limit=2")
+    assert page.locator("h1").inner_text() == "Outbox tasks"
+    seen = []
+    while True:
+        seen += [r.locator("td").first.inner_text() for r in page.locator("main table tbody tr").all()]
+        following = page.locator("a[rel=next]")
+        if following.count() == 0:
+            break
+        following.click()
+        page.wait_for_load_state()
+    assert len(seen) == 5 and len(set(seen)) == 5  # every task once, over three pages
+    page.select_option("#state", "dead_lettered")
+    page.click("form button")
+    page.wait_for_load_state()
+    [row] = page.locator("main table tbody tr").all()
+    assert operated.dead.id in row.inner_text() and "webhook 404" in row.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.screenshot(path=str(ARTIFACTS / f"tasks-{width}px.png"), full_page=True)
+    assert serious_violations(page) == []
+    context.close()
+
+
+@pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"])])
+def test_the_rollouts_and_incidents_pages_show_each_one_with_its_state(operated, browser, name, expected):
+    context = browser.new_context(bypass_csp=True, viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    page.goto(f"{operated.url}/api/ui/{name}")
+    assert sorted(r.locator("td").first.inner_text() for r in page.locator("main table tbody tr").all()) == expected
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / f"{name}-390px.png"), full_page=True)
+    assert serious_violations(page) == []
+    context.close()
+
+
+def test_a_list_that_does_not_exist_or_a_state_it_does_not_have_is_named_in_a_400(operated):
+    from tests.support import request
+
+    assert request("GET", f"{operated.url}/api/ui/tasks?state=pending",
+                   headers={"Accept": "application/json"}).json()["continuation"] is None
+    for path, field in (("ui/windmills", "list"), ("ui/tasks?state=lost", "state"), ("ui/rollouts?limit=0", "limit")):
+        answer = request("GET", f"{operated.url}/api/{path}")
+        assert answer.status == 400 and answer.json()["error"]["field"] == field

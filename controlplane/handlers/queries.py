@@ -121,6 +121,25 @@ def list_incidents(services: Services, state: IncidentState | None, limit: int,
                    lambda n, after: services.store.incident_page(n, after, state=state))
 
 
+def list_named(services: Services, name: str, state: str, limit: int,
+               continuation: str | None = None) -> ListPage:
+    """A page of the list called ``name`` (tasks, rollouts, incidents) in ``state`` (empty: all), from query-string
+    values: ``InvalidEvent`` names the list or the state when either is unknown."""
+    kinds = {"tasks": TaskState, "rollouts": RolloutState, "incidents": IncidentState}
+    if name not in kinds:
+        raise InvalidEvent("list", f"expected one of {', '.join(kinds)}, got {name[:40]!r}")
+    try:
+        chosen = kinds[name](state) if state else None
+    except ValueError:
+        raise InvalidEvent("state", f"expected one of {', '.join(s.value for s in kinds[name])}, "
+                                    f"got {state[:40]!r}") from None
+    if name == "tasks":
+        return list_tasks(services, chosen, limit, continuation)
+    if name == "rollouts":
+        return list_rollouts(services, [chosen] if chosen else [], limit, continuation)
+    return list_incidents(services, chosen, limit, continuation)
+
+
 def _listed(services: Services, name: str, filters: Mapping[str, object], limit: int, continuation: str | None,
             read: Callable[[int, str | None], paging.Page[T]]) -> ListPage[T]:
     """A page of the list ``name``: the token is sealed over the list and its filters, so it is refused for
