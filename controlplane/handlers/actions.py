@@ -24,6 +24,7 @@ from controlplane.domain.reviews import ReviewKind
 from controlplane.ports.store import Services
 
 DRIFT_REVIEW_TTL = timedelta(days=7)
+MODEL_TAG = "controlplane.model"  # on a retraining job: the model it retrains, which its run events are about
 RUNNING = {"notstarted", "queued", "preparing", "provisioning", "starting", "running", "finalizing"}
 
 
@@ -88,9 +89,6 @@ def unguessable(key: bytes, base: str) -> str:
     if not key:
         return secrets.token_hex(8)
     return hmac.new(key, base.encode(), hashlib.sha256).hexdigest()[:16]
-
-
-MODEL_TAG = "controlplane.model"  # on a retraining job: the model it retrains, which its run events are about
 
 
 def retrain(services: Services, rule: ResolvedRule, model: str, summary: str, key: str, evidence: dict[str, Any],
