@@ -159,3 +159,4 @@ def test_a_retraining_whose_version_is_registered_in_time_is_not_reported(servic
     clock.advance(hours=30)
     sweep(services)
     assert not services.store.decisions(model="churn", event_types=[UNREGISTERED])
+

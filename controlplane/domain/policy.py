@@ -462,6 +462,23 @@ class Alerts(_Strict):
         return list(dict.fromkeys(told))
 
 
+class Environment(_Strict):
+    """One stage of MLOps v2 (development, staging and test, production): an Azure ML workspace."""
+
+    workspace: str = Field(description="The workspace's name, as in its resource id.")
+    resource_group: str | None = Field(None, description="Its resource group, when names repeat across groups.")
+    subscription_id: str | None = Field(None, description="Its subscription, when names repeat across them.")
+
+    def holds(self, source: str) -> bool:
+        """Whether an event's source (Event Grid ``topic``, CloudEvents ``source``: the workspace's resource id)
+        is this workspace."""
+        parts = source.lower().strip("/").split("/")
+        found = dict(zip(parts[::2], parts[1::2], strict=False))
+        wanted = {"workspaces": self.workspace, "resourcegroups": self.resource_group,
+                  "subscriptions": self.subscription_id}
+        return all(value is None or found.get(key) == value.lower() for key, value in wanted.items())
+
+
 Sink = Literal["teams", "slack", "webhook"]
 
 
@@ -493,6 +510,9 @@ class PolicyDocument(_Strict):
     endpoints: dict[str, EndpointPolicy] = Field(default_factory=dict,
                                                  description="Per online endpoint: how production rollouts go.")
     notifications: Notifications = Notifications()
+    environments: dict[str, Environment] = Field(
+        default_factory=dict, description="Name (dev, staging, prod...) -> its Azure ML workspace: events are "
+                                          "recorded with the environment they came from.")
 
     @field_validator("version")
     @classmethod
@@ -539,6 +559,10 @@ class Policy:
                    targets: list[str]) -> AlertRule | None:
         return next((r for r in self.document.alerts.rules
                      if r.match.matches(rule, signal_type, metrics, severity, targets)), None)
+
+    def environment_of(self, source: str) -> str | None:
+        """The environment whose workspace sent an event from ``source``; None when no environment names it."""
+        return next((name for name, env in self.document.environments.items() if env.holds(source)), None)
 
     def model_for_monitor(self, monitor: str) -> str | None:
         return self.document.monitors.get(monitor)

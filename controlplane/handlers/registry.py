@@ -7,6 +7,7 @@ DatasetDriftDetected events enter the drift action path of the model's profile.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from controlplane.domain import events as ev
@@ -49,8 +50,15 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
     return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
                        event_type=event.meta.type, model=model, version=version,
                        received_at=event.meta.time or services.clock.now(),
-                       decide=lambda: decide_registry_event(event, services, key=f"ml:{event.meta.id}"),
+                       decide=lambda: _sourced(decide_registry_event(event, services, key=f"ml:{event.meta.id}"),
+                                               event, services.policy),
                        claim_first=False, correlation_id=correlation)
+
+
+def _sourced(verdict: Verdict, event: ev.RegistryEvent, policy: Policy) -> Verdict:
+    """The verdict with the environment the event came from (its workspace, per the policy's environments)."""
+    environment = policy.environment_of(event.meta.source)
+    return replace(verdict, evidence={**verdict.evidence, "environment": environment}) if environment else verdict
 
 
 def _payload(raw: Any) -> bytes:
