@@ -158,6 +158,11 @@ def test_a_computer_vision_model_goes_to_review_with_its_rows_exported_and_a_rep
     assert (asset, path) == ("labels-labelling", exported["exported"]) and version.startswith("blue-")
     assert exported["data_asset"] == f"azureml:labels-labelling:{version}" and exported["registered"] is True
     assert done["report.render"].result["report"] == f"http://cp.test/api/reports/{name}"
+    report = (tmp_path / "artifacts" / "reports" / f"{name}.html").read_text(encoding="utf-8")
+    header = report[report.index("<body>"):report.index("</header>")]  # the report opens naming what it is of
+    window = decision.evidence["window"]
+    assert header.startswith("<body><header id='report-header'") and f"Drift report: {window['model']}" in header
+    assert f"bucket {window['bucket']}, part {window['part']}" in header and window["deployment"] in header
     from controlplane.web.pages import review_page
 
     review = decision.reviews[0]

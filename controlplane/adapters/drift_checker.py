@@ -3,6 +3,8 @@ cached per process and HTML reports kept as artifacts."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,16 @@ class EvidentlyDriftChecker:
 
         return check_drift(rows, self.reference(policy), policy.settings())
 
-    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str:
-        """Render the full report and keep it as ``reports/<name>.html``; the URL people open."""
+    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str,
+               window: Mapping[str, Any] | None = None) -> str:
+        """Render the full report and keep it as ``reports/<name>.html``; the URL people open. With the
+        ``window`` (its model, deployment, bucket, part, span) the report opens with a header naming it."""
         from controlplane.drift import render_report
 
+        about = None if window is None else {**window, "made_at": datetime.now(UTC)}
         with tempfile.TemporaryDirectory() as scratch:
-            path = render_report(rows, self.reference(policy), policy.settings(), Path(scratch) / "report.html")
+            path = render_report(rows, self.reference(policy), policy.settings(), Path(scratch) / "report.html",
+                                 about=about)
             self._artifacts.save(f"reports/{name}.html", path.read_bytes(), "text/html")
         return f"{self._public_url}/api/reports/{name}"
 

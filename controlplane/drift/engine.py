@@ -96,6 +96,7 @@ class DriftResult:
     excluded: tuple[str, ...] = ()
     correction: str = "none"
     alpha: float | None = None
+    distributions: tuple[dict[str, Any], ...] = ()  # drifted columns, reference against current (``distribution``)
 
     def score(self, column: str) -> ColumnScore:
         for score in self.columns:
@@ -123,6 +124,7 @@ class DriftResult:
             "seconds": round(self.seconds, 4),
             "columns": [score.to_evidence() for score in self.columns],
             "quality": [q.to_evidence() for q in self.quality if q.issues or q.missing_p_value is not None],
+            "distributions": list(self.distributions),
         }
 
 
@@ -559,7 +561,53 @@ def check_drift(current: Any, reference: Any, settings: DriftSettings, *, engine
         scores = _calibrated_scores(prepared, kinds, settings)
     else:
         scores = _legacy_scores(prepared, current, reference, settings, engine)
-    return _verdict(scores, tuple(quality), settings, started, counts)
+    result = _verdict(scores, tuple(quality), settings, started, counts)
+    if not result.drifted:
+        return result
+    shown = tuple(distribution(name, kinds[name], prepared[name][0].values, prepared[name][1].values)
+                  for name in result.drifted[:DISTRIBUTION_COLUMNS])
+    return replace(result, distributions=shown, seconds=time.perf_counter() - started)
+
+
+DISTRIBUTION_COLUMNS = 10  # drifted columns whose distributions the evidence keeps
+DISTRIBUTION_BINS = 20  # shared bins of a numerical column; also the most distinct numbers shown one by one
+TOP_CATEGORIES = 10  # categories of a categorical column, by their share on either side
+LABEL_CHARACTERS = 40
+
+
+def distribution(name: str, kind: str, ref: Any, cur: Any) -> dict[str, Any]:
+    """A column's reference against current, small enough for the decision record (about 1 KB): counts in
+    ``DISTRIBUTION_BINS`` bins shared by both sides between the pooled 0.5% and 99.5% quantiles (``outside``
+    counts the values below and above them), or counts of the ``TOP_CATEGORIES`` most common categories
+    (``other`` counts the rest). A numerical column with few distinct values is counted value by value."""
+    import numpy as np
+
+    pooled = np.concatenate([ref, cur])
+    if kind == NUMERICAL:
+        distinct = np.unique(pooled)
+        if distinct.size > DISTRIBUTION_BINS:
+            low, high = (float(q) for q in np.quantile(pooled, [0.005, 0.995]))
+            if low == high:
+                low, high = float(distinct[0]), float(distinct[-1])
+            edges = np.histogram_bin_edges(pooled, bins=DISTRIBUTION_BINS, range=(low, high))
+            return {"column": name, "kind": NUMERICAL, "edges": [float(edge) for edge in edges],
+                    "reference": np.histogram(ref, edges)[0].tolist(), "current": np.histogram(cur, edges)[0].tolist(),
+                    "outside": {"reference": [int((ref < low).sum()), int((ref > high).sum())],
+                                "current": [int((cur < low).sum()), int((cur > high).sum())]}}
+    values, inverse = np.unique(pooled, return_inverse=True)
+    ref_counts = np.bincount(inverse[:len(ref)], minlength=values.size)
+    cur_counts = np.bincount(inverse[len(ref):], minlength=values.size)
+    if kind == NUMERICAL:  # few distinct numbers: each one, in order
+        kept = np.arange(values.size)
+        labels = [canonical(float(value)) for value in values]
+    else:
+        weight = ref_counts / max(len(ref), 1) + cur_counts / max(len(cur), 1)
+        kept = np.argsort(-weight, kind="stable")[:TOP_CATEGORIES]
+        labels = [str(values[index]) for index in kept]
+    return {"column": name, "kind": CATEGORICAL, "categories": [label[:LABEL_CHARACTERS] for label in labels],
+            "reference": ref_counts[kept].tolist(), "current": cur_counts[kept].tolist(),
+            "other": {"reference": int(len(ref) - ref_counts[kept].sum()),
+                      "current": int(len(cur) - cur_counts[kept].sum())}}
 
 
 def _calibrated_scores(prepared: Mapping[str, tuple[Prepared, Prepared]], kinds: Mapping[str, str],

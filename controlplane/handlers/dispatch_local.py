@@ -34,7 +34,8 @@ class LocalWork:
         if isinstance(request, RenderReport):
             if self._checker is None:
                 raise PermanentError("report.render", "no drift checker is configured")
-            return {"report": self._checker.render(rows, rule.drift, request.name), "rows": len(rows)}
+            about = {**window, "model": request.model or key.model}
+            return {"report": self._checker.render(rows, rule.drift, request.name, window=about), "rows": len(rows)}
         lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
         location = self._artifacts.save(f"labelling/{request.name}.jsonl", lines, "application/x-ndjson")
         exported = {"exported": location, "rows": len(rows), "labelling_project": request.labelling_project}

@@ -54,6 +54,9 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     if rule is None or rule.drift is None:
         return Verdict(Outcome.NO_ACTION, f"window {key} closed; no drift policy for {key.model}", model=key.model,
                        evidence=evidence)
+    spec = rule.drift.window.spec()  # the event-time span of the window's bucket
+    evidence["window"].update(start=spec.bucket_end(key.bucket - 1).isoformat(),
+                              end=spec.bucket_end(key.bucket).isoformat())
     if services.drift is None:
         return Verdict(Outcome.INCONCLUSIVE, f"window {key}: no drift checker is configured", model=key.model,
                        evidence=evidence)

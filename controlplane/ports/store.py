@@ -264,7 +264,8 @@ class DriftChecker(Protocol):
 
     def check(self, rows: list[dict[str, Any]], policy: DriftPolicy) -> DriftVerdict: ...
 
-    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str) -> str: ...
+    def render(self, rows: list[dict[str, Any]], policy: DriftPolicy, name: str,
+               window: Mapping[str, Any] | None = None) -> str: ...
 
 
 class Artifacts(Protocol):

@@ -18,7 +18,7 @@ from controlplane.domain.ledger import Decision
 from controlplane.domain.reviews import Review, ReviewKind, ReviewState
 from controlplane.domain.rollout import Rollout
 from controlplane.domain.signals import Signals
-from controlplane.web.charts import bar_chart, line_chart
+from controlplane.web.charts import bar_chart, distribution_chart, line_chart
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:64rem;color:#1b1b1b;
@@ -84,7 +84,7 @@ def metrics_table(evidence: Mapping[str, Any]) -> str:
 def _p_value(value: Any) -> str:
     if not isinstance(value, int | float):
         return "-"
-    return "&lt; 0.001" if value < 0.001 else f"{value:.3f}"
+    return "&lt; 0.001" if value < 0.001 else escape(f"{value:.3g}")
 
 
 def _facts(rows: Iterable[tuple[str, Any]]) -> str:
@@ -137,41 +137,112 @@ def rollback_section(evidence: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _stat(value: Any) -> str:
+    """A statistic with three significant digits (``0.667``, ``1.24``, ``1,234``), ``-`` when absent."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _share(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        return "-"
+    return f"{value:.1%}" if 0 < abs(value) < 0.1 else f"{value:.0%}"
+
+
+def _span(window: Mapping[str, Any]) -> str | None:
+    """A window's event-time span, ``2026-11-22 10:00 to 11:00 UTC``."""
+    try:
+        start, end = (datetime.fromisoformat(window[key]).astimezone(UTC) for key in ("start", "end"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    last = end.strftime("%H:%M") if end.date() == start.date() else end.strftime("%Y-%m-%d %H:%M")
+    return f"{start.strftime('%Y-%m-%d %H:%M')} to {last} UTC"
+
+
+def _rows(count: Any, sampled_from: Any) -> str | None:
+    if not isinstance(count, int):
+        return None if count is None else str(count)
+    return f"{count:,}" + (f" (sampled from {sampled_from:,})" if isinstance(sampled_from, int) else "")
+
+
+def _quality(issues: Iterable[str], quality: Mapping[str, Any]) -> str:
+    """A column's data-quality problems in words, with the missing-value rates when they moved."""
+    words = []
+    for issue in issues:
+        if issue == "missing_rate":
+            missing = quality.get("missing") or {}
+            words.append(f"missing values {_share(missing.get('reference'))} to {_share(missing.get('current'))}")
+        elif issue == "out_of_range":
+            words.append(f"{quality.get('out_of_range', 0):,} values out of range")
+        elif issue == "unseen_categories":
+            words.append(f"unseen categories: {', '.join(map(str, (quality.get('unseen') or [])[:5]))}")
+        elif issue == "invalid_values":
+            words.append(f"{quality.get('invalid', 0):,} invalid values")
+        else:
+            words.append(str(issue).replace("_", " "))
+    return escape("; ".join(words) or "-")
+
+
+def _distribution(distribution: Mapping[str, Any]) -> str:
+    """A drifted column's reference against current, with what the chart leaves out said below it."""
+    caption = ""
+    outside = distribution.get("outside") or {}
+    if any(sum(outside.get(side) or []) for side in ("reference", "current")):
+        caption = ("Beyond the bins (below, above): " + ", ".join(
+            f"{side} {' and '.join(f'{n:,}' for n in outside.get(side) or [])}" for side in ("reference", "current")))
+    other = distribution.get("other") or {}
+    if any(other.get(side) for side in ("reference", "current")):
+        caption = f"Other categories: reference {other.get('reference', 0):,}, current {other.get('current', 0):,} rows"
+    return (f"<figure>{distribution_chart(distribution)}"
+            + (f"<figcaption class='muted'>{escape(caption)}</figcaption>" if caption else "") + "</figure>")
+
+
 def drift_section(evidence: Mapping[str, Any]) -> str:
     """The window, the verdict in words, and per column: the test, its statistic, p-value, effect size, verdict
-    and data-quality problems."""
+    and data-quality problems; then each drifted column's reference against current, as a chart."""
     window, drift = evidence.get("window") or {}, evidence.get("drift") or {}
     columns = drift.get("columns") or []
     drifted = drift.get("drifted") or []
     if drift.get("inconclusive"):
         verdict = f"Inconclusive: {drift.get('reason', '')}"
     else:
-        rule = (f"{drift.get('correction')} correction at alpha {drift.get('alpha')}"
-                if drift.get("correction") not in (None, "none") else f"drift share {drift.get('drift_share')}")
+        rule = (f"{drift.get('correction')} correction at alpha {_stat(drift.get('alpha'))}"
+                if drift.get("correction") not in (None, "none") else f"drift share {_share(drift.get('drift_share'))}")
         verdict = f"{len(drifted)} of {len(columns)} columns drifted ({rule})" + (
             f": {', '.join(drifted)}" if drifted else "")
+    closed_by = {"records": "its record count was reached", "count": "its record count was reached",
+                 "time": "its time ran out"}.get(window.get("closed_by"), window.get("closed_by"))
     parts = ["<h2>Window</h2>", _facts([
         ("model", window.get("model")), ("deployment", window.get("deployment")),
+        ("time span (event time)", _span(window)),
         ("window", f"bucket {window.get('bucket')}, part {window.get('part')}" if window else None),
-        ("records", window.get("records")), ("closed by", window.get("closed_by")),
-        ("rows tested", drift.get("rows")), ("reference rows", drift.get("reference_rows"))]),
+        ("records", f"{window['records']:,}" if isinstance(window.get("records"), int) else None),
+        ("closed when", closed_by),
+        ("rows tested", _rows(drift.get("rows"), drift.get("sampled_from"))),
+        ("reference rows", _rows(drift.get("reference_rows"), drift.get("reference_sampled_from")))]),
         f"<h2>Drift</h2><p id='drift-verdict'>{escape(verdict)}</p>"]
-    quality = {q.get("column"): q.get("issues") or [] for q in drift.get("quality") or []}
+    quality = {q.get("column"): q for q in drift.get("quality") or []}
     if columns:
-        parts.append(_table(["column", "kind", "test", "distance", "p-value", "effect size", "verdict",
+        parts.append(_table(["column", "kind", "method", "statistic", "p-value", "effect size", "verdict",
                              "data quality"], [
             [escape(str(c.get("column"))), escape(str(c.get("kind", ""))),
              escape(f"{c.get('method')} ({c['test']})" if c.get("test") else str(c.get("method"))),
-             _number(c.get("value")) if c.get("statistic") == "distance" else "-",
-             _p_value(c.get("adjusted_p_value", c.get("p_value"))), _number(c.get("effect_size")),
+             escape(_stat(c.get("value"))) if c.get("statistic") == "distance" else "-",
+             _p_value(c.get("adjusted_p_value", c.get("p_value"))), escape(_stat(c.get("effect_size"))),
              "<span class='fail'>drifted</span>" if c.get("drifted") else (
                  "<span class='muted'>below the effect-size floor</span>" if c.get("suppressed") else "stable"),
-             escape(", ".join(quality.get(c.get("column"), [])) or "-")] for c in columns]))
+             _quality((quality.get(c.get("column")) or {}).get("issues") or [], quality.get(c.get("column")) or {})]
+            for c in columns]))
         sizes = [(str(c.get("column")), c.get("effect_size")) for c in columns if c.get("effect_size") is not None]
         if sizes:
             parts.append(f"<figure>{bar_chart('Effect size by column', sizes)}</figure>")
     elif evidence.get("signal"):
         parts.append(f"<pre>{escape(json.dumps(evidence['signal'], indent=2, default=str))}</pre>")
+    distributions = [d for d in drift.get("distributions") or [] if isinstance(d, Mapping)]
+    if distributions:
+        parts.append("<h2>Drifted columns, reference against current</h2>"
+                     "<p class='muted'>Share of each side's rows.</p>" + "".join(map(_distribution, distributions)))
     return "".join(parts)
 
 
