@@ -6,18 +6,22 @@ PORT   ?= 7071
 # The Python language worker (azure-functions-runtime) needs Python >= 3.13: pyenv's, else one on PATH.
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
 
-.PHONY: run test demo bench schema clean mutation
+.PHONY: run test demo demo-serve bench schema clean mutation
 
 $(PY):
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'
+	@$(PYTHON) -c 'import sys; sys.version_info[:2] == (3, 11) or sys.exit(f"Python 3.11 is required (Azure Functions \
+	runtime), and $(PYTHON) is {sys.version.split()[0]}: install 3.11 and pass PYTHON=python3.11 (or its path)")'
+	@echo "creating $(VENV) with $(PYTHON) (Python 3.11) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: requirements.txt | $(PY)
+	@echo "installing the runtime dependencies (requirements.txt, a few minutes the first time) ..."
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt clients/telemetry/pyproject.toml | $(PY)
+	@echo "installing the test dependencies (requirements-dev.txt, several minutes the first time) ..."
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
@@ -45,6 +49,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 ## run: start the control plane locally on http://127.0.0.1:$(PORT) (SQLite store, dry-run dispatch)
 run: $(VENV)/.runtime
+	@echo "starting the control plane (Ctrl-C stops it) ..."
 	$(PY) -m controlplane serve --port $(PORT)
 
 ## test: install the test dependencies (Python packages, Azurite), lint, and run the whole suite
@@ -60,7 +65,13 @@ test: $(VENV)/.dev node_modules/.package-lock.json /usr/bin/chromium .tools/chec
 ## demo: replay a realistic scenario against a fresh local host and print the decision timeline
 # On the dev install: the retraining chapter runs the pipeline's steps, which train with scikit-learn.
 demo: $(VENV)/.dev
-	$(PY) -m controlplane demo
+	$(PY) -m controlplane demo --port $(PORT)
+
+## demo-serve: serve the state the last `make demo` left in .controlplane/demo/ (its links open here)
+demo-serve: $(VENV)/.runtime
+	@test -f .controlplane/demo/demo.db || { echo "no demo state in .controlplane/demo/: run make demo first" >&2; exit 1; }
+	CONTROLPLANE_STORE=sqlite:///.controlplane/demo/demo.db CONTROLPLANE_POLICY=.controlplane/demo/policy.yaml \
+		$(PY) -m controlplane serve --port $(PORT)
 
 ## bench: figures beside baselines measured in the same run (table, and bench/results.json)
 bench: $(VENV)/.dev node_modules/.package-lock.json

@@ -19,11 +19,13 @@
                                                           alert incidents, most recently changed first, a page at
                                                           a time (lists print the next page's token to stderr)
     reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
-    demo                                                  replay a scenario against a fresh local host
+    demo [--port 7071]                                    replay a scenario against a fresh local host, its
+                                                          state kept in .controlplane/demo/ to serve afterwards
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     link.add_argument("review_id")
     link.add_argument("--approver", required=True)
 
-    commands.add_parser("demo", help="replay a realistic scenario against a fresh local host")
+    demo = commands.add_parser("demo", help="replay a realistic scenario against a fresh local host")
+    demo.add_argument("--port", type=int, default=7071,
+                      help="the port its state is served on afterwards (the links it prints point there)")
 
     args = parser.parse_args(argv)
     from controlplane.settings import load_local_settings
@@ -114,12 +118,21 @@ def _run(args: argparse.Namespace) -> int:
                   f"POST /api/alerts, /runtime/webhooks/EventGrid?functionName=on_registry_event, "
                   f"/admin/functions/<name>)", flush=True)
 
-        serve(port=args.port, bind=args.bind, timers=not args.no_timers, ready=announce)
+        try:
+            serve(port=args.port, bind=args.bind, timers=not args.no_timers, ready=announce)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            print(f"port {args.port} is in use: stop what listens there or run `make run PORT={args.port + 1}`",
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 0
         return 0
     if args.command == "demo":
         from controlplane.dev.demo import run
 
-        return run()
+        return run(port=args.port)
     if args.command == "policy":
         from controlplane.domain.policy import load_policy, schema
         from controlplane.settings import Settings

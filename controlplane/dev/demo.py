@@ -1,12 +1,13 @@
 """``python -m controlplane demo``: replay a realistic day against a fresh local host and print the
 decision timeline. Every step goes over HTTP to the URLs Core Tools serves, so the demo exercises
-exactly what Azure would call."""
+exactly what Azure would call. Its state (store, policy, approval key, simulated workspace) stays in
+``.controlplane/demo/``, and the command it prints last serves it."""
 from __future__ import annotations
 
 import json
 import os
 import random
-import tempfile
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -304,11 +305,26 @@ def rollout(base: str, healthy_until: int, version: str) -> None:
         time.sleep(STEP_SECONDS * 1.1)
 
 
-def run() -> int:
+DEMO_DIR = ".controlplane/demo"  # under the working directory; each run starts it afresh
+
+
+def serve_command(port: int) -> str:
+    """The command that serves the demo's state once it has run."""
+    return (f"CONTROLPLANE_STORE=sqlite:///{DEMO_DIR}/demo.db CONTROLPLANE_POLICY={DEMO_DIR}/policy.yaml "
+            f".venv/bin/python -m controlplane serve --port {port}")
+
+
+def run(port: int = 7071) -> int:
+    """Replay the scenario on a host of its own (a free port), with links pointing at ``port``, where
+    :func:`serve_command` serves the state afterwards."""
     from controlplane import bootstrap
     from controlplane.dev.localhost import serve
 
-    workdir = tempfile.mkdtemp(prefix="controlplane-demo-")
+    workdir = DEMO_DIR
+    if os.path.abspath(os.environ.get("CONTROLPLANE_POLICY", "")).startswith(os.path.abspath(workdir) + os.sep):
+        del os.environ["CONTROLPLANE_POLICY"]  # the last demo's copy, about to go: start from the shipped policy
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
     os.environ["CONTROLPLANE_STORE"] = f"sqlite:///{workdir}/demo.db"
     os.environ["CONTROLPLANE_POLICY"] = demo_policy(workdir)
     bootstrap.reset()
@@ -322,7 +338,8 @@ def run() -> int:
     threading.Thread(target=serve, kwargs=dict(port=0, timers=False, ready=ready), daemon=True).start()
     started.wait(30)
     base = f"http://127.0.0.1:{servers[0].server_address[1]}"
-    os.environ["CONTROLPLANE_PUBLIC_URL"] = base  # approval links point at this host (services build lazily)
+    public = f"http://127.0.0.1:{port}"
+    os.environ["CONTROLPLANE_PUBLIC_URL"] = public  # links point where the state is served afterwards
     print(f"local host {base}, store {os.environ['CONTROLPLANE_STORE']}\n")
     # Azure ML records who registered each version (the control plane reads it for separation of duties)
     workspace = bootstrap.services().gateway
@@ -371,7 +388,7 @@ def run() -> int:
     print(f"    the on-call notice carries the target's last hour: {summary}")
     [review] = [r for r in services.store.reviews() if r.kind.value == "alert"]
     print(f"    infrastructure review {review.id} for {', '.join(review.approvers)}: "
-          f"{base}/api/reviews/{review.id}")
+          f"{public}/api/reviews/{review.id}")
     retraining(base, first + len(chapter), Path(workdir))
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
@@ -390,4 +407,7 @@ def run() -> int:
         print(f"  {task.kind.value:<11} {task.state.value:<10} {task.target:<40} {sent.get('operation', '')} "
               f"{sent.get('stage', '')} {detail}")
     servers[0].shutdown()
+    make = "make demo-serve" + ("" if port == 7071 else f" PORT={port}")
+    print(f"\nThe state is kept in {DEMO_DIR}/. To open the links above, serve it ({make} does the same):\n"
+          f"  {serve_command(port)}")
     return 0

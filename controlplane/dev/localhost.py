@@ -470,8 +470,9 @@ class PooledHTTPServer(HTTPServer):
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int = WORKERS):
-        super().__init__(address, handler)
+        # the pool first: a failed bind calls server_close, which shuts it down
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._pool.submit(self._serve_connection, request, client_address)
