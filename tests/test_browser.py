@@ -74,6 +74,12 @@ def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(
         page.goto(f"{host.url}/api/ui")
         assert page.locator("h1").inner_text() == "MLOps control plane"
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert " UTC" in page.locator("h2:has-text('Recent decisions') + table").inner_text()  # one readable form
+        page.click("h2:has-text('Recent decisions') + table a[href='models/churn']")
+        assert page.locator("h1").inner_text() == "Model churn"  # every row leads to its model's story
+        page.go_back()
+        page.click("nav a:has-text('Outbox tasks')")
+        assert page.locator("h1").inner_text() == "Outbox tasks"
         page.close()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from controlplane.domain.incidents import Incident
 from controlplane.domain.ledger import Decision
@@ -333,26 +334,33 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
 
 def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), title: str = "Reviews",
                  incidents: Iterable[Incident] = ()) -> str:
-    review_rows = [[f"<a href='{_review_href(r)}'>{escape(r.id)}</a>", escape(r.kind.value),
-                    escape(f"{r.model or '-'}:{r.version or '-'}"), _state(r.state),
-                    escape(f"{len(r.approvals)}/{r.quorum}"), escape(r.expires_at.isoformat(timespec="minutes"))]
+    review_rows = [[f"<a href='{_review_href(r)}'>{escape(r.id)}</a>", escape(r.kind.value), _model_link(r.model,
+                    r.version), _state(r.state), escape(f"{len(r.approvals)}/{r.quorum}"), _when(r.expires_at)]
                    for r in reviews]
-    body = f"<h1>{escape(title)}</h1><h2>Reviews</h2>"
+    # Relative to /api/: the dashboard is served at /api/ui and /api/reviews alike.
+    lists = " · ".join(f"<a href='ui/{name}'>{label}</a>" for name, label in
+                       (("tasks", "Outbox tasks"), ("rollouts", "Rollouts"), ("incidents", "Incidents")))
+    body = f"<h1>{escape(title)}</h1><nav aria-label='Lists'><p>{lists}</p></nav><h2>Reviews</h2>"
     body += _table(["review", "kind", "model", "state", "approvals", "expires"], review_rows) if review_rows else (
         "<p class='muted'>No reviews.</p>")
     incident_rows = [[escape(i.id), escape(i.rule), escape(i.target), escape(i.severity), escape(str(i.fired)),
-                      escape(i.opened_at.isoformat(timespec="minutes"))] for i in incidents]
+                      _when(i.opened_at)] for i in incidents]
     if incident_rows:
         body += "<h2>Open incidents</h2>" + _table(["incident", "alert rule", "target", "severity", "alerts",
                                                     "opened"], incident_rows)
-    decision_rows = [[escape(d.decided_at.isoformat(timespec="seconds")),
-                      escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
-                      escape(f"{d.model or '-'}:{d.version or '-'}"), escape(d.outcome.value), escape(d.reason)]
+    decision_rows = [[_when(d.decided_at), escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
+                      _model_link(d.model, d.version), escape(d.outcome.value), escape(d.reason)]
                      for d in decisions]
     if decision_rows:
         body += "<h2>Recent decisions</h2>" + _table(["decided", "event", "model", "outcome", "reason"],
                                                       decision_rows)
     return _page(title, f"<main>{body}</main>")
+
+
+def _model_link(model: str | None, version: str | None) -> str:
+    """``model:version``, linked to the model's page (relative to /api/) when there is a model."""
+    text = escape(f"{model or '-'}:{version or '-'}")
+    return f"<a href='models/{quote(model, safe='')}'>{text}</a>" if model else text
 
 
 def _when(moment: Any) -> str:
