@@ -74,8 +74,17 @@ def test_an_approver_opens_the_link_clicks_approve_and_sees_the_review_approved(
         page.goto(f"{host.url}/api/ui")
         assert page.locator("h1").inner_text() == "MLOps control plane"
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        assert " UTC" in page.locator("h2:has-text('Recent decisions') + table").inner_text()  # one readable form
-        page.click("h2:has-text('Recent decisions') + table a[href='models/churn']")
+        decisions = "h2:has-text('Recent decisions') ~ table"
+        assert " UTC" in page.locator(decisions).inner_text()  # one readable form
+        page.fill("#model", "churn")
+        page.select_option("#outcome", "promote")
+        page.select_option("#hours", "24")
+        page.click("form.filters button")
+        page.wait_for_load_state()
+        rows = [r.inner_text() for r in page.locator(f"{decisions} tbody tr").all()]
+        assert rows and all("churn:" in row and "promote" in row for row in rows)  # filtered: model, outcome, day
+        assert page.locator("#model").input_value() == "churn"
+        page.click(f"{decisions} a[href='models/churn']")
         assert page.locator("h1").inner_text() == "Model churn"  # every row leads to its model's story
         page.go_back()
         page.click("nav a:has-text('Outbox tasks')")

@@ -341,3 +341,48 @@ def test_the_message_after_a_vote_is_read_from_the_review_not_from_the_address(f
         page = fn["review"](func.HttpRequest("GET", f"/api/reviews/{review.id}", body=b"", params={"voted": voted},
                                              route_params={"id": review.id})).get_body().decode()
         assert "Recorded" not in page and "<script>alert(1)" not in page  # no vote yet: nothing to say
+
+
+def test_the_dashboard_filters_decisions_and_pages_them_with_the_filter_kept(fn, wired, monkeypatch):
+    from controlplane import bootstrap as boot
+    from controlplane.domain.ledger import Outcome
+
+    monkeypatch.setattr(boot, "services", lambda: wired)
+    for version in ("4", "5", "6"):
+        open_review(wired, version=version)
+
+    def dashboard(**params):
+        reply = fn["ui"](func.HttpRequest("GET", "/api/ui", body=b"", params=params))
+        return reply.status_code, reply.get_body().decode()
+
+    status, page = dashboard(model="churn", outcome="request_approval", hours="24")
+    assert status == 200 and page.count("request_approval</td>") == 3 and "value='churn'" in page
+    status, page = dashboard(model="fraud")
+    assert "No decisions match." in page
+    status, page = dashboard(hours="lots")
+    assert status == 400 and '"field": "hours"' in page
+    for outcome in Outcome:
+        assert f"<option value='{outcome.value}'" in dashboard()[1]
+
+
+def test_the_dashboards_older_decisions_link_keeps_its_filters_and_continues_where_the_page_ended(fn, wired,
+                                                                                                  monkeypatch):
+    import html
+    import re
+
+    from controlplane import bootstrap as boot
+    from controlplane.domain.ledger import Outcome, Source, Verdict, record
+
+    monkeypatch.setattr(boot, "services", lambda: wired)
+    now = wired.clock.now()
+    for n in range(60):
+        wired.store.append(record(Verdict(Outcome.NO_ACTION, f"d{n}", model="churn"), key=f"k{n}", event_id=f"e{n}",
+                                  source=Source.EVENTGRID, event_type="t", policy_version="v",
+                                  received_at=now - timedelta(minutes=n), decided_at=now - timedelta(minutes=n)))
+    first = fn["ui"](func.HttpRequest("GET", "/api/ui", body=b"", params={"model": "churn", "hours": "24"}))
+    page = first.get_body().decode()
+    [following] = re.findall(r"rel='next' href='\?([^']+)'", page)
+    params = {k: v[0] for k, v in parse_qs(html.unescape(following)).items()}
+    assert params["model"] == "churn" and "since" in params and "hours" not in params  # the same query, fixed
+    second = fn["ui"](func.HttpRequest("GET", "/api/ui", body=b"", params=params)).get_body().decode()
+    assert second.count("no_action</td>") == 10 and "rel='next'" not in second

@@ -146,12 +146,16 @@ def ui(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.domain.incidents import IncidentState
     from controlplane.domain.reviews import ReviewState
+    from controlplane.handlers.queries import DecisionQuery, list_decisions
     from controlplane.web.pages import reviews_page
 
-    store = bootstrap.services().store
-    pending, recent = store.reviews(ReviewState.OPEN, limit=100), store.decisions(limit=50)
-    incidents = store.incidents(IncidentState.OPEN, limit=50)
-    return html_response(reviews_page(pending, recent, title="MLOps control plane", incidents=incidents))
+    services = bootstrap.services()
+    query = DecisionQuery.parse(req.params, now=services.clock.now())
+    page = list_decisions(services, query, 50, req.params.get("continuation"))
+    pending = services.store.reviews(ReviewState.OPEN, limit=100)
+    incidents = services.store.incidents(IncidentState.OPEN, limit=50)
+    return html_response(reviews_page(pending, page.decisions, title="MLOps control plane", incidents=incidents,
+                                      filters=query.params(), continuation=page.continuation))
 
 
 def _is_form(req: func.HttpRequest) -> bool:

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from controlplane.domain import paging
@@ -50,9 +50,10 @@ class DecisionQuery:
     until: datetime | None = None  # decided before
 
     @classmethod
-    def parse(cls, params: Mapping[str, str | None]) -> DecisionQuery:
+    def parse(cls, params: Mapping[str, str | None], now: datetime | None = None) -> DecisionQuery:
         """From query-string values: ``model``, ``outcome`` (comma-separated), ``since`` and ``until`` (ISO 8601
-        with an offset); ``InvalidEvent`` naming the parameter when one is malformed."""
+        with an offset), or instead of ``since`` the last ``hours`` before ``now``; ``InvalidEvent`` naming the
+        parameter when one is malformed."""
         outcomes = []
         for value in filter(None, (params.get("outcome") or "").split(",")):
             try:
@@ -60,8 +61,21 @@ class DecisionQuery:
             except ValueError:
                 raise InvalidEvent("outcome", f"expected one of {', '.join(o.value for o in Outcome)}, "
                                               f"got {value[:40]!r}") from None
-        return cls(params.get("model") or None, tuple(dict.fromkeys(outcomes)),
-                   _moment(params, "since"), _moment(params, "until"))
+        since = _moment(params, "since")
+        hours = params.get("hours")
+        if hours and since is None and now is not None:
+            if not (hours.isascii() and hours.isdigit() and 0 < int(hours[:6]) <= 24 * 366):
+                raise InvalidEvent("hours", f"expected a whole number of hours from 1 to {24 * 366}, "
+                                            f"got {hours[:20]!r}")
+            since = now - timedelta(hours=int(hours))
+        return cls(params.get("model") or None, tuple(dict.fromkeys(outcomes)), since, _moment(params, "until"))
+
+    def params(self) -> dict[str, str]:
+        """The query as query-string values (what ``parse`` reads back), without the empty ones."""
+        values = {"model": self.model or "", "outcome": ",".join(o.value for o in self.outcomes),
+                  "since": self.since.isoformat() if self.since else "",
+                  "until": self.until.isoformat() if self.until else ""}
+        return {key: value for key, value in values.items() if value}
 
     def fields(self) -> dict[str, object]:
         return {"model": self.model, "outcomes": [o.value for o in self.outcomes], "since": self.since,

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from controlplane.domain.incidents import Incident
-from controlplane.domain.ledger import Decision
+from controlplane.domain.ledger import Decision, Outcome
 from controlplane.domain.reviews import Review, ReviewKind, ReviewState
 from controlplane.domain.rollout import Rollout
 from controlplane.domain.signals import Signals
@@ -333,7 +333,10 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
 
 
 def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), title: str = "Reviews",
-                 incidents: Iterable[Incident] = ()) -> str:
+                 incidents: Iterable[Incident] = (), filters: Mapping[str, str] | None = None,
+                 continuation: str | None = None) -> str:
+    """The reviews, open incidents and decisions; with ``filters`` (the dashboard), a form filtering the decisions
+    by model, outcome and time, and a link to their next page."""
     review_rows = [[f"<a href='{_review_href(r)}'>{escape(r.id)}</a>", escape(r.kind.value), _model_link(r.model,
                     r.version), _state(r.state), escape(f"{len(r.approvals)}/{r.quorum}"), _when(r.expires_at)]
                    for r in reviews]
@@ -351,10 +354,32 @@ def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), 
     decision_rows = [[_when(d.decided_at), escape(d.event_type.removeprefix("Microsoft.MachineLearningServices.")),
                       _model_link(d.model, d.version), escape(d.outcome.value), escape(d.reason)]
                      for d in decisions]
-    if decision_rows:
+    if filters is not None:
+        body += "<h2>Recent decisions</h2>" + _decision_filters(filters)
+        body += _table(["decided", "event", "model", "outcome", "reason"], decision_rows) if decision_rows else (
+            "<p class='muted'>No decisions match.</p>")
+        if continuation:
+            body += (f"<p><a rel='next' href='?{escape(urlencode({**filters, 'continuation': continuation}))}'>"
+                     "Older decisions</a></p>")
+    elif decision_rows:
         body += "<h2>Recent decisions</h2>" + _table(["decided", "event", "model", "outcome", "reason"],
                                                       decision_rows)
     return _page(title, f"<main>{body}</main>")
+
+
+_PERIODS = (("", "any time"), ("1", "last hour"), ("24", "last day"), ("168", "last week"), ("720", "last 30 days"))
+
+
+def _decision_filters(filters: Mapping[str, str]) -> str:
+    """A GET form: the model, an outcome and how far back (it works without script)."""
+    outcomes = "".join(f"<option value='{o.value}'{' selected' if filters.get('outcome') == o.value else ''}>"
+                       f"{o.value}</option>" for o in Outcome)
+    periods = "".join(f"<option value='{value}'>{label}</option>" for value, label in _PERIODS)
+    since = f"<p class='muted'>Since {_when(filters['since'])}.</p>" if filters.get("since") else ""
+    return (f"<form method='get' class='filters'><label for='model'>Model</label> <input id='model' name='model' "
+            f"value='{escape(filters.get('model', ''))}'> <label for='outcome'>Outcome</label> <select id='outcome' "
+            f"name='outcome'><option value=''>any</option>{outcomes}</select> <label for='hours'>Decided</label> "
+            f"<select id='hours' name='hours'>{periods}</select> <button type='submit'>Filter</button></form>{since}")
 
 
 def _model_link(model: str | None, version: str | None) -> str:
