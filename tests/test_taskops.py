@@ -14,7 +14,6 @@ from controlplane.handlers.taskops import (
     TaskNotFound,
     TaskRefused,
     cancel_task,
-    list_tasks,
     replay_dead_letters,
     retry_task,
     show_task,
@@ -70,23 +69,6 @@ def any_services(request, services, make_store):
 
 
 # -- list and show -------------------------------------------------------------------------------------------------
-
-def test_list_tasks_filters_by_state_given_as_enum_or_text_and_honours_the_limit(any_services):
-    services = any_services
-    first, second, third = open_tasks(services, 3)
-    dead_letter(services, second)
-
-    assert {t.id for t in list_tasks(services)} == {first.id, second.id, third.id}
-    assert [t.id for t in list_tasks(services, TaskState.DEAD_LETTERED)] == [second.id]
-    assert {t.id for t in list_tasks(services, "pending")} == {first.id, third.id}
-    assert len(list_tasks(services, limit=2)) == 2
-    assert list_tasks(services, "cancelled") == []
-
-
-def test_list_tasks_refuses_an_unknown_state_naming_the_valid_ones(services):
-    with pytest.raises(PermanentError, match="unknown task state 'failed'; one of pending, succeeded"):
-        list_tasks(services, "failed")
-
 
 def test_show_task_returns_the_stored_task(services):
     [task] = open_tasks(services, 1)
@@ -232,7 +214,7 @@ def test_replay_honours_the_limit(any_services):
         dead_letter(services, task)
 
     assert len(replay_dead_letters(services, limit=3)) == 3
-    assert len(list_tasks(services, TaskState.DEAD_LETTERED)) == 1
+    assert len(services.store.tasks(TaskState.DEAD_LETTERED)) == 1
 
 
 def test_replay_skips_a_task_changed_meanwhile_and_replays_the_rest(any_services):

@@ -17,16 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from controlplane.domain.errors import PermanentError, TaskChanged, TaskNotFound, TaskRefused
+from controlplane.domain.errors import TaskChanged, TaskNotFound, TaskRefused
 from controlplane.domain.ledger import Task, TaskState
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
-
-
-def list_tasks(services: Services, state: TaskState | str | None = None, limit: int = 50) -> list[Task]:
-    """Outbox tasks, optionally in one state, soonest due first."""
-    return services.store.tasks(_state(state) if state is not None else None, limit)
 
 
 def show_task(services: Services, task_id: str) -> Task:
@@ -86,11 +81,3 @@ def _write(services: Services, current: Task, updated: Task, action: str) -> Tas
         raise TaskChanged(action, found)
     logger.info("task %s: %s -> %s (%s)", current.id, current.state.value, found.state.value, action)
     return found
-
-
-def _state(value: TaskState | str) -> TaskState:
-    try:
-        return TaskState(value)
-    except ValueError:
-        raise PermanentError("state", f"unknown task state {value!r}; one of "
-                                      f"{', '.join(state.value for state in TaskState)}") from None
