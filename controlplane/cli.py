@@ -36,6 +36,9 @@ from controlplane.domain.errors import ControlPlaneError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controlplane", description="MLOps control plane")
     commands = parser.add_subparsers(dest="command", required=True)
+    # Records print as a table for people; --json prints each as one JSON object a line, for scripts and jq.
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
 
     serve = commands.add_parser("serve", help="run the functions locally at Core Tools' URLs")
     serve.add_argument("--port", type=int, default=7071)
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", nargs="?", default=None)
     policy_commands.add_parser("schema", help="print the JSON schema of the policy file")
 
-    decisions = commands.add_parser("decisions", help="print recorded decisions, newest first")
+    decisions = commands.add_parser("decisions", help="print recorded decisions, newest first", parents=[output])
     decisions.add_argument("--model")
     decisions.add_argument("--outcome", help="outcomes, comma-separated")
     decisions.add_argument("--since", help="decided at or after this ISO 8601 time (with an offset)")
@@ -63,24 +66,26 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = commands.add_parser("tasks", help="the outbox: list, show, retry, cancel, replay dead letters")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
-    listing = task_commands.add_parser("list", help="print outbox tasks")
+    listing = task_commands.add_parser("list", help="print outbox tasks", parents=[output])
     listing.add_argument("--state", choices=["pending", "succeeded", "dead_lettered", "cancelled"])
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--continuation", help="the token a previous page printed")
     for name, text in (("show", "print one task"), ("retry", "make a task due now"), ("cancel", "give a task up")):
-        task_commands.add_parser(name, help=text).add_argument("task_id")
-    task_commands.add_parser("replay", help="every dead-lettered task back to pending").add_argument(
+        task_commands.add_parser(name, help=text, parents=[output]).add_argument("task_id")
+    task_commands.add_parser("replay", help="every dead-lettered task back to pending", parents=[output]).add_argument(
         "--limit", type=int, default=100)
 
     rollouts = commands.add_parser("rollouts", help="progressive rollouts")
     rollout_commands = rollouts.add_subparsers(dest="rollouts_command", required=True)
-    rollout_list = rollout_commands.add_parser("list", help="print rollouts, newest first")
+    rollout_list = rollout_commands.add_parser("list", help="print rollouts, newest first", parents=[output])
     rollout_list.add_argument("--state", choices=["starting", "observing", "paused", "rolled_back", "completed"])
     rollout_list.add_argument("--limit", type=int, default=100)
     rollout_list.add_argument("--continuation", help="the token a previous page printed")
-    rollout_commands.add_parser("resume", help="watch a paused rollout's step again").add_argument("rollout_id")
+    rollout_commands.add_parser("resume", help="watch a paused rollout's step again",
+                                parents=[output]).add_argument("rollout_id")
 
-    incidents = commands.add_parser("incidents", help="alert incidents, most recently changed first")
+    incidents = commands.add_parser("incidents", help="alert incidents, most recently changed first",
+                                    parents=[output])
     incidents.add_argument("--state", choices=["open", "closed"])
     incidents.add_argument("--limit", type=int, default=50)
     incidents.add_argument("--continuation", help="the token a previous page printed")
@@ -159,8 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         query = DecisionQuery.parse({"model": args.model, "outcome": args.outcome, "since": args.since,
                                      "until": args.until})
         page = list_decisions(services, query, args.limit, args.continuation)
-        for decision in page.decisions:
-            print(json.dumps(decision.to_json()))
+        _print(page.decisions, args.json)
         if page.continuation:
             print(f"next page: --continuation {page.continuation}", file=sys.stderr)
     elif args.command == "index":
@@ -177,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         from controlplane.handlers.queries import list_incidents
 
         _print_page(list_incidents(services, IncidentState(args.state) if args.state else None, args.limit,
-                                   args.continuation))
+                                   args.continuation), args.json)
     elif args.command == "tasks":
         from controlplane.handlers import taskops
 
@@ -186,15 +190,14 @@ def _run(args: argparse.Namespace) -> int:
             from controlplane.handlers.queries import list_tasks
 
             _print_page(list_tasks(services, TaskState(args.state) if args.state else None, args.limit,
-                                   args.continuation))
+                                   args.continuation), args.json)
             return 0
         if command == "replay":
             found = taskops.replay_dead_letters(services, args.limit)
         else:
             operation = {"show": taskops.show_task, "retry": taskops.retry_task, "cancel": taskops.cancel_task}
             found = [operation[command](services, args.task_id)]
-        for task in found:
-            print(json.dumps(task.to_json()))
+        _print(found, args.json)
     else:
         from controlplane.domain.rollout import RolloutState
         from controlplane.handlers.rollout import resume_rollout
@@ -203,15 +206,62 @@ def _run(args: argparse.Namespace) -> int:
             from controlplane.handlers.queries import list_rollouts
 
             _print_page(list_rollouts(services, [RolloutState(args.state)] if args.state else [], args.limit,
-                                      args.continuation))
+                                      args.continuation), args.json)
             return 0
-        print(json.dumps(resume_rollout(services, args.rollout_id).to_json()))
+        _print([resume_rollout(services, args.rollout_id)], args.json)
     return 0
 
 
-def _print_page(page) -> None:
-    """A list page's items, a JSON object a line, and the next page's token on stderr when more follow."""
-    for item in page.items:
-        print(json.dumps(item.to_json()))
+def _print_page(page, as_json: bool) -> None:
+    """A list page's items, and the next page's token on stderr when more follow."""
+    _print(page.items, as_json)
     if page.continuation:
         print(f"next page: --continuation {page.continuation}", file=sys.stderr)
+
+
+def _print(records, as_json: bool) -> None:
+    """Records as a table with a header, or one JSON object a line with ``--json``; nothing when there are none."""
+    records = list(records)
+    if as_json:
+        for record in records:
+            print(json.dumps(record.to_json()))
+        return
+    if not records:
+        return
+    headers, columns = _COLUMNS[type(records[0]).__name__]
+    rows = [[_cell(column(record)) for column in columns] for record in records]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for row in [headers, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value, limit: int = 60) -> str:
+    """One cell: times as ``YYYY-MM-DD HH:MM`` (UTC), text on one line and cut to ``limit`` characters."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    text = " ".join(str("-" if value in (None, "") else value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _version(record) -> str:
+    return f"{record.model or '-'}:{record.version or '-'}"
+
+
+_COLUMNS = {
+    "Decision": (["DECIDED (UTC)", "MODEL", "OUTCOME", "EVENT", "ID", "REASON"],
+                 [lambda d: d.decided_at, _version, lambda d: d.outcome.value,
+                  lambda d: d.event_type.removeprefix("Microsoft.MachineLearningServices."), lambda d: d.id,
+                  lambda d: d.reason]),
+    "Task": (["ID", "KIND", "STATE", "ATTEMPTS", "DUE (UTC)", "TARGET", "LAST ERROR"],
+             [lambda t: t.id, lambda t: t.kind.value, lambda t: t.state.value, lambda t: t.attempts,
+              lambda t: t.due_at, lambda t: t.target, lambda t: t.last_error]),
+    "Rollout": (["ID", "MODEL", "ENDPOINT", "DEPLOYMENT", "STATE", "STEP", "CREATED (UTC)"],
+                [lambda r: r.id, _version, lambda r: r.endpoint, lambda r: r.deployment, lambda r: r.state.value,
+                 lambda r: f"{r.step + 1}/{len(r.steps)} {r.current}" if r.current else f"0/{len(r.steps)}",
+                 lambda r: r.created_at]),
+    "Incident": (["ID", "STATE", "SEVERITY", "RULE", "TARGET", "ALERTS", "UPDATED (UTC)"],
+                 [lambda i: i.id, lambda i: i.state.value, lambda i: i.severity, lambda i: i.rule,
+                  lambda i: i.target, lambda i: i.fired, lambda i: i.updated_at]),
+}

@@ -62,10 +62,12 @@ def test_tasks_and_rollouts_commands(tmp_path):
     decision = receive_registry_event(services, load_event("eg_monitor_breach.json")[0])
     [task] = decision.tasks
 
-    listed = [json.loads(line) for line in cli("tasks", "list", "--state", "pending", env=env).stdout.splitlines()]
+    listed = [json.loads(line) for line in cli("tasks", "list", "--state", "pending", "--json",
+                                               env=env).stdout.splitlines()]
     assert [t["id"] for t in listed] == [task.id]
-    assert json.loads(cli("tasks", "show", task.id, env=env).stdout)["request"]["job"]["name"].startswith("retrain-")
-    cancelled = cli("tasks", "cancel", task.id, env=env)
+    shown = json.loads(cli("tasks", "show", task.id, "--json", env=env).stdout)
+    assert shown["request"]["job"]["name"].startswith("retrain-")
+    cancelled = cli("tasks", "cancel", task.id, "--json", env=env)
     assert json.loads(cancelled.stdout)["state"] == "cancelled"
     refused = cli("tasks", "retry", task.id, env=env)
     assert refused.returncode == 2 and "cancelled" in refused.stderr
@@ -110,9 +112,10 @@ def test_incidents_lists_open_and_closed_incidents(tmp_path):
     for name in ("alert_latency_blue_fired.json", "alert_latency_blue_resolved.json", "alert_cpu_blue_fired.json"):
         receive_alert(services, event_bytes(name))
 
-    every = [json.loads(line) for line in cli("incidents", env=env).stdout.splitlines()]
+    every = [json.loads(line) for line in cli("incidents", "--json", env=env).stdout.splitlines()]
     assert sorted((i["target"], i["state"]) for i in every) == [("churn-ep/blue", "closed"), ("churn-ep/blue", "open")]
-    [open_one] = [json.loads(line) for line in cli("incidents", "--state", "open", env=env).stdout.splitlines()]
+    [open_one] = [json.loads(line) for line in cli("incidents", "--state", "open", "--json",
+                                                                  env=env).stdout.splitlines()]
     assert open_one["rule"] == "churn-ep-blue-cpu" and open_one["fired"] == 1 and open_one["id"].endswith("-1")
 
 
@@ -127,13 +130,35 @@ def test_decisions_print_a_page_and_the_token_of_the_next(tmp_path):
     for n in range(3):
         receive_registry_event(services, {**template, "id": f"cli-{n}"})
 
-    first = cli("decisions", "--limit", "2", env=env)
+    first = cli("decisions", "--limit", "2", "--json", env=env)
     assert first.returncode == 0, first.stderr
     token = first.stderr.split("--continuation ", 1)[1].split()[0]
-    rest = cli("decisions", "--limit", "2", "--continuation", token, env=env)
+    rest = cli("decisions", "--limit", "2", "--continuation", token, "--json", env=env)
     ids = [json.loads(line)["id"] for line in first.stdout.splitlines() + rest.stdout.splitlines()]
     assert len(ids) == len(set(ids)) == 3 and "--continuation" not in rest.stderr
 
     refused = cli("decisions", "--continuation", token, "--outcome", "retrain", env=env)
     assert refused.returncode == 2 and "continuation" in refused.stderr
     assert cli("index", "backfill", env=env).stdout.strip() == "indexed 0 decisions"
+
+
+def test_records_print_as_a_table_for_people_and_as_json_lines_with_json(tmp_path):
+    from controlplane import bootstrap
+    from controlplane.handlers.registry import receive_registry_event
+    from controlplane.settings import Settings
+
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
+    services = bootstrap.build(Settings.from_env({**env, "CONTROLPLANE_POLICY": str(ROOT / "policy.yaml")}))
+    decision = receive_registry_event(services, load_event("eg_monitor_breach.json")[0])
+    [task] = [t for t in decision.tasks if t.kind.value == "retraining"]
+
+    header, *rows = cli("tasks", "list", env=env).stdout.splitlines()
+    assert header.split() == ["ID", "KIND", "STATE", "ATTEMPTS", "DUE", "(UTC)", "TARGET", "LAST", "ERROR"]
+    [row] = [r for r in rows if r.startswith(task.id)]
+    assert row.split()[1:4] == ["retraining", "pending", "0"] and task.target in row
+    assert header.index("TARGET") == row.index(task.target)  # columns line up
+    table = cli("decisions", env=env).stdout
+    assert table.splitlines()[0].startswith("DECIDED (UTC)") and decision.id in table and "retrain" in table
+    assert "{" not in table
+    [line] = cli("decisions", "--json", env=env).stdout.splitlines()
+    assert json.loads(line)["id"] == decision.id

@@ -294,7 +294,7 @@ def test_the_list_commands_print_a_page_and_the_token_of_the_next(tmp_path):
                                     (["incidents"], ordered(store, "incidents", incidents), 5)):
         printed, token, runs = [], [], 0
         while True:
-            done = cli(*command, "--limit", str(limit), *token, env=env)
+            done = cli(*command, "--limit", str(limit), "--json", *token, env=env)
             assert done.returncode == 0, done.stderr
             lines = done.stdout.splitlines()
             assert 0 < len(lines) <= limit
