@@ -18,6 +18,7 @@ AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"
 KEY = "c" * 64
 NOW = datetime.now(UTC).replace(microsecond=0)
+WINDOW_BUCKET = int(NOW.timestamp()) // 3600  # the hour-long bucket NOW falls in
 
 
 def promotion_evidence() -> dict:
@@ -213,6 +214,11 @@ def operated(tmp_path_factory):
     dead = decision.tasks[0]
     store.update_task(dead, replace(dead, state=TaskState.DEAD_LETTERED, attempts=8, last_error="webhook 404"))
     store.create_rollout(replace(a_rollout("ro-7"), state=RolloutState.PAUSED, created_at=NOW))
+    from controlplane.domain.windows import WindowSpec
+    from tests.test_store_contract import telemetry_event
+
+    spec = WindowSpec(records=4, minutes=60, grace_minutes=5, sample=4)
+    store.append_telemetry([telemetry_event(s, n=3, at=NOW) for s in range(3)], lambda m: spec, NOW)  # 9: 4, 4, 1
     for n, state in enumerate((IncidentState.OPEN, IncidentState.CLOSED)):
         store.put_incident(None, Incident(group=f"latency-{n}", number=1, state=state, rule="latency-rollback",
                                           target="churn-ep/blue", severity="Sev1", opened_at=NOW, updated_at=NOW))
@@ -248,7 +254,8 @@ def test_the_outbox_page_lists_tasks_a_page_at_a_time_and_filters_them_by_state(
     context.close()
 
 
-@pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"])])
+@pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"]),
+                                            ("windows", [f"{WINDOW_BUCKET}.{part}" for part in range(3)])])
 def test_the_rollouts_and_incidents_pages_show_each_one_with_its_state(operated, browser, name, expected):
     context = browser.new_context(bypass_csp=True, viewport={"width": 390, "height": 900})
     page = context.new_page()
@@ -265,6 +272,10 @@ def test_a_list_that_does_not_exist_or_a_state_it_does_not_have_is_named_in_a_40
 
     assert request("GET", f"{operated.url}/api/ui/tasks?state=pending",
                    headers={"Accept": "application/json"}).json()["continuation"] is None
-    for path, field in (("ui/windmills", "list"), ("ui/tasks?state=lost", "state"), ("ui/rollouts?limit=0", "limit")):
+    closed = request("GET", f"{operated.url}/api/ui/windows?state=closed", headers={"Accept": "application/json"})
+    assert [(w["part"], w["count"], w["reason"]) for w in closed.json()["windows"]] == [(0, 4, "records"),
+                                                                                        (1, 4, "records")]
+    for path, field in (("ui/windmills", "list"), ("ui/tasks?state=lost", "state"), ("ui/rollouts?limit=0", "limit"),
+                        ("ui/windows?state=done", "state")):
         answer = request("GET", f"{operated.url}/api/{path}")
         assert answer.status == 400 and answer.json()["error"]["field"] == field

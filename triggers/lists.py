@@ -1,5 +1,5 @@
-"""``lists``: GET /api/ui/{list}?state=&limit=&continuation= - outbox tasks, rollouts or incidents, a page at a
-time: HTML for people, JSON with ``Accept: application/json``."""
+"""``lists``: GET /api/ui/{list}?state=&limit=&continuation= - outbox tasks, rollouts, incidents or telemetry
+windows, a page at a time: HTML for people, JSON with ``Accept: application/json``."""
 from __future__ import annotations
 
 import azure.functions as func

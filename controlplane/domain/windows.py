@@ -63,6 +63,10 @@ class Window:
     closed: bool
     reason: str = ""  # records | time
 
+    def to_json(self) -> dict[str, object]:
+        return {"model": self.key.model, "deployment": self.key.deployment, "bucket": self.key.bucket,
+                "part": self.key.part, "count": self.count, "closed": self.closed, "reason": self.reason}
+
 
 def record_hash(partition: str, sequence: int, index: int) -> int:
     """A uniform 63-bit hash of a record's position in the hub: the same record, the same hash."""

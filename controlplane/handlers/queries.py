@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from controlplane.domain import paging
@@ -15,6 +16,7 @@ from controlplane.domain.incidents import Incident, IncidentState
 from controlplane.domain.ledger import Decision, Outcome, Task, TaskState
 from controlplane.domain.reviews import Review, ReviewState
 from controlplane.domain.rollout import Rollout, RolloutState
+from controlplane.domain.windows import Window
 from controlplane.ports.store import Services
 
 T = TypeVar("T")
@@ -137,9 +139,9 @@ def list_incidents(services: Services, state: IncidentState | None, limit: int,
 
 def list_named(services: Services, name: str, state: str, limit: int,
                continuation: str | None = None) -> ListPage:
-    """A page of the list called ``name`` (tasks, rollouts, incidents) in ``state`` (empty: all), from query-string
-    values: ``InvalidEvent`` names the list or the state when either is unknown."""
-    kinds = {"tasks": TaskState, "rollouts": RolloutState, "incidents": IncidentState}
+    """A page of the list called ``name`` (tasks, rollouts, incidents, windows) in ``state`` (empty: all), from
+    query-string values: ``InvalidEvent`` names the list or the state when either is unknown."""
+    kinds = {"tasks": TaskState, "rollouts": RolloutState, "incidents": IncidentState, "windows": WindowState}
     if name not in kinds:
         raise InvalidEvent("list", f"expected one of {', '.join(kinds)}, got {name[:40]!r}")
     try:
@@ -151,7 +153,23 @@ def list_named(services: Services, name: str, state: str, limit: int,
         return list_tasks(services, chosen, limit, continuation)
     if name == "rollouts":
         return list_rollouts(services, [chosen] if chosen else [], limit, continuation)
+    if name == "windows":
+        return list_windows(services, None if chosen is None else chosen is WindowState.CLOSED, limit, continuation)
     return list_incidents(services, chosen, limit, continuation)
+
+
+class WindowState(StrEnum):
+    """What a telemetry window's list filters on: still counting, or closed (decided or about to be)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def list_windows(services: Services, closed: bool | None, limit: int,
+                 continuation: str | None = None) -> ListPage[Window]:
+    """Telemetry windows in key order (model, deployment, bucket, part), a page at a time."""
+    return _listed(services, "windows", {"closed": closed}, limit, continuation,
+                   lambda n, after: services.store.window_page(n, after, closed=closed))
 
 
 def _listed(services: Services, name: str, filters: Mapping[str, object], limit: int, continuation: str | None,

@@ -12,16 +12,17 @@ from urllib.parse import urlencode
 from controlplane.domain.incidents import Incident, IncidentState
 from controlplane.domain.ledger import Task, TaskState
 from controlplane.domain.rollout import Rollout, RolloutState
+from controlplane.domain.windows import Window
 from controlplane.web.pages import _page, _table, _when
 
-TITLES = {"tasks": "Outbox tasks", "rollouts": "Rollouts", "incidents": "Incidents"}
+TITLES = {"tasks": "Outbox tasks", "rollouts": "Rollouts", "incidents": "Incidents", "windows": "Telemetry windows"}
 STATES = {"tasks": [s.value for s in TaskState], "rollouts": [s.value for s in RolloutState],
-          "incidents": [s.value for s in IncidentState]}
+          "incidents": [s.value for s in IncidentState], "windows": ["open", "closed"]}
 
 
-def list_page(name: str, items: Sequence[Task | Rollout | Incident], *, state: str = "",
+def list_page(name: str, items: Sequence[Task | Rollout | Incident | Window], *, state: str = "",
               continuation: str | None = None) -> str:
-    """The page of the list ``name`` (tasks, rollouts or incidents) holding ``items``."""
+    """The page of the list ``name`` (tasks, rollouts, incidents or windows) holding ``items``."""
     headers, rows = _COLUMNS[name](items)
     options = "".join(f"<option value='{escape(s)}'{' selected' if s == state else ''}>{escape(s)}</option>"
                       for s in ["", *STATES[name]])
@@ -61,4 +62,11 @@ def _incidents(incidents: Iterable[Incident]) -> tuple[list[str], list[list[str]
               str(i.fired), _when(i.opened_at), _when(i.updated_at)] for i in incidents])
 
 
-_COLUMNS = {"tasks": _tasks, "rollouts": _rollouts, "incidents": _incidents}
+def _windows(windows: Iterable[Window]) -> tuple[list[str], list[list[str]]]:
+    return (["window", "model", "deployment", "records", "state", "closed by"],
+            [[escape(f"{w.key.bucket}.{w.key.part}"),
+              f"<a href='../models/{escape(w.key.model)}'>{escape(w.key.model)}</a>", escape(w.key.deployment),
+              str(w.count), _state("closed" if w.closed else "open"), escape(w.reason or "-")] for w in windows])
+
+
+_COLUMNS = {"tasks": _tasks, "rollouts": _rollouts, "incidents": _incidents, "windows": _windows}

@@ -342,7 +342,8 @@ def reviews_page(reviews: Iterable[Review], decisions: Iterable[Decision] = (), 
                    for r in reviews]
     # Relative to /api/: the dashboard is served at /api/ui and /api/reviews alike.
     lists = " · ".join(f"<a href='ui/{name}'>{label}</a>" for name, label in
-                       (("tasks", "Outbox tasks"), ("rollouts", "Rollouts"), ("incidents", "Incidents")))
+                       (("tasks", "Outbox tasks"), ("rollouts", "Rollouts"), ("incidents", "Incidents"),
+                        ("windows", "Telemetry windows")))
     body = f"<h1>{escape(title)}</h1><nav aria-label='Lists'><p>{lists}</p></nav><h2>Reviews</h2>"
     body += _table(["review", "kind", "model", "state", "approvals", "expires"], review_rows) if review_rows else (
         "<p class='muted'>No reviews.</p>")
