@@ -254,6 +254,40 @@ def test_the_outbox_page_lists_tasks_a_page_at_a_time_and_filters_them_by_state(
     context.close()
 
 
+def test_the_outbox_page_retries_a_dead_letter_and_cancels_a_pending_task_with_its_buttons(operated, browser):
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(f"{operated.url}/api/ui/tasks?state=dead_lettered&code=the-function-key")
+    page.click(f"button[aria-label='Retry task {operated.dead.id}']")
+    page.wait_for_load_state()
+    assert page.locator("[role=status]").inner_text() == f"Retry of task {operated.dead.id}: it is now pending."
+    assert "code=the-function-key" in page.url and "state=dead_lettered" in page.url  # back where it was, key kept
+    assert page.locator("main table").count() == 0  # no dead letter left
+    page.reload()  # post/redirect/get: a reload posts nothing again
+    assert page.locator("[role=status]").inner_text().endswith("it is now pending.")
+
+    page.goto(f"{operated.url}/api/ui/tasks?state=pending")
+    pending = [r.locator("td").first.inner_text() for r in page.locator("main table tbody tr").all()]
+    page.click(f"button[aria-label='Cancel task {pending[-1]}']")
+    page.wait_for_load_state()
+    assert page.locator("[role=status]").inner_text() == f"Cancel of task {pending[-1]}: it is now cancelled."
+    assert page.locator(f"button[aria-label='Cancel task {pending[-1]}']").count() == 0
+    assert serious_violations(page) == []
+    context.close()
+
+
+def test_an_outbox_action_the_task_refuses_is_shown_with_why_and_an_unknown_one_is_a_400(operated):
+    from tests.support import request
+
+    cancelled = request("GET", f"{operated.url}/api/ui/tasks?state=cancelled", headers={"Accept": "application/json"})
+    task = cancelled.json()["tasks"][0]["id"] if cancelled.json()["tasks"] else operated.dead.id
+    refused = request("POST", f"{operated.url}/api/ui/tasks/{task}/cancel", b"")
+    assert refused.status == 409 and "was not changed" in refused.body.decode()
+    unknown = request("POST", f"{operated.url}/api/ui/tasks/{task}/explode", b"")
+    assert unknown.status == 400 and unknown.json()["error"]["field"] == "action"
+    assert request("POST", f"{operated.url}/api/ui/tasks/nope/retry", b"").status == 404
+
+
 @pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"]),
                                             ("windows", [f"{WINDOW_BUCKET}.{part}" for part in range(3)])])
 def test_the_rollouts_and_incidents_pages_show_each_one_with_its_state(operated, browser, name, expected):

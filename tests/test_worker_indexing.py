@@ -20,7 +20,7 @@ WORKER_PYTHON = ROOT / ".tools" / "worker" / "bin" / "python"
 INDEX_APP = ROOT / "tests" / "worker" / "index_app.py"
 
 FUNCTIONS = ["decisions", "health", "lists", "model", "on_alert", "on_registry_event", "on_telemetry", "report",
-             "review", "review_decision", "review_report", "reviews", "sweep", "ui"]
+             "review", "review_decision", "review_report", "reviews", "sweep", "task_action", "ui"]
 
 
 def index(app_dir: Path) -> subprocess.CompletedProcess:

@@ -19,9 +19,55 @@ def lists(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane.handlers.queries import list_named, parse_limit
     from controlplane.web.lists import list_page
 
+    services = bootstrap.services()
     name, state = req.route_params.get("list", ""), req.params.get("state") or ""
-    page = list_named(bootstrap.services(), name, state, parse_limit(req.params.get("limit")),
-                      req.params.get("continuation"))
+    page = list_named(services, name, state, parse_limit(req.params.get("limit")), req.params.get("continuation"))
     if "application/json" in req.headers.get("Accept", ""):
         return json_response(200, {name: [item.to_json() for item in page.items], "continuation": page.continuation})
-    return html_response(list_page(name, page.items, state=state, continuation=page.continuation))
+    return html_response(list_page(name, page.items, state=state, continuation=page.continuation,
+                                   key=req.params.get("code") or "", message=_after_action(services, req.params)))
+
+
+def _after_action(services, params) -> str:
+    """What the outbox page says after a button sent it back: read from the task, never from the address."""
+    for action in ("retry", "cancel"):
+        task = services.store.task(params[action]) if name_of(params.get(action)) else None
+        if task is not None:
+            return f"{action.title()} of task {task.id}: it is now {task.state.value}."
+    return ""
+
+
+def name_of(value: str | None) -> bool:
+    return bool(value) and len(value) <= 64 and value.isalnum()
+
+
+@bp.function_name("task_action")
+@bp.route(route="ui/tasks/{id}/{action}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@traced
+@answers_errors
+def task_action(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/ui/tasks/{id}/retry|cancel - the outbox page's buttons. Done, the browser goes back to the page
+    (post/redirect/get), which reads the task's new state from the store; refused, the page says why (409)."""
+    from urllib.parse import urlencode
+
+    from controlplane import bootstrap
+    from controlplane.domain.errors import InvalidEvent, TaskRefused
+    from controlplane.handlers import taskops
+    from controlplane.handlers.queries import list_named
+    from controlplane.web.lists import list_page
+
+    task_id, action = req.route_params.get("id", ""), req.route_params.get("action", "")
+    operations = {"retry": taskops.retry_task, "cancel": taskops.cancel_task}
+    if action not in operations:
+        raise InvalidEvent("action", f"expected retry or cancel, got {action[:20]!r}")
+    back = {k: v for k, v in (("code", req.params.get("code")), ("state", req.params.get("state"))) if v}
+    services = bootstrap.services()
+    try:
+        operations[action](services, task_id)
+    except TaskRefused as refused:
+        page = list_named(services, "tasks", back.get("state", ""), 50)
+        return html_response(list_page("tasks", page.items, state=back.get("state", ""),
+                                       continuation=page.continuation, key=back.get("code", ""),
+                                       message=f"Task {task_id} was not changed: {refused.reason}"), 409)
+    location = f"/api/ui/tasks?{urlencode({**back, action: task_id})}"
+    return func.HttpResponse(status_code=303, headers={"Location": location, "Cache-Control": "no-store"})

@@ -21,19 +21,23 @@ STATES = {"tasks": [s.value for s in TaskState], "rollouts": [s.value for s in R
 
 
 def list_page(name: str, items: Sequence[Task | Rollout | Incident | Window], *, state: str = "",
-              continuation: str | None = None) -> str:
-    """The page of the list ``name`` (tasks, rollouts, incidents or windows) holding ``items``."""
-    headers, rows = _COLUMNS[name](items)
+              continuation: str | None = None, key: str = "", message: str = "") -> str:
+    """The page of the list ``name`` (tasks, rollouts, incidents or windows) holding ``items``. ``key`` is the
+    function key the page was opened with: the outbox's buttons post with it, as Azure asks of them."""
+    headers, rows = _tasks(items, key, state) if name == "tasks" else _COLUMNS[name](items)
     options = "".join(f"<option value='{escape(s)}'{' selected' if s == state else ''}>{escape(s)}</option>"
                       for s in ["", *STATES[name]])
-    nav = " · ".join(f"<a href='{other}'>{escape(title)}</a>" if other != name else escape(title)
+    carry = f"?{escape(urlencode({'code': key}))}" if key else ""  # Azure asks every request for the key
+    nav = " · ".join(f"<a href='{other}{carry}'>{escape(title)}</a>" if other != name else escape(title)
                      for other, title in TITLES.items())
-    following = (f"<p><a rel='next' href='?{escape(urlencode({'state': state, 'continuation': continuation}))}'>"
+    kept = {k: v for k, v in (("code", key), ("state", state)) if v}
+    following = (f"<p><a rel='next' href='?{escape(urlencode({**kept, 'continuation': continuation}))}'>"
                  "Next page</a></p>" if continuation else "")
-    body = (f"<main><p><a href='../ui'>Dashboard</a> · {nav}</p><h1>{escape(TITLES[name])}</h1>"
-            f"<form method='get'><label for='state'>State</label> <select id='state' name='state'>{options}"
-            f"</select> <button type='submit'>Show</button></form>"
-            + (_table(headers, rows) if rows else "<p>None.</p>") + following + "</main>")
+    notice = f"<p role='status'><strong>{escape(message)}</strong></p>" if message else ""
+    filter_form = (f"<form method='get'>{_hidden('code', key) if key else ''}<label for='state'>State</label> "
+                   f"<select id='state' name='state'>{options}</select> <button type='submit'>Show</button></form>")
+    body = (f"<main><p><a href='../ui{carry}'>Dashboard</a> · {nav}</p><h1>{escape(TITLES[name])}</h1>{notice}"
+            + filter_form + (_table(headers, rows) if rows else "<p>None.</p>") + following + "</main>")
     return _page(TITLES[name], body)
 
 
@@ -41,11 +45,27 @@ def _state(value: str) -> str:
     return f"<span class='state {escape(value)}' data-state='{escape(value)}'>{escape(value)}</span>"
 
 
-def _tasks(tasks: Iterable[Task]) -> tuple[list[str], list[list[str]]]:
-    return (["task", "kind", "target", "model", "state", "attempts", "due", "last error", "correlation id"],
+def _hidden(name: str, value: str) -> str:
+    return f"<input type='hidden' name='{escape(name)}' value='{escape(value)}'>"
+
+
+def _tasks(tasks: Iterable[Task], key: str = "", state: str = "") -> tuple[list[str], list[list[str]]]:
+    return (["task", "kind", "target", "model", "state", "attempts", "due", "last error", "correlation id",
+             "actions"],
             [[escape(t.id), escape(t.kind.value), escape(t.target), escape(t.model or "-"), _state(t.state.value),
-              str(t.attempts), _when(t.due_at), escape(t.last_error[:200] or "-"), escape(t.correlation_id)]
-             for t in tasks])
+              str(t.attempts), _when(t.due_at), escape(t.last_error[:200] or "-"), escape(t.correlation_id),
+              _actions(t, key, state)] for t in tasks])
+
+
+def _actions(task: Task, key: str, state: str) -> str:
+    """Retry (a pending or dead-lettered task, due now) and cancel (a pending one), as forms posting with the key."""
+    query = urlencode({k: v for k, v in (("code", key), ("state", state)) if v})
+    allowed = [("retry", task.state in (TaskState.PENDING, TaskState.DEAD_LETTERED)),
+               ("cancel", task.state is TaskState.PENDING)]
+    suffix = f"?{escape(query)}" if query else ""
+    return " ".join(f"<form method='post' action='tasks/{escape(task.id)}/{action}{suffix}' class='inline'>"
+                    f"<button type='submit' aria-label='{action.title()} task {escape(task.id)}'>"
+                    f"{action.title()}</button></form>" for action, ok in allowed if ok) or "-"
 
 
 def _rollouts(rollouts: Iterable[Rollout]) -> tuple[list[str], list[list[str]]]:
