@@ -18,6 +18,8 @@
     incidents [--state open|closed] [--limit N] [--continuation TOKEN]
                                                           alert incidents, most recently changed first, a page at
                                                           a time (lists print the next page's token to stderr)
+    windows [--state open|closed] [--limit N] [--continuation TOKEN]
+                                                          telemetry windows, by model and deployment
     reviews link REVIEW_ID --approver ID                  print an approver's signed approval link
     demo [--port 7071]                                    replay a scenario against a fresh local host, its
                                                           state kept in .controlplane/demo/ to serve afterwards
@@ -89,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     incidents.add_argument("--state", choices=["open", "closed"])
     incidents.add_argument("--limit", type=int, default=50)
     incidents.add_argument("--continuation", help="the token a previous page printed")
+
+    windows = commands.add_parser("windows", help="telemetry windows, by model and deployment", parents=[output])
+    windows.add_argument("--state", choices=["open", "closed"])
+    windows.add_argument("--limit", type=int, default=50)
+    windows.add_argument("--continuation", help="the token a previous page printed")
 
     reviews = commands.add_parser("reviews", help="approval links for local use")
     review_commands = reviews.add_subparsers(dest="reviews_command", required=True)
@@ -176,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
                 break
             print(f"indexed {total} decisions; to resume: --resume '{resume}'", file=sys.stderr, flush=True)
         print(f"indexed {total} decisions")
+    elif args.command == "windows":
+        from controlplane.handlers.queries import list_named
+
+        _print_page(list_named(services, "windows", args.state or "", args.limit, args.continuation), args.json)
     elif args.command == "incidents":
         from controlplane.domain.incidents import IncidentState
         from controlplane.handlers.queries import list_incidents
@@ -261,6 +272,9 @@ _COLUMNS = {
                 [lambda r: r.id, _version, lambda r: r.endpoint, lambda r: r.deployment, lambda r: r.state.value,
                  lambda r: f"{r.step + 1}/{len(r.steps)} {r.current}" if r.current else f"0/{len(r.steps)}",
                  lambda r: r.created_at]),
+    "Window": (["MODEL", "DEPLOYMENT", "WINDOW", "RECORDS", "STATE", "CLOSED BY"],
+               [lambda w: w.key.model, lambda w: w.key.deployment, lambda w: f"{w.key.bucket}.{w.key.part}",
+                lambda w: w.count, lambda w: "closed" if w.closed else "open", lambda w: w.reason]),
     "Incident": (["ID", "STATE", "SEVERITY", "RULE", "TARGET", "ALERTS", "UPDATED (UTC)"],
                  [lambda i: i.id, lambda i: i.state.value, lambda i: i.severity, lambda i: i.rule,
                   lambda i: i.target, lambda i: i.fired, lambda i: i.updated_at]),

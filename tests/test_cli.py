@@ -162,3 +162,20 @@ def test_records_print_as_a_table_for_people_and_as_json_lines_with_json(tmp_pat
     assert "{" not in table
     [line] = cli("decisions", "--json", env=env).stdout.splitlines()
     assert json.loads(line)["id"] == decision.id
+
+
+def test_windows_list_the_telemetry_windows_as_a_table_or_as_json(tmp_path):
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.domain.windows import WindowSpec
+    from tests.test_store_contract import T0, telemetry_event
+
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db"}
+    spec = WindowSpec(records=4, minutes=60, grace_minutes=5, sample=4)
+    SqliteStore(f"{tmp_path}/cp.db").append_telemetry([telemetry_event(s, n=3) for s in range(3)], lambda m: spec, T0)
+
+    header, *rows = cli("windows", env=env).stdout.splitlines()
+    assert header.split() == ["MODEL", "DEPLOYMENT", "WINDOW", "RECORDS", "STATE", "CLOSED", "BY"]
+    assert [row.split()[3:5] for row in rows] == [["4", "closed"], ["4", "closed"], ["1", "open"]]
+    closed = [json.loads(line) for line in cli("windows", "--state", "closed", "--json", env=env).stdout.splitlines()]
+    assert [(w["part"], w["reason"]) for w in closed] == [(0, "records"), (1, "records")]
+    assert cli("windows", "--state", "done", env=env).returncode == 2  # argparse names the choices
