@@ -206,8 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         if command == "replay":
             found = taskops.replay_dead_letters(services, args.limit)
         else:
-            operation = {"show": taskops.show_task, "retry": taskops.retry_task, "cancel": taskops.cancel_task}
-            found = [operation[command](services, args.task_id)]
+            found = [taskops.act(services, command, args.task_id)]
         _print(found, args.json)
     else:
         from controlplane.domain.rollout import RolloutState

@@ -99,16 +99,21 @@ def host(tmp_path_factory):
 
 
 def opened(host, browser, name: str, width: int = 1100):
-    """The approver's page of the review ``name``, through the link the CLI prints. The context bypasses
-    the page's Content-Security-Policy only so that the test can inject axe-core."""
+    """The approver's page of the review ``name``, through the link the CLI prints."""
     review_id, approver = host.reviews[name]
     done = subprocess.run([sys.executable, "-m", "controlplane", "reviews", "link", review_id, "--approver", approver],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env={**host.full_env()})
     assert done.returncode == 0, done.stderr
-    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.goto(done.stdout.strip())
+    page = page_at(browser, done.stdout.strip(), width)
     page.wait_for_selector("#open", state="detached")
+    return page
+
+
+def page_at(browser, url: str, width: int = 1100):
+    """``url`` in a fresh browser context ``width`` px wide. The context bypasses the pages'
+    Content-Security-Policy only so that the test can inject axe-core."""
+    page = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900}).new_page()
+    page.goto(url)
     return page
 
 
@@ -177,9 +182,7 @@ def test_a_review_page_fits_a_phone(host, browser, name):
 
 @pytest.mark.parametrize("width", [1100, 390])
 def test_the_model_page_tells_the_models_story_accessibly_at_any_width(host, browser, width):
-    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.goto(f"{host.url}/api/models/churn")
+    page = page_at(browser, f"{host.url}/api/models/churn", width)
     assert page.locator("h1").inner_text() == "Model churn"
     assert page.locator("h2:has-text('Serving') + table").inner_text().count("churn-ep") == 1
     assert page.locator("h2:has-text('Timeline') + table tbody tr").count() == 2  # the two churn reviews' decisions
@@ -189,7 +192,7 @@ def test_the_model_page_tells_the_models_story_accessibly_at_any_width(host, bro
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     page.screenshot(path=str(ARTIFACTS / f"model-churn-{width}px.png"), full_page=True)
     assert serious_violations(page) == []
-    context.close()
+    page.context.close()
 
 
 @pytest.fixture(scope="module")
@@ -230,9 +233,7 @@ def operated(tmp_path_factory):
 
 @pytest.mark.parametrize("width", [1100, 390])
 def test_the_outbox_page_lists_tasks_a_page_at_a_time_and_filters_them_by_state(operated, browser, width):
-    context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.goto(f"{operated.url}/api/ui/tasks?limit=2")
+    page = page_at(browser, f"{operated.url}/api/ui/tasks?limit=2", width)
     assert page.locator("h1").inner_text() == "Outbox tasks"
     seen = []
     while True:
@@ -251,13 +252,11 @@ def test_the_outbox_page_lists_tasks_a_page_at_a_time_and_filters_them_by_state(
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     page.screenshot(path=str(ARTIFACTS / f"tasks-{width}px.png"), full_page=True)
     assert serious_violations(page) == []
-    context.close()
+    page.context.close()
 
 
 def test_the_outbox_page_retries_a_dead_letter_and_cancels_a_pending_task_with_its_buttons(operated, browser):
-    context = browser.new_context(bypass_csp=True, viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.goto(f"{operated.url}/api/ui/tasks?state=dead_lettered&code=the-function-key")
+    page = page_at(browser, f"{operated.url}/api/ui/tasks?state=dead_lettered&code=the-function-key")
     page.click(f"button[aria-label='Retry task {operated.dead.id}']")
     page.wait_for_load_state()
     assert page.locator("[role=status]").inner_text() == f"Retry of task {operated.dead.id}: it is now pending."
@@ -273,7 +272,7 @@ def test_the_outbox_page_retries_a_dead_letter_and_cancels_a_pending_task_with_i
     assert page.locator("[role=status]").inner_text() == f"Cancel of task {pending[-1]}: it is now cancelled."
     assert page.locator(f"button[aria-label='Cancel task {pending[-1]}']").count() == 0
     assert serious_violations(page) == []
-    context.close()
+    page.context.close()
 
 
 def test_an_outbox_action_the_task_refuses_is_shown_with_why_and_an_unknown_one_is_a_400(operated):
@@ -291,14 +290,12 @@ def test_an_outbox_action_the_task_refuses_is_shown_with_why_and_an_unknown_one_
 @pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"]),
                                             ("windows", [f"{WINDOW_BUCKET}.{part}" for part in range(3)])])
 def test_the_rollouts_and_incidents_pages_show_each_one_with_its_state(operated, browser, name, expected):
-    context = browser.new_context(bypass_csp=True, viewport={"width": 390, "height": 900})
-    page = context.new_page()
-    page.goto(f"{operated.url}/api/ui/{name}")
+    page = page_at(browser, f"{operated.url}/api/ui/{name}", 390)
     assert sorted(r.locator("td").first.inner_text() for r in page.locator("main table tbody tr").all()) == expected
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(ARTIFACTS / f"{name}-390px.png"), full_page=True)
     assert serious_violations(page) == []
-    context.close()
+    page.context.close()
 
 
 def test_a_list_that_does_not_exist_or_a_state_it_does_not_have_is_named_in_a_400(operated):

@@ -31,14 +31,12 @@ def lists(req: func.HttpRequest) -> func.HttpResponse:
 def _after_action(services, params) -> str:
     """What the outbox page says after a button sent it back: read from the task, never from the address."""
     for action in ("retry", "cancel"):
-        task = services.store.task(params[action]) if name_of(params.get(action)) else None
+        task_id = params.get(action) or ""
+        task = services.store.task(task_id) if task_id.isalnum() and len(task_id) <= 64 else None
         if task is not None:
             return f"{action.title()} of task {task.id}: it is now {task.state.value}."
     return ""
 
-
-def name_of(value: str | None) -> bool:
-    return bool(value) and len(value) <= 64 and value.isalnum()
 
 
 @bp.function_name("task_action")
@@ -51,19 +49,16 @@ def task_action(req: func.HttpRequest) -> func.HttpResponse:
     from urllib.parse import urlencode
 
     from controlplane import bootstrap
-    from controlplane.domain.errors import InvalidEvent, TaskRefused
+    from controlplane.domain.errors import TaskRefused
     from controlplane.handlers import taskops
     from controlplane.handlers.queries import list_named
     from controlplane.web.lists import list_page
 
     task_id, action = req.route_params.get("id", ""), req.route_params.get("action", "")
-    operations = {"retry": taskops.retry_task, "cancel": taskops.cancel_task}
-    if action not in operations:
-        raise InvalidEvent("action", f"expected retry or cancel, got {action[:20]!r}")
     back = {k: v for k, v in (("code", req.params.get("code")), ("state", req.params.get("state"))) if v}
     services = bootstrap.services()
     try:
-        operations[action](services, task_id)
+        taskops.act(services, action, task_id, allowed=("retry", "cancel"))
     except TaskRefused as refused:
         page = list_named(services, "tasks", back.get("state", ""), 50)
         return html_response(list_page("tasks", page.items, state=back.get("state", ""),

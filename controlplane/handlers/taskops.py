@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from controlplane.domain.errors import TaskChanged, TaskNotFound, TaskRefused
+from controlplane.domain.errors import InvalidEvent, TaskChanged, TaskNotFound, TaskRefused
 from controlplane.domain.ledger import Task, TaskState
 from controlplane.ports.store import Services
 
@@ -53,6 +53,14 @@ def cancel_task(services: Services, task_id: str) -> Task:
         raise TaskRefused(current, "cancel", reasons.get(current.state, "only pending tasks can be cancelled"))
     updated = replace(current, state=TaskState.CANCELLED, updated_at=services.clock.now())
     return _write(services, current, updated, "cancel")
+
+
+def act(services: Services, action: str, task_id: str, allowed: tuple[str, ...] = ("show", "retry", "cancel")) -> Task:
+    """``show``, ``retry`` or ``cancel`` a task, among ``allowed``; ``InvalidEvent`` naming ``action`` otherwise."""
+    operations = {"show": show_task, "retry": retry_task, "cancel": cancel_task}
+    if action not in allowed or action not in operations:
+        raise InvalidEvent("action", f"expected {' or '.join(allowed)}, got {action[:20]!r}")
+    return operations[action](services, task_id)
 
 
 def replay_dead_letters(services: Services, limit: int = 100) -> list[Task]:

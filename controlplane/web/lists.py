@@ -1,4 +1,4 @@
-"""The operators' lists: outbox tasks, rollouts and incidents, a page at a time, filtered by state.
+"""The operators' lists: outbox tasks, rollouts, incidents and telemetry windows, a page at a time, by state.
 
 Each page links the next one with the continuation token the list answered (sealed, so it cannot be edited), and
 the state filter is a plain GET form: the page works without script and at phone width.
@@ -49,7 +49,7 @@ def _hidden(name: str, value: str) -> str:
     return f"<input type='hidden' name='{escape(name)}' value='{escape(value)}'>"
 
 
-def _tasks(tasks: Iterable[Task], key: str = "", state: str = "") -> tuple[list[str], list[list[str]]]:
+def _tasks(tasks: Iterable[Task], key: str, state: str) -> tuple[list[str], list[list[str]]]:
     return (["task", "kind", "target", "model", "state", "attempts", "due", "last error", "correlation id",
              "actions"],
             [[escape(t.id), escape(t.kind.value), escape(t.target), escape(t.model or "-"), _state(t.state.value),
@@ -89,4 +89,4 @@ def _windows(windows: Iterable[Window]) -> tuple[list[str], list[list[str]]]:
               str(w.count), _state("closed" if w.closed else "open"), escape(w.reason or "-")] for w in windows])
 
 
-_COLUMNS = {"tasks": _tasks, "rollouts": _rollouts, "incidents": _incidents, "windows": _windows}
+_COLUMNS = {"rollouts": _rollouts, "incidents": _incidents, "windows": _windows}  # tasks: with their buttons
