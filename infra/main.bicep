@@ -1,7 +1,8 @@
 // The control plane's Azure resources: one resource group holding the Function App (Flex Consumption, Python
 // 3.11) and what it reads and writes, reached with one user-assigned identity; plus, when an Azure ML workspace
-// is named, a role on that workspace and an Event Grid system topic on it. What needs the deployed function's
-// keys (the topic's subscriptions, the alerts action group) is created by infra/hooks/postdeploy.*.
+// is named, an Event Grid system topic on it, and one on each further workspace of azureMlEnvironments. What
+// needs the deployed function's keys (the topics' subscriptions, the alerts action group) and the roles on the
+// workspaces and the registry are created by infra/hooks/postdeploy.*.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -69,12 +70,37 @@ param azureMlWorkspace string = ''
 @description('Region of that workspace (its Event Grid system topic must be there, AZURE_ML_LOCATION); empty: location.')
 param azureMlLocation string = ''
 
+@description('Further Azure ML workspaces (MLOps v2: dev, staging, ...; the one above is production), each {name, workspace, resourceGroup (empty: that of the workspace above), location (empty: its region)}; AZURE_ML_ENVIRONMENTS as JSON.')
+param azureMlEnvironments array = []
+
+@description('Azure ML registry the environments share models through (AZURE_ML_REGISTRY); empty for none.')
+param azureMlRegistry string = ''
+
+@description('Resource group of that registry (same subscription); empty: that of the workspace above.')
+param azureMlRegistryResourceGroup string = ''
+
 var tags = { 'azd-env-name': environmentName }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var useAzureMl = !empty(azureMlWorkspace)
 var mlResourceGroup = empty(azureMlResourceGroup) ? rg.name : azureMlResourceGroup
 // An empty value (AZURE_ML_LOCATION unset, or passed empty by another tool) means the deployment's region.
 var mlLocation = empty(azureMlLocation) ? location : azureMlLocation
+// Each further workspace with its defaults filled in; `union` lets an entry leave resourceGroup and location out.
+var mlEnvironmentsGiven = [for environment in azureMlEnvironments: union({ resourceGroup: '', location: '' }, environment)]
+var mlEnvironments = [for environment in mlEnvironmentsGiven: {
+  name: environment.name
+  topicName: 'evgst-aml-${environment.name}-${resourceToken}'
+  location: empty(environment.location) ? mlLocation : environment.location
+  workspaceId: resourceId(subscription().subscriptionId,
+    empty(environment.resourceGroup) ? mlResourceGroup : environment.resourceGroup,
+    'Microsoft.MachineLearningServices/workspaces', environment.workspace)
+}]
+var mlEnvironmentNames = [for environment in mlEnvironments: environment.name]
+var mlEnvironmentTopicNames = [for environment in mlEnvironments: environment.topicName]
+var mlEnvironmentWorkspaceIds = [for environment in mlEnvironments: environment.workspaceId]
+var mlRegistryId = empty(azureMlRegistry) ? '' : resourceId(subscription().subscriptionId,
+  empty(azureMlRegistryResourceGroup) ? mlResourceGroup : azureMlRegistryResourceGroup,
+  'Microsoft.MachineLearningServices/registries', azureMlRegistry)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -119,8 +145,9 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
-// Nothing is deployed into the workspace's resource group, so `azd down` never offers to delete it: the
-// identity's AzureML Data Scientist role on the workspace is assigned by the postdeploy hook.
+// Nothing is deployed into the workspaces' or the registry's resource groups, so `azd down` never offers to
+// delete them: the identity's AzureML Data Scientist role on each workspace and its AzureML Registry User role on
+// the registry are assigned by the postdeploy hook.
 var mlWorkspaceId = resourceId(subscription().subscriptionId, mlResourceGroup,
   'Microsoft.MachineLearningServices/workspaces', azureMlWorkspace)
 
@@ -137,6 +164,22 @@ module registryEvents 'app/registry-events.bicep' = if (useAzureMl) {
   }
 }
 
+// One system topic per further workspace, named after its environment, with the same dead-lettering; the hook
+// gives each the same subscriptions as the one above.
+module environmentEvents 'app/registry-events.bicep' = [for environment in mlEnvironments: {
+  name: 'registry-events-${environment.name}'
+  scope: rg
+  params: {
+    name: environment.topicName
+    location: environment.location
+    tags: tags
+    resourceToken: resourceToken
+    workspaceId: environment.workspaceId
+    storageAccountName: app.outputs.storageAccountName
+    deadLetterContainerName: app.outputs.deadLetterContainerName
+  }
+}]
+
 // azd saves these in the environment; the postdeploy hooks and docs/deploy.md use them.
 output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
 output AZURE_FUNCTION_APP_HOSTNAME string = app.outputs.functionAppHostName
@@ -145,6 +188,12 @@ output AZURE_STORAGE_ACCOUNT_ID string = app.outputs.storageAccountId
 output AZURE_EVENTGRID_DEADLETTER_CONTAINER string = app.outputs.deadLetterContainerName
 output AZURE_ML_SYSTEM_TOPIC_NAME string = useAzureMl ? registryEvents!.outputs.name : ''
 output AZURE_ML_WORKSPACE_ID string = useAzureMl ? mlWorkspaceId : ''
+// Space-separated, in the order of azureMlEnvironments, so that the POSIX hook can loop over them without a
+// JSON parser (names and resource ids hold no spaces).
+output AZURE_ML_ENVIRONMENT_NAMES string = join(mlEnvironmentNames, ' ')
+output AZURE_ML_ENVIRONMENT_TOPIC_NAMES string = join(mlEnvironmentTopicNames, ' ')
+output AZURE_ML_ENVIRONMENT_WORKSPACE_IDS string = join(mlEnvironmentWorkspaceIds, ' ')
+output AZURE_ML_REGISTRY_ID string = mlRegistryId
 output AZURE_CONTROLPLANE_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output AZURE_ACTION_GROUP_NAME string = 'ag-cp-${resourceToken}'
 output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName

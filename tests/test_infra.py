@@ -321,11 +321,13 @@ if "--body" in args:
 with open(os.environ["FAKE_AZ_CALLS"], "a", encoding="utf-8") as calls:
     calls.write(json.dumps(call) + "\\n")
 line = " ".join(args)
+topics = os.environ["FAKE_TOPIC_ID"].rsplit("/", 1)[0]
 answers = {{
     "functionapp keys list": os.environ["FAKE_EVENTGRID_KEY"],
     "functionapp function keys list": "alert-key",
-    "eventgrid system-topic show": os.environ["FAKE_TOPIC_ID"],
-    "role assignment list": "1",
+    "eventgrid system-topic show": topics + "/" + args[args.index("--name") + 1] if "--name" in args else "",
+    # How many assignments of the role the identity already holds on the scope.
+    "role assignment list": os.environ.get("FAKE_ROLE_ASSIGNMENTS", "1"),
 }}
 for command, answer in answers.items():
     if line.startswith(command):
@@ -343,10 +345,9 @@ if line.startswith("rest --method get"):
 """
 
 
-@pytest.fixture(scope="module")
-def hook_run(tmp_path_factory) -> dict:
-    """The POSIX hook run once against a fake az that records every call and the bodies it was sent."""
-    directory = tmp_path_factory.mktemp("fake-az")
+def run_posix_hook(directory: Path, **overrides: str | None) -> dict:
+    """The POSIX hook run against a fake az that records every call and the bodies it was sent; ``overrides``
+    change the azd environment the hook sees (None removes a value)."""
     fake = directory / "az"
     fake.write_text(FAKE_AZ.format(python=sys.executable))
     fake.chmod(0o755)
@@ -366,11 +367,18 @@ def hook_run(tmp_path_factory) -> dict:
                                     "Microsoft.Storage/storageAccounts/stcptoken",
         "AZURE_ACTION_GROUP_NAME": "ag-cp-token", "AZURE_ENV_NAME": "cp-test",
     }
+    env = {name: value for name, value in {**env, **overrides}.items() if value is not None}
     completed = subprocess.run(["sh", str(HOOKS["posix"])], cwd=ROOT, env=env, capture_output=True, text=True,
                                timeout=60)
     assert completed.returncode == 0, completed.stderr
     calls = [json.loads(line) for line in (directory / "calls.jsonl").read_text().splitlines()]
     return {"calls": calls, "env": env, "topic_id": topic_id, "stdout": completed.stdout}
+
+
+@pytest.fixture(scope="module")
+def hook_run(tmp_path_factory) -> dict:
+    """The POSIX hook run once with the home workspace only."""
+    return run_posix_hook(tmp_path_factory.mktemp("fake-az"))
 
 
 def test_the_posix_hook_creates_each_subscription_in_one_arm_call_with_its_filter_and_dead_lettering(hook_run):

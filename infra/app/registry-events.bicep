@@ -1,4 +1,5 @@
-// Event Grid system topic on the Azure ML workspace, kept in the control plane's resource group.
+// Event Grid system topic on one Azure ML workspace, kept in the control plane's resource group (main.bicep
+// deploys it once for the home workspace and once per further environment's workspace).
 // Its subscriptions to the on_registry_event function need the function's Event Grid extension key, which
 // exists only once the code is deployed: infra/hooks/postdeploy.sh / .ps1 create them (one per file in
 // infra/hooks/event-subscriptions/), each with its filter, a retry policy and dead-lettering into the
@@ -6,6 +7,8 @@
 param location string
 param tags object
 param resourceToken string
+@description('The topic\'s name, distinct for every workspace: Azure allows one system topic per source.')
+param name string = 'evgst-aml-${resourceToken}'
 param workspaceId string
 param storageAccountName string
 param deadLetterContainerName string
@@ -14,7 +17,7 @@ param deadLetterContainerName string
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
-  name: 'evgst-aml-${resourceToken}'
+  name: name
   location: location // a system topic lives in its source's region
   tags: tags
   identity: { type: 'SystemAssigned' }

@@ -1,11 +1,16 @@
 # azd postdeploy hook (PowerShell): connects what needs the deployed function's keys.
 #
-#  1. Event Grid: subscribes the on_registry_event function to the Azure ML workspace's system topic through
-#     the host's eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file
-#     name is the subscription's name; the file is its ARM body, filtered to the events the control plane acts
-#     on). Each subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours)
-#     and dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account
-#     takes no shared keys). postdeploy.sh sends the same files.
+#  0. Roles for the app's managed identity: AzureML Data Scientist on the home workspace and on every further
+#     environment's workspace (AZURE_ML_ENVIRONMENT_WORKSPACE_IDS), AzureML Registry User on the registry
+#     (AZURE_ML_REGISTRY_ID). They are assigned here rather than in Bicep so that `azd down` never counts those
+#     resource groups as part of this deployment.
+#  1. Event Grid: subscribes the on_registry_event function to the system topic of the home workspace and to
+#     that of every further environment (AZURE_ML_ENVIRONMENT_TOPIC_NAMES) through the host's
+#     eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file name is the
+#     subscription's name; the file is its ARM body, filtered to the events the control plane acts on). Each
+#     subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours) and
+#     dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account takes
+#     no shared keys). postdeploy.sh sends the same files.
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
 #     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
 #     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
@@ -92,42 +97,47 @@ if (-not $functionHost) {
     $functionHost = Invoke-Az functionapp show --resource-group $rg --name $app --query defaultHostName -o tsv
 }
 
-$workspaceId = $env:AZURE_ML_WORKSPACE_ID
-if ($workspaceId) {
-    # AzureML Data Scientist on the workspace, assigned here rather than in Bicep so that `azd down` never
-    # counts the workspace's resource group as part of this deployment.
-    $role = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+# Role definition ids of the built-in roles the app's identity gets.
+$dataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'  # AzureML Data Scientist
+$registryUser = '1823dd4f-9b8c-4ab6-ab4e-7397a3684615'   # AzureML Registry User
+
+function Grant-Role([string]$Role, [string]$RoleName, [string]$Scope) {
+    # Assigns the role to the app's identity on the scope unless it holds it already.
     $principal = $env:AZURE_CONTROLPLANE_PRINCIPAL_ID
     if (-not $principal) { throw 'postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set' }
-    $existing = Invoke-Az role assignment list --assignee $principal --role $role --scope $workspaceId --query 'length(@)' -o tsv
+    $existing = Invoke-Az role assignment list --assignee $principal --role $Role --scope $Scope --query 'length(@)' -o tsv
     if ("$existing".Trim() -eq '0') {
-        Write-Host "postdeploy: granting the control plane AzureML Data Scientist on $workspaceId"
+        Write-Host "postdeploy: granting the control plane $RoleName on $Scope"
         Invoke-Az role assignment create --assignee-object-id $principal --assignee-principal-type ServicePrincipal `
-            --role $role --scope $workspaceId --output none
+            --role $Role --scope $Scope --output none | Out-Null
     }
 }
 
-$topic = $env:AZURE_ML_SYSTEM_TOPIC_NAME
-if ($topic) {
-    $key = Wait-For 'the eventgrid_extension system key' {
-        az functionapp keys list --resource-group $rg --name $app --query 'systemKeys.eventgrid_extension' -o tsv
-    }
-    $endpoint = "https://$functionHost/runtime/webhooks/eventgrid?functionName=on_registry_event&code=$key"
-    if (-not $env:AZURE_STORAGE_ACCOUNT_ID) { throw 'postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set' }
-    $container = if ($env:AZURE_EVENTGRID_DEADLETTER_CONTAINER) { $env:AZURE_EVENTGRID_DEADLETTER_CONTAINER } else { 'eventgrid-deadletter' }
-    $topicId = "$(Invoke-Az eventgrid system-topic show --resource-group $rg --name $topic --query id -o tsv)".Trim()
-    $placeholders = [ordered]@{
-        '{{endpointUrl}}'         = ConvertTo-JsonText $endpoint
-        '{{deadLetterAccountId}}' = ConvertTo-JsonText $env:AZURE_STORAGE_ACCOUNT_ID
-        '{{deadLetterContainer}}' = ConvertTo-JsonText $container
-    }
+function Split-List([string]$Value) {
+    # The items of a space-separated output of main.bicep (AZURE_ML_ENVIRONMENT_*); unset or empty: none.
+    "$Value" -split ' ' | Where-Object { $_ }
+}
 
+if ($env:AZURE_ML_WORKSPACE_ID) {
+    Grant-Role $dataScientist 'AzureML Data Scientist' $env:AZURE_ML_WORKSPACE_ID
+}
+foreach ($environmentWorkspaceId in @(Split-List $env:AZURE_ML_ENVIRONMENT_WORKSPACE_IDS)) {
+    Grant-Role $dataScientist 'AzureML Data Scientist' $environmentWorkspaceId
+}
+if ($env:AZURE_ML_REGISTRY_ID) {
+    Grant-Role $registryUser 'AzureML Registry User' $env:AZURE_ML_REGISTRY_ID
+}
+
+function Add-Subscriptions([string]$Topic, [System.Collections.IDictionary]$Placeholders) {
+    # Creates or updates every subscription of infra/hooks/event-subscriptions/ on the system topic; returns
+    # the topic's resource id.
+    $topicId = "$(Invoke-Az eventgrid system-topic show --resource-group $rg --name $Topic --query id -o tsv)".Trim()
     foreach ($template in (Get-ChildItem -Path $templates -Filter '*.json' | Sort-Object Name)) {
         $name = $template.BaseName
         $url = "$topicId/eventSubscriptions/$($name)?api-version=$eventGridApi"
-        Write-Host "postdeploy: Event Grid subscription $($name): system topic $topic to on_registry_event"
+        Write-Host "postdeploy: Event Grid subscription $($name): system topic $Topic to on_registry_event"
         $json = [System.IO.File]::ReadAllText($template.FullName)
-        foreach ($placeholder in $placeholders.Keys) { $json = $json.Replace($placeholder, $placeholders[$placeholder]) }
+        foreach ($placeholder in $Placeholders.Keys) { $json = $json.Replace($placeholder, $Placeholders[$placeholder]) }
         $body = (New-TemporaryFile).FullName  # holds the function's key: removed right after the call
         try {
             [System.IO.File]::WriteAllText($body, $json)  # UTF-8 without a byte order mark
@@ -138,16 +148,42 @@ if ($topic) {
         }
         Wait-Provisioned $name $url
     }
+    return $topicId
+}
 
-    # Before the subscriptions were filtered, one subscription took every run event of the workspace.
+$topic = $env:AZURE_ML_SYSTEM_TOPIC_NAME
+$environmentTopics = @(Split-List $env:AZURE_ML_ENVIRONMENT_TOPIC_NAMES)
+if ($topic -or $environmentTopics.Count -gt 0) {
+    $key = Wait-For 'the eventgrid_extension system key' {
+        az functionapp keys list --resource-group $rg --name $app --query 'systemKeys.eventgrid_extension' -o tsv
+    }
+    $endpoint = "https://$functionHost/runtime/webhooks/eventgrid?functionName=on_registry_event&code=$key"
+    if (-not $env:AZURE_STORAGE_ACCOUNT_ID) { throw 'postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set' }
+    $container = if ($env:AZURE_EVENTGRID_DEADLETTER_CONTAINER) { $env:AZURE_EVENTGRID_DEADLETTER_CONTAINER } else { 'eventgrid-deadletter' }
+    $placeholders = [ordered]@{
+        '{{endpointUrl}}'         = ConvertTo-JsonText $endpoint
+        '{{deadLetterAccountId}}' = ConvertTo-JsonText $env:AZURE_STORAGE_ACCOUNT_ID
+        '{{deadLetterContainer}}' = ConvertTo-JsonText $container
+    }
+}
+else {
+    Write-Host 'postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create'
+}
+
+if ($topic) {
+    $topicId = Add-Subscriptions $topic $placeholders
+    # Before the subscriptions were filtered, one subscription took every run event of the home workspace.
     $legacy = "$topicId/eventSubscriptions/on-registry-event?api-version=$eventGridApi"
     if (Get-AzRestValue $legacy 'name') {
         Write-Host 'postdeploy: deleting the unfiltered Event Grid subscription on-registry-event'
         Invoke-Az rest --method delete --url $legacy --output none | Out-Null
     }
 }
-else {
-    Write-Host 'postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create'
+
+# The further environments' topics get the same subscriptions: on_registry_event tells the environments apart
+# by the workspace each event comes from.
+foreach ($environmentTopic in $environmentTopics) {
+    Add-Subscriptions $environmentTopic $placeholders | Out-Null
 }
 
 $alertKey = Wait-For 'the on_alert function key' {

@@ -1,12 +1,17 @@
 #!/bin/sh
 # azd postdeploy hook (POSIX shells): connects what needs the deployed function's keys.
 #
-#  1. Event Grid: subscribes the on_registry_event function to the Azure ML workspace's system topic through
-#     the host's eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file
-#     name is the subscription's name; the file is its ARM body, filtered to the events the control plane acts
-#     on). Each subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours)
-#     and dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account
-#     takes no shared keys). postdeploy.ps1 sends the same files.
+#  0. Roles for the app's managed identity: AzureML Data Scientist on the home workspace and on every further
+#     environment's workspace (AZURE_ML_ENVIRONMENT_WORKSPACE_IDS), AzureML Registry User on the registry
+#     (AZURE_ML_REGISTRY_ID). They are assigned here rather than in Bicep so that `azd down` never counts those
+#     resource groups as part of this deployment.
+#  1. Event Grid: subscribes the on_registry_event function to the system topic of the home workspace and to
+#     that of every further environment (AZURE_ML_ENVIRONMENT_TOPIC_NAMES) through the host's
+#     eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file name is the
+#     subscription's name; the file is its ARM body, filtered to the events the control plane acts on). Each
+#     subscription is created in one ARM call with its filter, a retry policy (30 attempts, 24 hours) and
+#     dead-lettering into the eventgrid-deadletter container with the topic's own identity (the account takes
+#     no shared keys). postdeploy.ps1 sends the same files.
 #  2. Azure Monitor: an action group whose webhook posts the common alert schema to /api/alerts with the
 #     on_alert function key. Point your alert rules at it. With ALERTS_AUTH_AUDIENCE set (the app registration
 #     whose tokens the app requires, see docs/alerts.md), the webhook is a secure webhook: Azure Monitor also
@@ -83,30 +88,38 @@ wait_until_provisioned() {
   return 1
 }
 
+# Role definition ids of the built-in roles the app's identity gets.
+data_scientist=f6c7c914-8db3-469d-8ca1-694a8f32e121  # AzureML Data Scientist
+registry_user=1823dd4f-9b8c-4ab6-ab4e-7397a3684615   # AzureML Registry User
+
+# Assigns role $1 (named $2, for the log) to the app's identity on scope $3 unless it holds it already.
+grant() {
+  principal=${AZURE_CONTROLPLANE_PRINCIPAL_ID:?postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set}
+  existing=$(az role assignment list --assignee "$principal" --role "$1" --scope "$3" --query "length(@)" -o tsv)
+  if [ "$existing" = "0" ]; then
+    echo "postdeploy: granting the control plane $2 on $3"
+    az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal \
+      --role "$1" --scope "$3" --output none
+  fi
+}
+
 workspace_id=${AZURE_ML_WORKSPACE_ID:-}
 if [ -n "$workspace_id" ]; then
-  # AzureML Data Scientist on the workspace, assigned here rather than in Bicep so that `azd down` never
-  # counts the workspace's resource group as part of this deployment.
-  role=f6c7c914-8db3-469d-8ca1-694a8f32e121
-  principal=${AZURE_CONTROLPLANE_PRINCIPAL_ID:?postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set}
-  existing=$(az role assignment list --assignee "$principal" --role "$role" --scope "$workspace_id" \
-    --query "length(@)" -o tsv)
-  if [ "$existing" = "0" ]; then
-    echo "postdeploy: granting the control plane AzureML Data Scientist on $workspace_id"
-    az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal \
-      --role "$role" --scope "$workspace_id" --output none
-  fi
+  grant "$data_scientist" "AzureML Data Scientist" "$workspace_id"
+fi
+for environment_workspace_id in ${AZURE_ML_ENVIRONMENT_WORKSPACE_IDS:-}; do
+  grant "$data_scientist" "AzureML Data Scientist" "$environment_workspace_id"
+done
+registry_id=${AZURE_ML_REGISTRY_ID:-}
+if [ -n "$registry_id" ]; then
+  grant "$registry_user" "AzureML Registry User" "$registry_id"
 fi
 
-topic=${AZURE_ML_SYSTEM_TOPIC_NAME:-}
-if [ -n "$topic" ]; then
-  key=$(wait_for "the eventgrid_extension system key" \
-    az functionapp keys list --resource-group "$rg" --name "$app" --query "systemKeys.eventgrid_extension" -o tsv)
-  endpoint="https://${host}/runtime/webhooks/eventgrid?functionName=on_registry_event&code=${key}"
-  account_id=${AZURE_STORAGE_ACCOUNT_ID:?postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set}
-  container=${AZURE_EVENTGRID_DEADLETTER_CONTAINER:-eventgrid-deadletter}
+# Creates or updates every subscription of infra/hooks/event-subscriptions/ on system topic $1; leaves the
+# topic's resource id in topic_id.
+subscribe() {
+  topic=$1
   topic_id=$(az eventgrid system-topic show --resource-group "$rg" --name "$topic" --query id -o tsv)
-
   for template in "$templates"/*.json; do
     name=$(basename "$template" .json)
     url="${topic_id}/eventSubscriptions/${name}?api-version=${event_grid_api}"
@@ -118,22 +131,41 @@ if [ -n "$topic" ]; then
         "$template" > "$body"
     if ! az rest --method put --url "$url" --body "@$body" --output none; then
       rm -f "$body"
-      echo "postdeploy: creating Event Grid subscription $name failed" >&2
+      echo "postdeploy: creating Event Grid subscription $name on $topic failed" >&2
       exit 1
     fi
     rm -f "$body"
     wait_until_provisioned "$name" "$url"
   done
+}
 
-  # Before the subscriptions were filtered, one subscription took every run event of the workspace.
+topic=${AZURE_ML_SYSTEM_TOPIC_NAME:-}
+environment_topics=${AZURE_ML_ENVIRONMENT_TOPIC_NAMES:-}
+if [ -n "$topic" ] || [ -n "$environment_topics" ]; then
+  key=$(wait_for "the eventgrid_extension system key" \
+    az functionapp keys list --resource-group "$rg" --name "$app" --query "systemKeys.eventgrid_extension" -o tsv)
+  endpoint="https://${host}/runtime/webhooks/eventgrid?functionName=on_registry_event&code=${key}"
+  account_id=${AZURE_STORAGE_ACCOUNT_ID:?postdeploy: AZURE_STORAGE_ACCOUNT_ID is not set}
+  container=${AZURE_EVENTGRID_DEADLETTER_CONTAINER:-eventgrid-deadletter}
+else
+  echo "postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create"
+fi
+
+if [ -n "$topic" ]; then
+  subscribe "$topic"
+  # Before the subscriptions were filtered, one subscription took every run event of the home workspace.
   legacy="${topic_id}/eventSubscriptions/on-registry-event?api-version=${event_grid_api}"
   if [ -n "$(az rest --method get --url "$legacy" --query name -o tsv 2>/dev/null || true)" ]; then
     echo "postdeploy: deleting the unfiltered Event Grid subscription on-registry-event"
     az rest --method delete --url "$legacy" --output none
   fi
-else
-  echo "postdeploy: no Azure ML workspace configured (AZURE_ML_WORKSPACE): no Event Grid subscription to create"
 fi
+
+# The further environments' topics get the same subscriptions: on_registry_event tells the environments apart
+# by the workspace each event comes from.
+for environment_topic in $environment_topics; do
+  subscribe "$environment_topic"
+done
 
 alert_key=$(wait_for "the on_alert function key" \
   az functionapp function keys list --resource-group "$rg" --name "$app" --function-name on_alert --query default -o tsv)
