@@ -134,11 +134,14 @@ WS = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}"
       f"/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}")
 OPERATIONS = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.MachineLearningServices/locations/westeurope"
 _SETTLED = ("Succeeded", "Failed", "Canceled")
+_BATCH = "batch:"  # first in the keys of batch endpoints' operations: no endpoint is named so
 
 
 class AzureMLService:
     """One Azure ML workspace in memory behind an ``AzureTransport``, answering the ARM REST calls the gateway
-    makes as the service documents them: models, pipeline jobs, online endpoints and deployments.
+    makes as the service documents them: models, pipeline jobs, online endpoints and deployments, batch endpoints
+    and deployments with the scoring jobs posted to a batch endpoint's scoring URI, and Azure ML registries (the
+    registry discovery service and a registry's models, copied in from the workspace by ``import``).
 
     A PUT on an endpoint or deployment answers 201 with ``Azure-AsyncOperation`` (and the resource
     ``Creating``/``Updating``); a DELETE answers 202 with ``Location``. The operation then takes the time
@@ -177,6 +180,21 @@ class AzureMLService:
         on("POST", "/onlineEndpoints/[^/]+/deployments/[^/]+/getLogs", self._answer(self._logs))
         on("GET", "/mfeOperationsStatus/[^/]+", self._answer(self._operation_status))
         on("GET", "/mfeOperationResults/[^/]+", self._answer(self._operation_result))
+        # Batch endpoints, their deployments and scoring jobs; Azure ML registries (``_BATCH`` keys their operations).
+        self.batch_endpoints: dict[str, dict] = {}
+        self.batch_deployments: dict[tuple[str, str], dict] = {}
+        self.registries: dict[str, dict] = {}
+        self.registry_models: dict[tuple[str, str, str], dict] = {}
+        on("GET", "/batchEndpoints/[^/]+", self._answer(self._get_batch_endpoint))
+        on("PUT", "/batchEndpoints/[^/]+", self._answer(self._put_batch_endpoint))
+        on("GET", "/batchEndpoints/[^/]+/deployments", self._answer(self._list_batch_deployments))
+        on("GET", "/batchEndpoints/[^/]+/deployments/[^/]+", self._answer(self._get_batch_deployment))
+        on("PUT", "/batchEndpoints/[^/]+/deployments/[^/]+", self._answer(self._put_batch_deployment))
+        on("POST", "/jobs", self._answer(self._invoke_batch))  # a batch endpoint's scoring URI
+        on("GET", "/registrymanagement/v1.0/registries/[^/]+/discovery", self._answer(self._discover_registry))
+        on("GET", "/registries/[^/]+/models/[^/]+/versions", self._answer(self._registry_model_versions))
+        on("GET", "/registries/[^/]+/models/[^/]+/versions/[^/]+", self._answer(self._get_registry_model))
+        on("POST", "/registries/[^/]+/import", self._answer(self._import_into_registry))
 
     def close(self) -> None:
         """Refuse every request from now on: the SDK pollers a test left running end at their next look."""
@@ -223,6 +241,43 @@ class AzureMLService:
         self.scripts[(endpoint, deployment) if deployment else (endpoint,)] = list(states)
         if deployment:
             self.logs[(endpoint, deployment)] = log
+
+    def serve_batch(self, endpoint: str, deployments: dict[str, tuple[str, int]], default: str | None) -> None:
+        """A batch endpoint whose deployments (name -> (model reference, instances)) are provisioned."""
+        answer = json.loads(json.dumps(body("ml_batch_endpoint")).replace("churn-batch", endpoint))
+        answer["properties"]["defaults"] = {"deploymentName": default}
+        self.batch_endpoints[endpoint] = answer
+        for name, (model, count) in deployments.items():
+            self.batch_deployments[(endpoint, name)] = self.batch_deployment(endpoint, name, model, count)
+
+    @staticmethod
+    def batch_deployment(endpoint: str, name: str, model: str, capacity: int = 1, state: str = "Succeeded") -> dict:
+        """A batch deployment of ``model`` (``azureml:<name>:<version>`` or a registry's ``azureml://`` id)."""
+        answer = json.loads(json.dumps(body("ml_batch_deployment")).replace("churn-batch", endpoint))
+        answer["id"] = answer["id"].rsplit("/", 1)[0] + f"/{name}"
+        answer["name"] = name
+        if not model.startswith("azureml://"):
+            _, model_name, version = model.split(":")
+            model = f"{WS}/models/{model_name}/versions/{version}"
+        answer["properties"].update(model={"referenceType": "Id", "assetId": model}, provisioningState=state)
+        answer["properties"]["resources"]["instanceCount"] = capacity
+        return answer
+
+    def add_registry(self, registry: str) -> None:
+        """An Azure ML registry the registry discovery service knows."""
+        self.registries[registry] = json.loads(json.dumps(body("ml_registry_discovery")).replace("mlops-shared",
+                                                                                                 registry))
+
+    def add_registry_model(self, registry: str, name: str, version: str) -> None:
+        self.add_registry(registry)
+        self.registry_models[(registry, name, version)] = self._registry_model(registry, name, version)
+
+    @staticmethod
+    def _registry_model(registry: str, name: str, version: str) -> dict:
+        model = json.loads(json.dumps(body("ml_registry_model_version")).replace("mlops-shared", registry))
+        model["id"] = model["id"].replace("/models/churn/versions/3", f"/models/{name}/versions/{version}")
+        model["name"] = version
+        return model
 
     # -- answers -----------------------------------------------------------------------------------------------
 
@@ -329,6 +384,8 @@ class AzureMLService:
     def _operation_status(self, sent: Sent, parts: list[str]) -> Any:
         key = self._operations[parts[-1]]
         resource = self.endpoints.get(key[0]) if len(key) == 1 else self.deployments.get(key)
+        if key[0] == _BATCH:
+            resource = self.batch_endpoints.get(key[1]) if len(key) == 2 else self.batch_deployments.get(key[1:])
         state = self._read(resource, key)["properties"]["provisioningState"] if resource else "Succeeded"
         status = state if state in _SETTLED else "InProgress"
         answer = {**body("ml_operation_status"), "id": f"{OPERATIONS}/mfeOperationsStatus/{parts[-1]}",
@@ -339,6 +396,90 @@ class AzureMLService:
 
     def _operation_result(self, sent: Sent, parts: list[str]) -> Any:
         return 200, None
+
+    def _get_batch_endpoint(self, sent: Sent, parts: list[str]) -> Any:
+        found = self.batch_endpoints.get(parts[-1])
+        return self._missing(f"batch endpoint {parts[-1]}") if found is None else self._read(found, (_BATCH,
+                                                                                                    parts[-1]))
+
+    def _put_batch_endpoint(self, sent: Sent, parts: list[str]) -> Any:
+        name, key = parts[-1], (_BATCH, parts[-1])
+        state = "Updating" if name in self.batch_endpoints else "Creating"
+        template = json.loads(json.dumps(body("ml_batch_endpoint")).replace("churn-batch", name))
+        template["properties"]["defaults"] = {"deploymentName": None}
+        endpoint = self._with_defaults(template, sent.body)
+        endpoint["properties"]["provisioningState"] = state
+        self.batch_endpoints[name] = endpoint
+        self.begun[key] = self.clock.now()
+        return self._begun(endpoint, key)
+
+    def _list_batch_deployments(self, sent: Sent, parts: list[str]) -> Any:
+        endpoint = parts[-2]
+        if endpoint not in self.batch_endpoints:
+            return self._missing(f"batch endpoint {endpoint}")
+        return {"value": [self._read(d, (_BATCH, *key)) for key, d in self.batch_deployments.items()
+                          if key[0] == endpoint]}
+
+    def _get_batch_deployment(self, sent: Sent, parts: list[str]) -> Any:
+        key = (parts[-3], parts[-1])
+        found = self.batch_deployments.get(key)
+        if found is None:
+            return self._missing(f"batch deployment {key[1]} of {key[0]}")
+        return self._read(found, (_BATCH, *key))
+
+    def _put_batch_deployment(self, sent: Sent, parts: list[str]) -> Any:
+        key = (parts[-3], parts[-1])
+        if key[0] not in self.batch_endpoints:
+            return self._missing(f"batch endpoint {key[0]}")
+        state = "Updating" if key in self.batch_deployments else "Creating"
+        deployment = self._with_defaults(self.batch_deployment(key[0], key[1], "azureml:churn:3"), sent.body)
+        deployment["properties"]["provisioningState"] = state
+        self.batch_deployments[key] = deployment
+        self.begun[(_BATCH, *key)] = self.clock.now()
+        return self._begun(deployment, (_BATCH, *key))
+
+    def _invoke_batch(self, sent: Sent, parts: list[str]) -> Any:
+        """A scoring job: it becomes a job of the workspace (409 when one of that name exists), with the
+        properties the request gave and no tags (a batch job takes none)."""
+        request = sent.body["properties"]
+        name = request.get("name") or f"batchjob-{len(self.jobs) + 1}"
+        if name in self.jobs:
+            return 409, arm_error("Conflict", f"job {name} already exists")
+        experiment = (request.get("properties") or {}).get("experimentName") or "Default"
+        self.add_job(name, experiment=experiment)
+        self.jobs[name]["properties"]["properties"] = dict(request.get("properties") or {})
+        self.jobs[name]["properties"]["tags"] = {}
+        answer = json.loads(json.dumps(body("ml_batch_job")).replace("green-score", name))
+        answer["properties"].update(experimentName=experiment, properties=dict(request.get("properties") or {}))
+        return answer
+
+    def _discover_registry(self, sent: Sent, parts: list[str]) -> Any:
+        found = self.registries.get(parts[-2])
+        return found if found is not None else (404, arm_error("NotFound", f"registry {parts[-2]} not found"))
+
+    def _registry_model_versions(self, sent: Sent, parts: list[str]) -> Any:
+        registry, name = parts[-4], parts[-2]
+        return {"value": [m for (r, n, _), m in self.registry_models.items() if (r, n) == (registry, name)]}
+
+    def _get_registry_model(self, sent: Sent, parts: list[str]) -> Any:
+        found = self.registry_models.get((parts[-5], parts[-3], parts[-1]))
+        return found if found is not None else (404, arm_error("UserError", f"model {parts[-3]}:{parts[-1]} not "
+                                                                            f"found in registry {parts[-5]}"))
+
+    def _import_into_registry(self, sent: Sent, parts: list[str]) -> Any:
+        """A copy of a workspace's model version (``sourceAssetId``: azureml://locations/<region>/workspaces/
+        <workspace guid>/models/<name>/versions/<version>) under the destination name and version; answered 202,
+        the copy done when the operation's ``Location`` is read."""
+        registry, copy = parts[-2], sent.body["properties"]
+        source = re.match(r"^azureml://locations/[^/]+/workspaces/[^/]+/models/([^/]+)/versions/([^/]+)$",
+                          copy["sourceAssetId"])
+        if source is None or (source[1], source[2]) not in self.models:
+            return 404, arm_error("UserError", f"asset {copy['sourceAssetId']} not found")
+        key = (registry, copy["destinationName"], copy["destinationVersion"])
+        self.registry_models[key] = self._registry_model(*key)
+        operation = self._operation((registry,))
+        return 202, None, {"Location": f"https://management.azure.com{OPERATIONS}/mfeOperationResults/{operation}"
+                                       "?api-version=2021-10-01-dataplanepreview", "Retry-After": "1"}
 
     # -- provisioning ------------------------------------------------------------------------------------------
 

@@ -349,6 +349,12 @@ class FakeGateway:
             raise NotFound("online_endpoints.get", f"{name} not found", 404)
         return self.endpoints[name]
 
+    def get_batch_endpoint(self, name):
+        from controlplane.ports.gateway import NotFound
+
+        self.calls.append(("get_batch_endpoint", name))
+        raise NotFound("batch_endpoints.get", f"{name} not found", 404)
+
 
 class FakeWorkspace(FakeGateway):
     """FakeGateway with jobs and online deployments: jobs kept by name, every creation counted, calls recorded."""

@@ -1,22 +1,32 @@
-"""Azure ML gateway: the ``Gateway`` port on azure-ai-ml's ``MLClient`` (models, pipeline jobs, online endpoints).
+"""Azure ML gateway: the ``Gateway`` port on azure-ai-ml's ``MLClient``: models (and their copies in Azure ML
+registries), data assets, pipeline jobs, online endpoints (managed and Kubernetes) and batch endpoints with their
+scoring jobs.
 
 Azure errors are translated at this boundary by ``azure_errors``: not found -> ``NotFound``; throttling,
 timeouts, 5xx and connection failures -> ``TransientError``; authentication, authorisation and validation ->
 ``GatewayError``; a conflict is transient on endpoints and deployments (another operation is running on them)
-and a ``GatewayError`` elsewhere. ``azure.ai.ml`` is imported on first use only, never at module import (it
-costs ~1.5 s of cold start).
+and on a batch scoring job (another attempt is starting it), a ``GatewayError`` elsewhere. ``azure.ai.ml`` is
+imported on first use only, never at module import (it costs ~1.5 s of cold start).
+
+A registry is reached through a client of its own, built (and the registry discovered) on first use. The SDK's
+``models.share`` builds its registry clients itself, without this gateway's client options (transport, retry
+policy): they get azure-core's defaults.
 """
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from controlplane.adapters.azure_errors import azure_errors, reason_of
 from controlplane.adapters.identity import Lazy, app_credential
-from controlplane.domain.refs import AssetRef
+from controlplane.domain.errors import TransientError
+from controlplane.domain.refs import AssetRef, registry_model
 from controlplane.ports.gateway import (
+    BatchDeploymentRequest,
+    BatchEndpointState,
     DataAsset,
     DeploymentInfo,
     DeploymentRequest,
@@ -32,7 +42,15 @@ from controlplane.ports.gateway import (
 # Input types that name an asset; anything else a pipeline declares (string, integer, ...) is a literal.
 _ASSET_TYPES = frozenset({"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"})
 _DATASTORE_PATH = re.compile(r"^azureml://(?:.*/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.+)$")
-_WORKSPACE_MODEL_ID = re.compile(r"^/subscriptions/.+/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
+_WORKSPACE_MODEL_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers"
+                                 r"/Microsoft\.MachineLearningServices/workspaces/[^/]+"
+                                 r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
+# A registry's model version as a deployment names it (azureml://registries/...) or as ARM does (/subscriptions/...).
+_REGISTRY_MODEL_ID = re.compile(r"^(?:azureml:/|/subscriptions/[^/]+/resourceGroups/[^/]+/providers"
+                                r"/Microsoft\.MachineLearningServices)/registries/(?P<registry>[^/]+)"
+                                r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.I)
+# The last segment of a path that names a file (``scores.csv``, ``part-0001.parquet``) rather than a folder.
+_FILE_NAME = re.compile(r"^[^/]*[^/.]\.[A-Za-z][A-Za-z0-9]{0,9}$")
 
 
 def _text(value: Any) -> str:
@@ -44,10 +62,14 @@ def _strings(mapping: Mapping | None) -> dict[str, str]:
 
 
 def _model_reference(model: Any) -> str:
-    """``azureml:<name>:<version>`` for a model of this workspace; other references unchanged."""
+    """``azureml:<name>:<version>`` for a model of this workspace, ``azureml://registries/<registry>/models/<name>/
+    versions/<version>`` for a registry's (the forms deployments are requested with); other references unchanged."""
     reference = getattr(model, "id", None) or model
     if not isinstance(reference, str):
         return ""
+    shared = _REGISTRY_MODEL_ID.match(reference)
+    if shared:
+        return registry_model(shared["registry"], shared["name"], shared["version"])
     match = _WORKSPACE_MODEL_ID.match(reference)
     return AssetRef(match["name"], match["version"]).uri if match else reference
 
@@ -63,7 +85,8 @@ def _model_info(model: Any) -> ModelInfo:
 
 def _job_info(job: Any, *, created: bool) -> JobInfo:
     return JobInfo(name=job.name, status=_text(job.status), experiment=_text(job.experiment_name),
-                   studio_url=_text(job.studio_url), created=created)
+                   studio_url=_text(job.studio_url), created=created, tags=_strings(job.tags),
+                   properties=_strings(job.properties))
 
 
 def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
@@ -71,6 +94,59 @@ def _deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
                           model=_model_reference(deployment.model), instance_type=_text(deployment.instance_type),
                           instance_count=int(deployment.instance_count or 0),
                           provisioning_state=_text(deployment.provisioning_state))
+
+
+def _batch_deployment_info(deployment: Any, endpoint: str) -> DeploymentInfo:
+    resources = getattr(deployment, "resources", None)
+    state = _text(deployment.provisioning_state)
+    # A batch deployment has no container log to read: Azure ML says only that provisioning failed.
+    return DeploymentInfo(endpoint=deployment.endpoint_name or endpoint, name=deployment.name,
+                          model=_model_reference(deployment.model),
+                          instance_type=_text(deployment.compute).rsplit("/", 1)[-1],  # the cluster's name
+                          instance_count=int(getattr(resources, "instance_count", None) or 0),
+                          provisioning_state=state,
+                          error="batch deployment provisioning failed" if state.lower() == "failed" else "")
+
+
+def _default_deployment(endpoint: Any) -> str | None:
+    """``defaults.deployment_name``: a REST model when read from Azure, a dict when set here."""
+    defaults = endpoint.defaults
+    name = getattr(defaults, "deployment_name", None)
+    if name is None and isinstance(defaults, Mapping):
+        name = defaults.get("deployment_name") or defaults.get("deploymentName")
+    return str(name) if name else None
+
+
+def _gave_up_connecting(exc: BaseException) -> bool:
+    """The SDK's own error when the scoring URI refused every connection of its five attempts: it keeps none of
+    the connection errors, so only its message tells it from a refusal of the job."""
+    return exc.__cause__ is None and str(getattr(exc, "message", "")).startswith("Max retry attempts reached")
+
+
+def _batch_deployment(request: BatchDeploymentRequest) -> Any:
+    """A model batch deployment whose jobs fail when any mini-batch fails (error threshold 0): a scoring job that
+    skipped files must not pass as a test stage."""
+    from azure.ai.ml.constants import BatchDeploymentOutputAction
+    from azure.ai.ml.entities import (
+        CodeConfiguration,
+        ModelBatchDeployment,
+        ModelBatchDeploymentSettings,
+        ResourceConfiguration,
+    )
+
+    spec = request.spec
+    code = (CodeConfiguration(code=spec.code, scoring_script=spec.scoring_script)
+            if spec.code or spec.scoring_script else None)
+    settings = ModelBatchDeploymentSettings(
+        mini_batch_size=request.mini_batch_size,
+        max_concurrency_per_instance=request.max_concurrency_per_instance,
+        output_action=BatchDeploymentOutputAction.APPEND_ROW, output_file_name=request.output_file_name,
+        error_threshold=0, environment_variables=dict(spec.environment_variables) or None)
+    return ModelBatchDeployment(
+        name=request.name, endpoint_name=request.endpoint, model=request.model, compute=request.compute,
+        environment=spec.environment, code_configuration=code, settings=settings,
+        resources=ResourceConfiguration(instance_count=request.instance_count),
+        tags={str(k): str(v) for k, v in request.tags.items()})
 
 
 def _online_deployment(request: DeploymentRequest, template: Any) -> Any:
@@ -169,6 +245,8 @@ class AzureMLGateway:
         # The SDK draws progress bars on the console for uploads and long operations: noise in a function host.
         self._client_kwargs = {"show_progress": False, **client_kwargs}
         self._client = Lazy(self._build)
+        self._registries: dict[str, Any] = {}
+        self._registries_lock = threading.Lock()
 
     def _build(self) -> Any:
         from azure.ai.ml import MLClient
@@ -178,6 +256,19 @@ class AzureMLGateway:
 
     def _ml(self) -> Any:
         return self._client.get()
+
+    def _registry(self, name: str) -> Any:
+        """A client of the Azure ML registry ``name``, built on first use (it asks the registry discovery service
+        where the registry lives) and reused."""
+        with self._registries_lock:
+            client = self._registries.get(name)
+            if client is None:
+                from azure.ai.ml import MLClient
+
+                client = MLClient(self._credential or app_credential(), self.subscription_id, self.resource_group,
+                                  registry_name=name, **self._client_kwargs)
+                self._registries[name] = client
+            return client
 
     # -- data -------------------------------------------------------------------------------------------------
 
@@ -235,6 +326,28 @@ class AzureMLGateway:
             if stage is not None:
                 model.stage = stage
             return _model_info(client.models.create_or_update(model))
+
+    def share_model(self, name: str, version: str, registry: str) -> ModelInfo:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with azure_errors("share_model"):
+            try:
+                return _model_info(self._registry(registry).models.get(name, version=version))
+            except ResourceNotFoundError:
+                pass
+            try:
+                # The SDK copies the version and waits for the copy: the registry holds it when this returns.
+                shared = self._ml().models.share(name, version, share_with_name=name, share_with_version=version,
+                                                 registry_name=registry)
+            except Exception:
+                # Another attempt may have copied it between the lookup and the copy (the SDK then refuses to copy
+                # a version the registry has, or the registry refuses it): the registry holding it is what was asked.
+                try:
+                    return _model_info(self._registry(registry).models.get(name, version=version))
+                except ResourceNotFoundError:
+                    pass
+                raise
+            return _model_info(shared)
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
@@ -398,3 +511,76 @@ class AzureMLGateway:
         return EndpointState(name=endpoint.name, traffic=_shares(endpoint.traffic),
                              mirror_traffic=_shares(endpoint.mirror_traffic), deployments=deployments,
                              provisioning_state=_text(endpoint.provisioning_state) or "Succeeded")
+
+    # -- batch endpoints --------------------------------------------------------------------------------------
+
+    # As above, every change begins a long-running operation and returns without waiting for it: the poller is
+    # dropped and get_batch_endpoint / get_batch_deployment read the state later.
+
+    def create_batch_endpoint(self, name: str) -> BatchEndpointState:
+        from azure.ai.ml.entities import BatchEndpoint
+
+        with azure_errors("create_batch_endpoint", conflict_is_transient=True):
+            self._ml().batch_endpoints.begin_create_or_update(
+                BatchEndpoint(name=name, auth_mode="AADToken", tags={"controlplane.created": "true"}))
+            return BatchEndpointState(name=name, default_deployment=None, provisioning_state="Creating")
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpointState:
+        with azure_errors("get_batch_endpoint"):
+            client = self._ml()
+            endpoint = client.batch_endpoints.get(name)
+            deployments = tuple(_batch_deployment_info(d, name)
+                                for d in client.batch_deployments.list(endpoint_name=name))
+            return BatchEndpointState(name=endpoint.name, default_deployment=_default_deployment(endpoint),
+                                      deployments=deployments,
+                                      provisioning_state=_text(endpoint.provisioning_state) or "Succeeded")
+
+    def deploy_batch(self, request: BatchDeploymentRequest) -> DeploymentInfo:
+        deployment = _batch_deployment(request)
+        with azure_errors("deploy_batch", conflict_is_transient=True):
+            self._ml().batch_deployments.begin_create_or_update(deployment)
+            return DeploymentInfo(request.endpoint, request.name, request.model, request.compute,
+                                  request.instance_count, "Creating")
+
+    def get_batch_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        with azure_errors("get_batch_deployment"):
+            return _batch_deployment_info(self._ml().batch_deployments.get(name, endpoint), endpoint)
+
+    def set_batch_default(self, endpoint: str, deployment: str) -> BatchEndpointState:
+        with azure_errors("set_batch_default", conflict_is_transient=True):
+            client = self._ml()
+            current = client.batch_endpoints.get(endpoint)
+            current.defaults = {"deployment_name": deployment}
+            client.batch_endpoints.begin_create_or_update(current)
+            return BatchEndpointState(name=endpoint, default_deployment=deployment, provisioning_state="Updating")
+
+    def invoke_batch(self, endpoint: str, deployment: str, input_path: str, job_name: str,
+                     experiment: str = "", tags: Mapping[str, str] | None = None) -> JobInfo:
+        from azure.ai.ml import Input
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with azure_errors("invoke_batch", conflict_is_transient=True):
+            client = self._ml()
+            try:
+                return _job_info(client.jobs.get(job_name), created=False)
+            except ResourceNotFoundError:
+                pass
+            last = input_path.rsplit("/", 1)[-1] if "/" in input_path else ""  # not in azureml:<name>:<version>
+            kind = AssetTypes.URI_FILE if _FILE_NAME.match(last) else AssetTypes.URI_FOLDER
+            # A batch job takes no tags: they go into its properties. The SDK overrides the whole of the
+            # properties with its own {experimentName} when given experiment_name, so the experiment goes there too.
+            properties = {str(k): str(v) for k, v in (tags or {}).items()}
+            if experiment:
+                properties["experimentName"] = experiment
+            try:
+                job = client.batch_endpoints.invoke(
+                    endpoint_name=endpoint, deployment_name=deployment, input=Input(type=kind, path=input_path),
+                    job_name=job_name, params_override=[{"properties": properties}] if properties else None)
+            except MlException as exc:
+                if _gave_up_connecting(exc):
+                    raise TransientError("invoke_batch", reason_of(exc)) from exc
+                raise
+            return JobInfo(name=job.name or job_name, status=_text(job.status), experiment=experiment,
+                           created=True, properties=properties)  # as get_job will read it: no tags

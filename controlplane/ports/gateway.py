@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from controlplane.domain.errors import GatewayError, NotFound  # noqa: F401 - errors crossing this port
+from controlplane.domain.refs import registry_model  # noqa: F401 - how deployments name a registry's model
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class JobInfo:
     experiment: str = ""
     studio_url: str = ""
     created: bool = False  # False when the job existed already (a repeated submission)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)  # where a test stage writes its results
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,30 @@ class DeploymentRequest:
     copy_from: str | None = None  # the deployment whose spec fills what ``spec`` leaves out
     auth_mode: str = "key"  # for the endpoint, when it has to be created
     compute: str | None = None  # an attached Kubernetes compute (AKS or Arc); None: managed
+
+
+@dataclass(frozen=True)
+class BatchDeploymentRequest:
+    """A model batch deployment: scoring jobs on ``compute`` (a cluster), ``mini_batch_size`` files at a time."""
+
+    endpoint: str
+    name: str
+    model: str  # azureml:<name>:<version> or azureml://registries/<registry>/models/<name>/versions/<version>
+    compute: str
+    instance_count: int = 1
+    mini_batch_size: int = 10
+    max_concurrency_per_instance: int = 1
+    output_file_name: str = "predictions.csv"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    spec: DeploymentSpec = DeploymentSpec()  # environment and scoring script (MLflow models need neither)
+
+
+@dataclass(frozen=True)
+class BatchEndpointState:
+    name: str
+    default_deployment: str | None  # the deployment a scoring job without one runs on
+    deployments: tuple[DeploymentInfo, ...] = ()
+    provisioning_state: str = "Succeeded"
 
 
 @dataclass(frozen=True)
@@ -150,7 +177,13 @@ class Gateway(Protocol):
     def submit_pipeline(self, request: PipelineRequest) -> JobInfo:
         """Submit once: when a job of that name exists, return it instead of starting another."""
 
-    def get_job(self, name: str) -> JobInfo: ...
+    def get_job(self, name: str) -> JobInfo:
+        """A job as it is now, with its tags and properties."""
+
+    def share_model(self, name: str, version: str, registry: str) -> ModelInfo:
+        """Copy the workspace's model version into the Azure ML ``registry`` under the same name and version,
+        once: a version the registry holds already is returned as it is. Deployments in any workspace then
+        refer to it as ``registry_model(registry, name, version)``."""
 
     def register_data(self, name: str, version: str, path: str, description: str = "",
                       tags: Mapping[str, str] | None = None) -> DataAsset:
@@ -182,3 +215,34 @@ class Gateway(Protocol):
 
     def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
         """One deployment as it is now (``NotFound`` when it does not exist)."""
+
+    # Batch endpoints: a deployment scores files in jobs; the endpoint's default deployment is the one a job
+    # without a deployment named runs on. Changes are long-running operations, as above.
+
+    def create_batch_endpoint(self, name: str) -> BatchEndpointState:
+        """Begin creating a batch endpoint."""
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpointState:
+        """Default deployment, deployments and provisioning state of a batch endpoint (``NotFound``)."""
+
+    def deploy_batch(self, request: BatchDeploymentRequest) -> DeploymentInfo:
+        """Begin creating (or replacing) a model batch deployment; the endpoint's default is left as it is (but Azure
+        ML makes an endpoint's first deployment its default)."""
+
+    def get_batch_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        """One batch deployment as it is now (``NotFound`` when it does not exist)."""
+
+    def set_batch_default(self, endpoint: str, deployment: str) -> BatchEndpointState:
+        """Begin making ``deployment`` the endpoint's default."""
+
+    def invoke_batch(self, endpoint: str, deployment: str, input_path: str, job_name: str,
+                     experiment: str = "", tags: Mapping[str, str] | None = None) -> JobInfo:
+        """Start a scoring job of ``deployment`` on the data at ``input_path`` (a uri_folder or uri_file), once:
+        a job named ``job_name`` that exists already is returned instead of starting another."""
+
+
+class Workspaces(Protocol):
+    """The Azure ML workspaces of the policy's environments (dev, staging, prod...), each reached through its own
+    gateway, built on first use. ``None`` is the home workspace: the one the settings name."""
+
+    def gateway(self, environment: str | None = None) -> Gateway: ...

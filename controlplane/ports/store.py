@@ -22,7 +22,7 @@ from controlplane.domain.windows import Window, WindowKey, WindowSpec
 
 if TYPE_CHECKING:  # the policy model pulls in pydantic; only the composition root loads it
     from controlplane.domain.policy import DriftPolicy, Policy
-    from controlplane.ports.gateway import Gateway
+    from controlplane.ports.gateway import Gateway, Workspaces
     from controlplane.ports.monitoring import HealthProbe
 
 
@@ -312,3 +312,10 @@ class Services:
     artifacts: Artifacts | None = None  # drift reports, labelling exports, alert signals
     alert_auth: AlertAuth | None = None  # Entra secure-webhook tokens on /api/alerts, when configured
     sweep_stale: timedelta = timedelta(minutes=10)  # /api/health fails past this without a successful sweep
+    workspaces: Workspaces | None = None  # the policy's environments, each a workspace; None: the home one only
+
+    def gateway_in(self, environment: str | None) -> Gateway | None:
+        """The gateway of an environment's workspace (``None``: the home workspace, ``gateway``)."""
+        if environment is None or self.workspaces is None:
+            return self.gateway
+        return self.workspaces.gateway(environment)
