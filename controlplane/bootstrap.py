@@ -70,6 +70,7 @@ def build(settings: Settings) -> Services:
 
         routes[TaskKind.PUBLISH] = EventGridPublisher(settings.eventgrid_topic_endpoint, settings.eventgrid_topic_key)
     gateway, health = workspace(settings, clock)
+    workspaces = environments(settings, gateway, policy, clock)
     from controlplane.adapters.artifacts import artifacts_for
     from controlplane.adapters.drift_checker import EvidentlyDriftChecker
     from controlplane.adapters.signals import EnrichedNotifier, SignalsCache
@@ -83,17 +84,17 @@ def build(settings: Settings) -> Services:
     routes[TaskKind.NOTIFY] = EnrichedNotifier(routes.get(TaskKind.NOTIFY, DryRunDispatcher()), signals)
     from controlplane.handlers.dispatch_azureml import AzureMLDispatcher
 
-    # Rollback, scale and traffic change live endpoints, as rollouts do: in dry run they act on the simulated
-    # workspace too, so its traffic and instance counts stay the ones later decisions read.
-    kinds = (TaskKind.ROLLBACK, TaskKind.SCALE, TaskKind.TRAFFIC)
+    # Promotions, rollback, scale and traffic change endpoints, as rollouts do: in dry run they act on the simulated
+    # workspaces too, so their deployments, traffic and instance counts stay the ones later decisions read.
+    kinds = (TaskKind.PROMOTION, TaskKind.ROLLBACK, TaskKind.SCALE, TaskKind.TRAFFIC)
     if settings.dispatch == "azureml":
-        kinds += (TaskKind.RETRAINING, TaskKind.PROMOTION)
-    routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway, clock)))
+        kinds += (TaskKind.RETRAINING,)
+    routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway, clock, workspaces)))
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
                     drift=checker, artifacts=kept, alert_auth=alert_auth(settings),
-                    sweep_stale=settings.sweep_stale)
+                    sweep_stale=settings.sweep_stale, workspaces=workspaces)
 
 
 def workspace(settings: Settings, clock=None):
@@ -110,6 +111,16 @@ def workspace(settings: Settings, clock=None):
 
     simulated = SimulatedWorkspace(settings.simulation_path, clock)
     return simulated, simulated
+
+
+def environments(settings: Settings, home, policy, clock):
+    """The policy's environments, each a workspace reached through its own gateway (simulated in dry run)."""
+    from controlplane.adapters.workspaces import azureml_workspaces, simulated_workspaces
+
+    if settings.dispatch == "azureml":
+        return azureml_workspaces(home, settings.azureml_subscription_id, settings.azureml_resource_group,
+                                  settings.azureml_workspace, policy.document.environments)
+    return simulated_workspaces(home, settings.simulation_path, policy.document.environments, clock)
 
 
 def alert_auth(settings: Settings):

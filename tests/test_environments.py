@@ -11,8 +11,8 @@ from tests.test_retraining_loop import with_policy
 def test_each_event_is_recorded_with_the_environment_whose_workspace_sent_it(services):
     from controlplane.domain.policy import Environment
 
-    services = with_policy(services, "# Azure ML model monitors", "environments:\n  dev: {workspace: mlw-dev}\n"
-                           "  prod: {workspace: MLW-PROD, resource_group: rg-ml-prod}\n# Azure ML model monitors")
+    services = with_policy(services, "  prod: {workspace: mlw-prod, home: true}\n",
+                           "  prod: {workspace: MLW-PROD, resource_group: rg-ml-prod}\n")
     event = load_event("eg_model_registered_docs.json")
     event = copy.deepcopy(event[0] if isinstance(event, list) else event)
     assert receive_registry_event(services, event).evidence["environment"] == "prod"  # names compared as Azure does

@@ -129,6 +129,12 @@ def test_bad_ncrontab_is_rejected(expression):
         Schedule(expression)
 
 
+def test_the_docs_show_the_shipped_policy_as_it_is():
+    docs = Path(ROOT / "docs" / "policy.md").read_text()
+    shown = docs.split("## The shipped example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert shown == (ROOT / "policy.yaml").read_text()
+
+
 def test_every_policy_example_in_the_docs_is_valid():
     docs = Path(ROOT / "docs" / "policy.md").read_text()
     blocks = [block.split("\n", 1)[1] for block in docs.split("```yaml")[1:]]

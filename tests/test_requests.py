@@ -22,6 +22,7 @@ from controlplane.domain.requests import (
     CORRELATION_TAG,
     REQUESTS,
     AzureMLRequest,
+    DeployBatch,
     DeployModel,
     ExportLabels,
     LocalRequest,
@@ -32,6 +33,7 @@ from controlplane.domain.requests import (
     RequestError,
     RollBack,
     Scale,
+    SetBatchDefault,
     SetTraffic,
     StartRollout,
     SubmitPipeline,
@@ -62,6 +64,16 @@ EXAMPLES = [
     RenderReport(name="churn-blue-498706.0-abc", window=WINDOW, model="churn"),
     ExportLabels(name="churn-blue-498706.0-abc", window=WINDOW, labelling_project="churn-labels"),
     ReadSignals(signals={"artifact": "incidents/i1/signals-review-abc.json", "metrics": []}, incident_id="i1"),
+    DeployBatch(endpoint="churn-batch", deployment="churn-v7-0a1b2c3d4e5f", model=AssetRef("churn", "7"),
+                compute="cpu-cluster", mini_batch_size=5, environment="staging", source="dev", registry="shared",
+                sample_input="azureml:churn-sample:1", experiment="churn-batch-test-stage"),
+    SetBatchDefault(endpoint="churn-batch", deployment="churn-v6-0a1b2c3d4e5f", environment="prod"),
+    DeployModel(endpoint="churn-ep", deployment="churn-v8-0a1b2c3d4e5f", model=AssetRef("churn", "8"),
+                instance_type="Standard_DS3_v2", environment="staging", source="dev", registry="shared",
+                test=SubmitPipeline(experiment_name="churn-ep-test-stage", name="churn-v8-0a1b2c3d4e5f-test",
+                                    source="pipelines/test-stage.yml", environment=None).to_json()),
+    SubmitPipeline(experiment_name="churn-retraining", name="retrain-churn-1", source="azureml:retrain:3",
+                   environment="dev"),
 ]
 
 
@@ -165,7 +177,8 @@ def test_a_dispatcher_reads_only_its_own_kinds():
     notice = EXAMPLES[7].to_json()
 
     assert isinstance(parse_request(scale, AzureMLRequest), Scale)
-    with pytest.raises(RequestError, match="'notify' is not one of jobs.create_or_update, "):
+    with pytest.raises(RequestError, match="'notify' is not one of batch_deployments.begin_create_or_update, "
+                                           "batch_endpoints.set_default, jobs.create_or_update, "):
         parse_request(notice, AzureMLRequest)
     with pytest.raises(RequestError, match="'online_deployments.scale' is not one of alert.signals, "
                                            "labelling.export, report.render"):

@@ -234,7 +234,7 @@ def test_every_failing_gate_is_named(wired):
 def test_without_a_production_stage_passing_gates_deploy_to_staging_only(wired):
     decision = register(wired, model="staged", accuracy="0.9")
     assert decision.outcome is Outcome.PROMOTE and decision.reviews == ()
-    assert decision.reason == "gates passed (accuracy >= 0.85); deploying to staging on staged-ep at 0% traffic"
+    assert decision.reason == "gates passed (accuracy >= 0.85); deploying to staging at 0% on staged-ep"
     [staging] = decision.tasks
     assert staging.request["deployment"] == deployment_name("staged", "4", decision.idempotency_key)
 

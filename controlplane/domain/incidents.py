@@ -19,7 +19,7 @@ from controlplane.domain.events import Alert
 from controlplane.domain.ledger import digest
 
 REMEMBERED_ALERTS = 50  # the newest alerts an incident remembers (retries come within minutes)
-_RESOURCE = re.compile(r"/onlineendpoints/(?P<endpoint>[^/]+)(?:/deployments/(?P<deployment>[^/]+))?",
+_RESOURCE = re.compile(r"/(?P<kind>online|batch)endpoints/(?P<endpoint>[^/]+)(?:/deployments/(?P<deployment>[^/]+))?",
                        re.IGNORECASE)
 _ENDPOINT_NAMES = ("endpoint", "endpointname", "endpoint_name")
 _DEPLOYMENT_NAMES = ("deployment", "deploymentname", "deployment_name")
@@ -48,13 +48,14 @@ class Effect(StrEnum):
 
 @dataclass(frozen=True)
 class Target:
-    """What an alert is about: an Azure ML online endpoint (and deployment), or another resource."""
+    """What an alert is about: an Azure ML online or batch endpoint (and deployment), or another resource."""
 
     resource_id: str
     endpoint: str | None = None
     deployment: str | None = None
     model: str | None = None
     version: str | None = None
+    batch: bool = False  # a batch endpoint's: rolled back by switching its default deployment back
 
     @property
     def name(self) -> str:
@@ -72,17 +73,18 @@ def target_of(alert: Alert) -> Target:
     naming it), the deployment from that ID, a metric or log dimension, or a custom property."""
     resource = alert.targets[0] if alert.targets else ""
     endpoint = deployment = None
+    batch = False
     for candidate in (*alert.targets, *alert.configuration_items):
         found = _RESOURCE.search(candidate)
         if found:  # ARM compares names case-insensitively and alerts may upper-case the ID: keep the usual form
             resource, endpoint, deployment = candidate, found["endpoint"].lower(), found["deployment"]
-            deployment = deployment.lower() if deployment else None
+            deployment, batch = deployment.lower() if deployment else None, found["kind"].lower() == "batch"
             break
     named = {k.lower(): str(v) for c in alert.conditions for k, v in c.dimensions.items()}
     named.update({k.lower(): str(v) for k, v in alert.custom_properties.items() if isinstance(v, (str, int))})
     endpoint = endpoint or next((named[n] for n in _ENDPOINT_NAMES if named.get(n)), None)
     deployment = deployment or (next((named[n] for n in _DEPLOYMENT_NAMES if named.get(n)), None) if endpoint else None)
-    return Target(resource_id=resource, endpoint=endpoint, deployment=deployment)
+    return Target(resource_id=resource, endpoint=endpoint, deployment=deployment, batch=batch)
 
 
 def is_infrastructure(alert: Alert) -> bool:

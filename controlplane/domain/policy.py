@@ -53,6 +53,9 @@ class Retraining(_Strict):
     experiment: str = Field(description="Experiment the retraining job is filed under.")
     compute: str | None = Field(default=None, description="Default compute for the pipeline, if it sets none.")
     inputs: dict[str, str] = Field(default_factory=dict, description="Pipeline inputs, e.g. training data assets.")
+    environment: str | None = Field(None, description=(
+        "The environment (workspace) the job runs in, e.g. dev, where the version it registers starts its way "
+        "through the gates. Default: the home workspace."))
     cooldown_hours: float = Field(24, ge=0, description="No new retraining this soon after the last one.")
     daily_budget: int = Field(2, ge=1, description="At most this many retrainings in 24 hours.")
     schedule: str | None = Field(None, description="Also retrain on this 6-field NCRONTAB schedule (UTC).")
@@ -103,11 +106,87 @@ class Gate:
         return f"{self.metric} {self.op} {self.threshold:g}"
 
 
-class Staging(_Strict):
-    """The automatic first stage: a deployment on the target endpoint with 0% traffic."""
+def _valid_gates(gates: dict[str, str]) -> dict[str, str]:
+    for metric, condition in gates.items():
+        if not _GATE.match(str(condition)):
+            raise ValueError(f"gate {metric!r}: expected '<op> <number>' with op one of >=, <=, >, <, "
+                             f"got {condition!r}")
+    return gates
 
-    instance_type: str = Field("Standard_DS3_v2", description="VM size of the staging deployment.")
+
+def parse_gates(gates: Mapping[str, str]) -> list[Gate]:
+    parsed = []
+    for metric, condition in gates.items():
+        op, threshold = _GATE.match(str(condition)).groups()
+        parsed.append(Gate(metric, op, float(threshold)))
+    return parsed
+
+
+class TestStage(_Strict):
+    """The test stage: an Azure ML pipeline job run in the staging workspace once the staging deployment is in
+    place (evaluation on held-out production data, data-quality and fairness checks, a load test of the
+    deployment). It reports its results as job properties; its end decides whether production is asked."""
+
+    pipeline: str = Field(description="Pipeline job YAML path (from the app's root) or 'azureml:component:version'.")
+    experiment: str | None = Field(None, description="Experiment of the test jobs (default: '<endpoint>-test-stage').")
+    compute: str | None = Field(None, description="Default compute for the pipeline, if it sets none.")
+    inputs: dict[str, str] = Field(default_factory=dict, description=(
+        "Pipeline inputs. The job also gets model (the registry or workspace reference), endpoint and deployment "
+        "when the pipeline declares them."))
+    gates: dict[str, str] = Field(default_factory=dict, description=(
+        "Result -> condition on the job's reported properties, e.g. demographic_parity_difference: '<= 0.1'. "
+        "A result the job does not report sends the candidate to people."))
+    timeout_hours: float = Field(6, gt=0, description=(
+        "From the staging decision: a test stage without a result by then is decided by people."))
+
+    @field_validator("gates")
+    @classmethod
+    def _gate_syntax(cls, gates: dict[str, str]) -> dict[str, str]:
+        return _valid_gates(gates)
+
+    def parsed_gates(self) -> list[Gate]:
+        return parse_gates(self.gates)
+
+
+class StagingApproval(_Strict):
+    """Gated CI: people approve a candidate before it is staged."""
+
+    approvers: list[str] = Field(min_length=1, description="Principals (or group names) who may approve.")
+    quorum: int = Field(1, ge=1, description="Distinct approvals needed; one rejection closes the review.")
+    approval_ttl_hours: float = Field(72, gt=0, description="How long the review and its links stay valid.")
+
+    @model_validator(mode="after")
+    def _reachable_quorum(self) -> StagingApproval:
+        if self.quorum > len(self.approvers):
+            raise ValueError(f"quorum {self.quorum} is more than the {len(self.approvers)} approvers listed")
+        return self
+
+
+class Staging(_Strict):
+    """The first stage: a deployment with 0% traffic (online) or beside the default (batch), in the staging
+    environment when one is named, then the test stage when there is one."""
+
+    instance_type: str = Field("Standard_DS3_v2", description="VM size of the staging deployment (online).")
     instance_count: int = Field(1, ge=1, description="Instances of the staging deployment.")
+    environment: str | None = Field(None, description=(
+        "The environment (workspace) staging happens in; the model is shared to the registry and deployed there "
+        "from it. Default: the workspace the candidate was registered in."))
+    approval: StagingApproval | None = Field(None, description="Gated CI: approval before staging.")
+    test: TestStage | None = Field(None, description=(
+        "The test stage; with it, the production review opens only once its results pass."))
+    sample_input: str | None = Field(None, description=(
+        "Batch: the data (azureml:<asset>:<version> or a datastore path) a scoring job runs on in staging; that "
+        "job is the test stage unless 'test' names a pipeline."))
+
+
+class BatchTarget(_Strict):
+    """How a model's batch deployments score: on a compute cluster, a mini-batch of files at a time."""
+
+    compute: str = Field(description="The compute cluster scoring jobs run on.")
+    instance_count: int = Field(1, ge=1, description="Nodes per scoring job.")
+    mini_batch_size: int = Field(10, ge=1, description="Files per mini-batch.")
+    max_concurrency_per_instance: int = Field(1, ge=1, description="Mini-batches scored at once per node.")
+    output_file_name: str = Field("predictions.csv", description="The file predictions are appended to.")
 
 
 class Production(_Strict):
@@ -123,6 +202,9 @@ class Production(_Strict):
     unknown_registrant: UnknownRegistrant = Field(UnknownRegistrant.EXTRA_APPROVAL, description=(
         "With separation of duties, when the registrant cannot be established: 'refuse' opens no production "
         "review; 'extra_approval' needs one approval beyond the quorum."))
+    environment: str | None = Field(None, description=(
+        "The environment (workspace) production deployments go to, from the registry. Default: the home "
+        "workspace the settings name."))
 
     @model_validator(mode="after")
     def _reachable_quorum(self) -> Production:
@@ -134,7 +216,15 @@ class Production(_Strict):
 class Promotion(_Strict):
     """How a registered model goes forward: gates, champion comparison, stages."""
 
-    endpoint: str = Field(description="Online endpoint the model is promoted on; its serving model is the champion.")
+    model_config = ConfigDict(populate_by_name=True)
+
+    target: Literal["online", "batch"] = Field("online", description=(
+        "online: a managed (or Kubernetes) online endpoint, reached by a progressive rollout; batch: a batch "
+        "endpoint, whose default deployment is switched."))
+    endpoint: str = Field(description="Endpoint the model is promoted on; its serving model is the champion.")
+    source: str | None = Field(None, alias="from", description=(
+        "The environment candidates come from (dev): versions registered elsewhere are recorded, not promoted."))
+    batch: BatchTarget | None = Field(None, description="Batch deployments' settings (target: batch).")
     gates: dict[str, str] = Field(min_length=1, description="Metric -> condition, e.g. accuracy: '>= 0.85'.")
     primary_metric: str | None = Field(None, description="Metric compared with the champion (default: first gate).")
     min_improvement: float = Field(0.0, ge=0, description="Least gain over the champion on the primary metric.")
@@ -144,11 +234,7 @@ class Promotion(_Strict):
     @field_validator("gates")
     @classmethod
     def _gate_syntax(cls, gates: dict[str, str]) -> dict[str, str]:
-        for metric, condition in gates.items():
-            if not _GATE.match(str(condition)):
-                raise ValueError(f"gate {metric!r}: expected '<op> <number>' with op one of >=, <=, >, <, "
-                                 f"got {condition!r}")
-        return gates
+        return _valid_gates(gates)
 
     @model_validator(mode="after")
     def _known_primary(self) -> Promotion:
@@ -156,12 +242,30 @@ class Promotion(_Strict):
             raise ValueError(f"primary_metric {self.primary_metric!r} is not one of the gates")
         return self
 
+    @model_validator(mode="after")
+    def _complete_stages(self) -> Promotion:
+        if self.target == "batch" and self.batch is None:
+            raise ValueError("target batch needs batch.compute: the cluster scoring jobs run on")
+        if self.target == "batch" and not (self.staging.sample_input or self.staging.test):
+            raise ValueError("target batch needs staging.sample_input (or staging.test): a batch deployment is "
+                             "tried on data before it can become the default")
+        if self.staging.approval is not None and self.staging.test is None and self.target == "online":
+            raise ValueError("staging.approval needs staging.test: an approved candidate goes on to production "
+                             "through the test stage's results")
+        return self
+
     def parsed_gates(self) -> list[Gate]:
-        gates = []
-        for metric, condition in self.gates.items():
-            op, threshold = _GATE.match(str(condition)).groups()
-            gates.append(Gate(metric, op, float(threshold)))
-        return gates
+        return parse_gates(self.gates)
+
+    @property
+    def test_timeout_hours(self) -> float:
+        """How long the test stage may take from the staging decision (a batch scoring job: 6 h)."""
+        return self.staging.test.timeout_hours if self.staging.test else 6.0
+
+    @property
+    def tested(self) -> bool:
+        """Whether a test stage decides when production is asked (else it is asked with staging)."""
+        return self.staging.test is not None or self.target == "batch"
 
     def primary_gate(self) -> Gate:
         gates = self.parsed_gates()
@@ -468,6 +572,9 @@ class Environment(_Strict):
     workspace: str = Field(description="The workspace's name, as in its resource id.")
     resource_group: str | None = Field(None, description="Its resource group, when names repeat across groups.")
     subscription_id: str | None = Field(None, description="Its subscription, when names repeat across them.")
+    home: bool = Field(False, description=(
+        "This is the home workspace, the one the settings name (AZUREML_WORKSPACE; in dry run, the simulated "
+        "workspace): usually production, where the endpoints alerts are about live."))
 
     def holds(self, source: str) -> bool:
         """Whether an event's source (Event Grid ``topic``, CloudEvents ``source``: the workspace's resource id)
@@ -513,6 +620,33 @@ class PolicyDocument(_Strict):
     environments: dict[str, Environment] = Field(
         default_factory=dict, description="Name (dev, staging, prod...) -> its Azure ML workspace: events are "
                                           "recorded with the environment they came from.")
+    registry: str | None = Field(None, description=(
+        "The Azure ML registry models are shared to when they move between environments (workspaces)."))
+
+    @model_validator(mode="after")
+    def _known_environments(self) -> PolicyDocument:
+        homes = [name for name, environment in self.environments.items() if environment.home]
+        if len(homes) > 1:
+            raise ValueError(f"environments: only one can be the home workspace, not {', '.join(homes)}")
+        for index, rule in enumerate(self.models):
+            retraining = rule.retraining.environment if rule.retraining else None
+            if retraining is not None and retraining not in self.environments:
+                raise ValueError(f"models[{index}].retraining.environment: {retraining!r} is not one of the "
+                                 f"environments ({', '.join(self.environments) or 'none is defined'})")
+            promotion = rule.promotion
+            if promotion is None:
+                continue
+            named = {"from": promotion.source, "staging.environment": promotion.staging.environment,
+                     "production.environment": promotion.production.environment if promotion.production else None}
+            for key, name in named.items():
+                if name is not None and name not in self.environments:
+                    raise ValueError(f"models[{index}].promotion.{key}: {name!r} is not one of the environments "
+                                     f"({', '.join(self.environments) or 'none is defined'})")
+            moved = {name for name in named.values() if name is not None}
+            if len(moved) > 1 and self.registry is None:
+                raise ValueError(f"models[{index}].promotion moves models between environments "
+                                 f"({', '.join(sorted(moved))}): name the registry they are shared through")
+        return self
 
     @field_validator("version")
     @classmethod
@@ -559,6 +693,10 @@ class Policy:
                    targets: list[str]) -> AlertRule | None:
         return next((r for r in self.document.alerts.rules
                      if r.match.matches(rule, signal_type, metrics, severity, targets)), None)
+
+    def home_environment(self) -> str | None:
+        """The environment marked as the home workspace, if one is."""
+        return next((name for name, env in self.document.environments.items() if env.home), None)
 
     def environment_of(self, source: str) -> str | None:
         """The environment whose workspace sent an event from ``source``; None when no environment names it."""

@@ -32,3 +32,8 @@ class AssetRef:
 
     def __str__(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+def registry_model(registry: str, name: str, version: str) -> str:
+    """How any workspace refers to a model version kept in an Azure ML registry."""
+    return f"azureml://registries/{registry}/models/{name}/versions/{version}"

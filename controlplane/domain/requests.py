@@ -7,7 +7,9 @@ reason instead of being retried). Each request knows its task kind and the targe
 spells them out.
 
     SubmitPipeline   jobs.create_or_update                      retraining pipeline job
-    DeployModel      online_deployments.begin_create_or_update  a deployment at 0% traffic (staging)
+    DeployModel      online_deployments.begin_create_or_update  a deployment at 0% traffic (staging), then its test
+    DeployBatch      batch_deployments.begin_create_or_update   a batch deployment: tried (staging) or the default
+    SetBatchDefault  batch_endpoints.set_default                a batch endpoint's default switched back
     StartRollout     rollout.start                              production rollout (opened by an approval)
     SetTraffic       online_endpoints.set_traffic
     Scale            online_deployments.scale
@@ -150,6 +152,9 @@ class Request:
 
 
 CORRELATION_TAG = "controlplane.correlation_id"
+MODEL_TAG = "controlplane.model"  # on a job the control plane starts: the model its run events are about
+VERSION_TAG = "controlplane.version"  # on a test-stage job: the candidate version
+STAGE_TAG = "controlplane.stage"  # "test" on a test-stage job (a tag, or a property on a batch scoring job)
 
 
 def correlated(request: Request, correlation_id: str) -> dict[str, Any]:
@@ -190,17 +195,20 @@ class SubmitPipeline(AzureMLRequest):
     inputs: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     compute: str | None = None
+    environment: str | None = None  # the workspace the job runs in; None: the home workspace
 
     def to_json(self) -> dict[str, Any]:
         job = {"name": self.name, "source": self.source, "compute": self.compute, "inputs": dict(self.inputs),
                "tags": dict(self.tags)}
-        return {"operation": self.OPERATION, "experiment_name": self.experiment_name, "job": job}
+        where = {"environment": self.environment} if self.environment else {}
+        return {"operation": self.OPERATION, "experiment_name": self.experiment_name, "job": job, **where}
 
     @classmethod
     def read(cls, data: _Fields) -> SubmitPipeline:
         job = data.mapping("job")
         return cls(experiment_name=data.text("experiment_name"), name=job.text("name"), source=job.text("source"),
-                   inputs=job.strings("inputs"), tags=job.strings("tags"), compute=job.optional_text("compute"))
+                   inputs=job.strings("inputs"), tags=job.strings("tags"), compute=job.optional_text("compute"),
+                   environment=data.optional_text("environment"))
 
 
 @dataclass(frozen=True)
@@ -222,6 +230,10 @@ class DeployModel(AzureMLRequest):
     tags: Mapping[str, str] = field(default_factory=dict)
     traffic: int = 0
     compute: str | None = None  # an attached Kubernetes compute; None: a managed online endpoint
+    environment: str | None = None  # the workspace to deploy in; None: the home workspace
+    source: str | None = None  # the workspace the model is registered in, when it is shared to ``registry`` first
+    registry: str | None = None  # deployed from this registry (shared there first from ``source``)
+    test: Mapping[str, Any] | None = None  # the test stage's pipeline job (a SubmitPipeline), once in place
 
     @classmethod
     def read(cls, data: _Fields) -> DeployModel:
@@ -230,6 +242,55 @@ class DeployModel(AzureMLRequest):
                                f"is created at 0% traffic, not {data.get('traffic')}%; shift traffic with "
                                f"{SetTraffic.OPERATION}")
         return super().read(data)
+
+
+@dataclass(frozen=True)
+class DeployBatch(AzureMLRequest):
+    """A model batch deployment on ``endpoint``. In staging it is tried: a scoring job on ``sample_input`` (or the
+    ``test`` pipeline) is the test stage, and the endpoint's default is left alone; in production it becomes the
+    endpoint's default once in place."""
+
+    OPERATION: ClassVar[str] = "batch_deployments.begin_create_or_update"
+    KIND: ClassVar[TaskKind] = TaskKind.PROMOTION
+    TARGET: ClassVar[str] = "azureml:batch-endpoint/{endpoint}"
+
+    endpoint: str
+    deployment: str
+    model: AssetRef
+    compute: str
+    stage: str = "staging"  # staging | production
+    instance_count: int = 1
+    mini_batch_size: int = 10
+    max_concurrency_per_instance: int = 1
+    output_file_name: str = "predictions.csv"
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    environment: str | None = None
+    source: str | None = None
+    registry: str | None = None
+    sample_input: str | None = None
+    experiment: str | None = None  # of the staging scoring job
+    test: Mapping[str, Any] | None = None
+
+    @classmethod
+    def read(cls, data: _Fields) -> DeployBatch:
+        if data.get("stage") not in ("staging", "production", None):
+            raise RequestError(cls.OPERATION, "request.stage", f"must be staging or production, not "
+                                                               f"{data.get('stage')!r}")
+        return super().read(data)
+
+
+@dataclass(frozen=True)
+class SetBatchDefault(AzureMLRequest):
+    """The batch endpoint's default deployment switched (back) to ``deployment``: a batch rollback."""
+
+    OPERATION: ClassVar[str] = "batch_endpoints.set_default"
+    KIND: ClassVar[TaskKind] = TaskKind.ROLLBACK
+    TARGET: ClassVar[str] = "azureml:batch-endpoint/{endpoint}"
+
+    endpoint: str
+    deployment: str
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +306,8 @@ class StartRollout(Request):
     model: AssetRef
     approvers: tuple[str, ...] = ()
     stage: str = "production"
+    environment: str | None = None  # the production workspace; None: the home workspace
+    registry: str | None = None  # the model is deployed from this registry
 
 
 @dataclass(frozen=True)
@@ -399,8 +462,8 @@ R = TypeVar("R", bound=Request)
 
 
 REQUESTS: Mapping[str, type[Request]] = {kind.OPERATION: kind for kind in (
-    SubmitPipeline, DeployModel, StartRollout, SetTraffic, Scale, RollBack, Notify, PublishDecision, RenderReport,
-    ExportLabels, ReadSignals)}
+    SubmitPipeline, DeployModel, DeployBatch, SetBatchDefault, StartRollout, SetTraffic, Scale, RollBack, Notify,
+    PublishDecision, RenderReport, ExportLabels, ReadSignals)}
 
 
 def parse_request(data: Mapping[str, Any], expected: type[R] = Request) -> R:

@@ -44,7 +44,7 @@ class Rollout:
     model: str | None
     version: str | None
     deployment: str  # the new deployment
-    model_ref: str  # azureml:<name>:<version>
+    model_ref: str  # azureml:<name>:<version>, or the registry's reference when it was shared to one
     steps: tuple[Step, ...]
     policy: Mapping[str, Any]  # the endpoint's rollout policy when the rollout began
     created_at: datetime
@@ -59,6 +59,7 @@ class Rollout:
     # A long-running Azure ML operation the rollout waits for: {"phase", "operation", and what resuming needs}.
     waiting: Mapping[str, Any] | None = None
     correlation_id: str = ""  # the one of the decision whose approval opened it (see ``Decision.correlation_id``)
+    environment: str | None = None  # the workspace of the endpoint (None: the home workspace)
 
     @property
     def current(self) -> Step | None:

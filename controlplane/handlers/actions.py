@@ -19,12 +19,18 @@ from typing import Any
 from controlplane.domain.errors import ControlPlaneError
 from controlplane.domain.ledger import Outcome, ReviewDraft, Verdict, digest, shadowed
 from controlplane.domain.policy import Mode, Profile, ResolvedRule
-from controlplane.domain.requests import ExportLabels, Notify, RenderReport, SubmitPipeline, labelling_asset
+from controlplane.domain.requests import (
+    MODEL_TAG,
+    ExportLabels,
+    Notify,
+    RenderReport,
+    SubmitPipeline,
+    labelling_asset,
+)
 from controlplane.domain.reviews import ReviewKind
 from controlplane.ports.store import Services
 
 DRIFT_REVIEW_TTL = timedelta(days=7)
-MODEL_TAG = "controlplane.model"  # on a retraining job: the model it retrains, which its run events are about
 RUNNING = {"notstarted", "queued", "preparing", "provisioning", "starting", "running", "finalizing"}
 
 
@@ -114,7 +120,7 @@ def retraining_job(rule: ResolvedRule, model: str, key: str, trigger: str, **inp
     """The rule's retraining pipeline job for ``model``, named from ``key``, with ``inputs`` besides its own."""
     retraining = rule.retraining
     return SubmitPipeline(experiment_name=retraining.experiment, name=deterministic_name("retrain", model, key),
-                          source=retraining.pipeline, compute=retraining.compute,
+                          source=retraining.pipeline, compute=retraining.compute, environment=retraining.environment,
                           inputs={"model_name": model, **retraining.inputs, **inputs},
                           tags={"controlplane.trigger": trigger, "controlplane.idempotency_key": key,
                                 MODEL_TAG: model})

@@ -24,10 +24,11 @@ from controlplane.domain.incidents import Effect, Incident, Target, group_of, is
 from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict, digest, shadowed
 from controlplane.domain.policy import AlertRule, Mode
 from controlplane.domain.refs import AssetRef
-from controlplane.domain.requests import Notify, ReadSignals, Request, RollBack, Scale
+from controlplane.domain.requests import Notify, ReadSignals, Request, RollBack, Scale, SetBatchDefault
 from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.rollout import ACTIVE, Rollout, RolloutState
 from controlplane.handlers.actions import retrain
+from controlplane.handlers.promotion import PROMOTION_DISPATCHED
 from controlplane.handlers.record import decide_once, record_invalid
 from controlplane.handlers.rollout import halt_rollout
 from controlplane.parsing import parse_alert
@@ -63,22 +64,37 @@ def receive_alert(services: Services, body: bytes) -> AlertReceipt:
 
 
 def locate(services: Services, target: Target) -> Target:
-    """The model the target serves: from the control plane's own rollouts, else from the workspace."""
+    """The model the target serves: from the control plane's own rollouts, else from the workspace it is in."""
     if target.endpoint is None:
         return target
+    gateway = _gateway(services, target)
+    if target.batch:
+        try:
+            state = gateway.get_batch_endpoint(target.endpoint) if gateway is not None else None
+        except NotFound:
+            return target
+        serving = next((d for d in state.deployments if same(d.name, target.deployment or state.default_deployment)),
+                       None) if state else None
+        return replace(target, **model_of(serving.model)) if serving else target
     for rollout in services.store.rollouts(limit=100):
         if same(rollout.endpoint, target.endpoint) and (
                 same(rollout.deployment, target.deployment)
                 or (target.deployment is None and rollout.state is RolloutState.COMPLETED)):
             return replace(target, model=rollout.model, version=rollout.version)
-    if services.gateway is None:
+    if gateway is None:
         return target
     try:
-        state = services.gateway.get_endpoint(target.endpoint)
+        state = gateway.get_endpoint(target.endpoint)
     except NotFound:
         return target
     serving = next((d for d in state.deployments if same(d.name, target.deployment or state.serving())), None)
     return replace(target, **model_of(serving.model)) if serving else target
+
+
+def _gateway(services: Services, target: Target):
+    """The gateway of the workspace the target is in (by its resource id), else the home workspace's."""
+    environment = services.policy.environment_of(target.resource_id) if target.resource_id else None
+    return services.gateway_in(environment)
 
 
 def same(name: str | None, other: str | None) -> bool:
@@ -163,18 +179,24 @@ def _apply(services: Services, alert: Alert, target: Target, rule: AlertRule | N
 def _plan_actions(services: Services, alert: Alert, target: Target, rule: AlertRule, incident: Incident,
                   key: str, plan: _Plan) -> None:
     endpoint: list[EndpointState | PermanentError] = []
+    gateway = _gateway(services, target)
 
     def state() -> EndpointState | PermanentError:  # read once, only when an action needs it
         if not endpoint:
             try:
-                endpoint.append(services.gateway.get_endpoint(target.endpoint))
+                endpoint.append(gateway.get_endpoint(target.endpoint))
             except PermanentError as error:  # not found, forbidden: say so; a transient error is retried
                 endpoint.append(error)
         return endpoint[0]
 
     for action in rule.actions:
-        if action in ("rollback", "scale") and services.gateway is None:
+        if action in ("rollback", "scale") and gateway is None:
             plan.refused.append(f"{action}: no Azure ML workspace is configured")
+        elif action == "rollback" and target.batch:
+            _batch_rollback(services, target, rule, plan)
+        elif action == "scale" and target.batch:
+            plan.refused.append(f"scale: {target.name} is a batch endpoint: its deployments' nodes are set per "
+                                "deployment, not scaled on an alert")
         elif action in ("rollback", "scale") and isinstance(state(), PermanentError):
             plan.refused.append(f"{action}: endpoint {target.endpoint}: {state()}")
         elif action == "rollback":
@@ -220,6 +242,28 @@ def _rollback(target: Target, rule: AlertRule, state: EndpointState, recent: lis
                                  "scale": scale}
     if rollout.state in (*ACTIVE, RolloutState.PAUSED):
         plan.halt = rollout
+
+
+def _batch_rollback(services: Services, target: Target, rule: AlertRule, plan: _Plan) -> None:
+    """The batch endpoint's default back to the deployment the control plane's recent production promotion
+    replaced."""
+    since = services.clock.now() - timedelta(hours=rule.rollback.max_age_hours)
+    promoted = services.store.decision_page(50, model=target.model, event_types=(PROMOTION_DISPATCHED,),
+                                            since=since).items
+    switch = next((d.evidence["result"] for d in promoted if d.evidence.get("stage") == "production"
+                   and same(d.evidence.get("endpoint"), target.endpoint)
+                   and "default_deployment" in d.evidence.get("result", {})), None)
+    if switch is None or not switch.get("previous_default"):
+        why = ("there was no default before it" if switch else
+               f"the control plane made no deployment its default in the last {rule.rollback.max_age_hours:g} h")
+        plan.refused.append(f"rollback: {target.endpoint} cannot be rolled back: {why}")
+        return
+    current, previous = switch["deployment"], switch["previous_default"]
+    plan.tasks.append(SetBatchDefault(endpoint=target.endpoint, deployment=previous,
+                                      environment=switch.get("environment")))
+    plan.outcomes.append(Outcome.ROLLBACK)
+    plan.done.append(f"switching batch endpoint {target.endpoint}'s default from {current} back to {previous}")
+    plan.evidence["rollback"] = {"from": current, "default": previous, "batch": True}
 
 
 def _scale(target: Target, rule: AlertRule, state: EndpointState, plan: _Plan) -> None:

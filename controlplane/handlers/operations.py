@@ -16,7 +16,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.domain.errors import OperationFailed, PermanentError
-from controlplane.ports.gateway import DeploymentRequest, EndpointState, Gateway, NotFound
+from controlplane.ports.gateway import (
+    BatchDeploymentRequest,
+    BatchEndpointState,
+    DeploymentRequest,
+    EndpointState,
+    Gateway,
+    NotFound,
+)
 
 # Past these, an operation is given up on: Azure ML's own timeouts are in the same range.
 DEADLINES = {
@@ -25,6 +32,9 @@ DEADLINES = {
     "scale": timedelta(minutes=45),
     "set_traffic": timedelta(minutes=20),
     "delete_deployment": timedelta(minutes=30),
+    "create_batch_endpoint": timedelta(minutes=30),
+    "deploy_batch": timedelta(minutes=60),
+    "set_batch_default": timedelta(minutes=20),
 }
 POLL_EVERY = timedelta(minutes=1)
 _MAX_STEPS = 8  # steps one reconcile may take when each finishes at once (simulated and fake workspaces)
@@ -100,6 +110,21 @@ def finished(gateway: Gateway, operation: Operation, now: datetime) -> bool:
 def _state(gateway: Gateway, operation: Operation) -> tuple[str, str]:
     """(lower-cased state, error) of what the operation changes, where 'succeeded' means it is as expected."""
     expect = operation.expect
+    if operation.kind in ("create_batch_endpoint", "set_batch_default"):
+        batch = batch_endpoint_or_none(gateway, operation.endpoint)
+        if batch is None:
+            return "creating", ""
+        state = batch.provisioning_state.lower()
+        if state == "succeeded" and operation.kind == "set_batch_default" and (
+                batch.default_deployment != expect["default"]):
+            return "updating", ""
+        return state, ""
+    if operation.kind == "deploy_batch":
+        try:
+            batch_deployment = gateway.get_batch_deployment(operation.endpoint, operation.deployment or "")
+        except NotFound:
+            return "failed", f"batch deployment {operation.deployment} is gone from {operation.endpoint}"
+        return batch_deployment.provisioning_state.lower(), batch_deployment.error
     if operation.kind in ("create_endpoint", "set_traffic"):
         endpoint = endpoint_or_none(gateway, operation.endpoint)
         if endpoint is None:
@@ -126,6 +151,13 @@ def _state(gateway: Gateway, operation: Operation) -> tuple[str, str]:
 def endpoint_or_none(gateway: Gateway, name: str) -> EndpointState | None:
     try:
         return gateway.get_endpoint(name)
+    except NotFound:
+        return None
+
+
+def batch_endpoint_or_none(gateway: Gateway, name: str) -> BatchEndpointState | None:
+    try:
+        return gateway.get_batch_endpoint(name)
     except NotFound:
         return None
 
@@ -221,4 +253,40 @@ def traffic_set(gateway: Gateway, endpoint: str, traffic: Mapping[str, int], mir
 
     def next_step() -> Step | None:
         return None if traffic_matches(gateway.get_endpoint(endpoint), traffic, mirror) else set_traffic
+    return next_step
+
+
+def batch_deployment_in_place(gateway: Gateway, request: BatchDeploymentRequest, now: datetime) -> NextStep:
+    """The batch endpoint exists and the batch deployment scores with the request's model."""
+    def create_endpoint() -> Operation:
+        gateway.create_batch_endpoint(request.endpoint)
+        return Operation.begun("create_batch_endpoint", request.endpoint, None, now)
+
+    def deploy() -> Operation:
+        gateway.deploy_batch(request)
+        return Operation.begun("deploy_batch", request.endpoint, request.name, now, model=request.model)
+
+    def next_step() -> Step | None:
+        if batch_endpoint_or_none(gateway, request.endpoint) is None:
+            return create_endpoint
+        try:
+            current = gateway.get_batch_deployment(request.endpoint, request.name)
+        except NotFound:
+            return deploy
+        state = current.provisioning_state.lower()
+        if current.model != request.model or state in _FAILED:
+            return deploy
+        return None if state == "succeeded" else (
+            lambda: Operation.begun("deploy_batch", request.endpoint, request.name, now, model=request.model))
+    return next_step
+
+
+def batch_default_set(gateway: Gateway, endpoint: str, deployment: str, now: datetime) -> NextStep:
+    """The batch endpoint's default deployment is ``deployment``."""
+    def switch() -> Operation:
+        gateway.set_batch_default(endpoint, deployment)
+        return Operation.begun("set_batch_default", endpoint, None, now, default=deployment)
+
+    def next_step() -> Step | None:
+        return None if gateway.get_batch_endpoint(endpoint).default_deployment == deployment else switch
     return next_step

@@ -21,6 +21,7 @@ from controlplane.handlers.actions import enforce
 from controlplane.ports.store import Services
 
 SETS_CHAMPION = "controlplane.champion"  # evidence key naming the endpoint a decision made this model serve on
+PROMOTION_DISPATCHED = "promotion.dispatched"  # the control plane's record of a staging or production promotion sent
 
 
 def decide_promotion(event: ModelRegistered, rule: ResolvedRule, services: Services, key: str) -> Verdict:
@@ -35,17 +36,21 @@ def read_facts(event: ModelRegistered, promotion: Promotion, services: Services)
                    None)  # a shadow verdict dispatched nothing
     if earlier is not None:
         return PromotionFacts(earlier=(earlier.id, earlier.outcome.value))
-    champion = find_champion(services, promotion.endpoint, event.model)
-    metrics, registrant, source, looked_up = candidate_facts(event, promotion, services)
+    environment = services.policy.environment_of(event.meta.source)
+    if promotion.source is not None and environment != promotion.source:
+        return PromotionFacts(environment=environment)  # not a candidate here: nothing more to read
+    production = promotion.production.environment if promotion.production else None
+    champion = find_champion(services, promotion.endpoint, event.model, production, batch=promotion.target == "batch")
+    metrics, registrant, source, looked_up = candidate_facts(event, promotion, services, environment)
     return PromotionFacts(champion=champion, metrics=metrics, registrant=registrant, registrant_source=source,
-                          metrics_from_gateway=looked_up,
-                          champion_metrics=champion_facts(services, champion) if champion else {})
+                          metrics_from_gateway=looked_up, environment=environment,
+                          champion_metrics=champion_facts(services, champion, production) if champion else {})
 
 
 _PROMOTION_OUTCOMES = [Outcome.PROMOTE, Outcome.REQUEST_APPROVAL, Outcome.REJECT, Outcome.INCONCLUSIVE]
 # The decisions that put a model on an endpoint: a finished rollout, a dispatched production promotion,
 # a deployment Azure ML reported.
-_CHAMPION_EVENTS = ["rollout.completed", "promotion.dispatched", MODEL_DEPLOYED]
+_CHAMPION_EVENTS = ["rollout.completed", PROMOTION_DISPATCHED, MODEL_DEPLOYED]
 
 
 def _verdicts(services: Services, model: str, version: str) -> list[Decision]:
@@ -53,8 +58,8 @@ def _verdicts(services: Services, model: str, version: str) -> list[Decision]:
     return services.store.decisions(model=model, limit=20, outcomes=_PROMOTION_OUTCOMES, version=version)
 
 
-def candidate_facts(event: ModelRegistered, promotion: Promotion,
-                    services: Services) -> tuple[dict[str, float], str, str, bool]:
+def candidate_facts(event: ModelRegistered, promotion: Promotion, services: Services,
+                    environment: str | None = None) -> tuple[dict[str, float], str, str, bool]:
     """Gate metrics, completed from the workspace when the event lacks some, and the registrant with
     where it came from: Azure ML's own record of who registered the version (``workspace``), else,
     only when the policy allows it, the ``created_by`` tag or property (``tags``), else unknown (``""``).
@@ -62,9 +67,10 @@ def candidate_facts(event: ModelRegistered, promotion: Promotion,
     facts = {**event.properties, **event.tags}
     metrics = _metrics(facts, promotion)
     info = None
-    if services.gateway is not None:
+    gateway = services.gateway_in(environment)  # the workspace the version was registered in
+    if gateway is not None:
         try:
-            info = services.gateway.get_model(event.model, event.version)
+            info = gateway.get_model(event.model, event.version)
         except PermanentError:
             info = None
     looked_up = info is not None and len(metrics) < len(promotion.gates)
@@ -78,29 +84,33 @@ def candidate_facts(event: ModelRegistered, promotion: Promotion,
     return metrics, "", "", looked_up
 
 
-def champion_facts(services: Services, champion: AssetRef) -> dict[str, float]:
-    """The champion's metrics as recorded when it was registered, else from the workspace."""
+def champion_facts(services: Services, champion: AssetRef, environment: str | None = None) -> dict[str, float]:
+    """The champion's metrics as recorded when it was registered, else from the workspace it serves in."""
     name, version = champion.name, champion.version
     for decision in _verdicts(services, name, version):
         if "metrics" in decision.evidence:
             return dict(decision.evidence["metrics"])
-    if services.gateway is not None:
+    gateway = services.gateway_in(environment)
+    if gateway is not None:
         try:
-            info = services.gateway.get_model(name, version)
+            info = gateway.get_model(name, version)
         except PermanentError:
             return {}
         return {k: _number(v) for k, v in {**info.properties, **info.tags}.items() if _number(v) is not None}
     return {}
 
 
-def find_champion(services: Services, endpoint: str, model: str) -> AssetRef | None:
-    """The model serving ``endpoint`` now: live traffic from the workspace, else the ledger."""
-    if services.gateway is not None:
+def find_champion(services: Services, endpoint: str, model: str, environment: str | None = None, *,
+                  batch: bool = False) -> AssetRef | None:
+    """The model serving ``endpoint`` now (a batch endpoint's default deployment, an online endpoint's live
+    traffic) in the production workspace, else the ledger's last record of one."""
+    gateway = services.gateway_in(environment)
+    if gateway is not None:
         try:
-            state = services.gateway.get_endpoint(endpoint)
+            state = gateway.get_batch_endpoint(endpoint) if batch else gateway.get_endpoint(endpoint)
         except PermanentError:
             state = None
-        serving = state.serving() if state else None
+        serving = (state.default_deployment if batch else state.serving()) if state else None
         for deployment in state.deployments if state else ():
             ref = AssetRef.parse(deployment.model) if deployment.name == serving else None
             if ref is not None:

@@ -14,11 +14,12 @@ from controlplane.domain import events as ev
 from controlplane.domain.errors import InvalidEvent
 from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
 from controlplane.domain.policy import Policy
-from controlplane.domain.requests import CORRELATION_TAG
-from controlplane.handlers.actions import MODEL_TAG, act_on_drift
+from controlplane.domain.requests import CORRELATION_TAG, MODEL_TAG, VERSION_TAG
+from controlplane.handlers.actions import act_on_drift
 from controlplane.handlers.promotion import decide_promotion
 from controlplane.handlers.record import decide_once, record_invalid
 from controlplane.handlers.retraining import ENDED, retraining_ended
+from controlplane.handlers.staging import is_test_stage, marks, test_stage_ended
 from controlplane.parsing import parse_registry_event
 from controlplane.parsing.fields import check_json, parse_json
 from controlplane.ports.store import Services
@@ -46,7 +47,8 @@ def receive_registry_event(services: Services, raw: Any) -> Decision:
                               event_type=event_type)
     model, version = subject_model(event, services.policy)
     # A job or model the control plane started carries the correlation id of the decision that started it.
-    correlation = str(getattr(event, "tags", {}).get(CORRELATION_TAG, ""))[:64]
+    run = isinstance(event, (ev.RunStatusChanged, ev.RunCompleted))
+    correlation = str(marks(event).get(CORRELATION_TAG, "") if run else "")[:64]
     return decide_once(services, key=f"ml:{event.meta.id}", event_id=event.meta.id, source=source,
                        event_type=event.meta.type, model=model, version=version,
                        received_at=event.meta.time or services.clock.now(),
@@ -80,8 +82,9 @@ def subject_model(event: ev.RegistryEvent, policy: Policy) -> tuple[str | None, 
     if isinstance(event, ev.ModelDeployed):
         return (event.models[0].name, event.models[0].version) if event.models else (None, None)
     if isinstance(event, (ev.RunStatusChanged, ev.RunCompleted)):
-        if event.tags.get(MODEL_TAG):
-            return event.tags[MODEL_TAG], None
+        marked = marks(event)
+        if marked.get(MODEL_TAG):
+            return marked[MODEL_TAG], marked.get(VERSION_TAG) or None
         for key, value in {**event.properties, **event.tags}.items():
             if key.lower() in ("model_name", "azureml.model_name", "model") and value:
                 return value, None
@@ -126,6 +129,8 @@ def decide_registry_event(event: ev.RegistryEvent, services: Services, *, key: s
                             f"dataset monitor {event.drift_name!r} drift coefficient {event.coefficient:g}", key)
     run = event  # RunCompleted or an ordinary RunStatusChanged
     status = getattr(run, "status", "Completed")
+    if model is not None and is_test_stage(run) and status in ENDED:
+        return test_stage_ended(services, run, model, status)
     if model is not None and run.tags.get(MODEL_TAG) and status in ENDED:
         return retraining_ended(services, run, model, status)
     return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {run.experiment_name!r} is {status}",

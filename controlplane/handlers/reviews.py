@@ -12,6 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from controlplane.domain.errors import (
+    NotFound,
+    PermanentError,
     ReviewNotFound,
     TokenRequired,
     TransientError,
@@ -20,7 +22,8 @@ from controlplane.domain.errors import (
     VoteForbidden,
 )
 from controlplane.domain.ledger import Decision, Outcome, Verdict, review_notice
-from controlplane.domain.requests import Request, SubmitPipeline, parse_request
+from controlplane.domain.promotion import test_stage_of
+from controlplane.domain.requests import DeployBatch, DeployModel, Request, SubmitPipeline, parse_request
 from controlplane.domain.reviews import (
     Review,
     ReviewKind,
@@ -57,6 +60,66 @@ def review_signals(services: Services, review: Review) -> Signals | None:
         logger.warning("signals of review %s unreadable for now: %s", review.id, error)
         return None
     return Signals.from_json(json.loads(kept)) if kept else None
+
+
+def promotion_context(services: Services, review: Review) -> dict[str, Any] | None:
+    """What a promotion review's page needs besides its evidence, read when the page is asked for: the staging
+    deployment's live state, the endpoint's rollout policy (online) and the resource id of each workspace on the
+    route, for studio links. None for other reviews, and for rollbacks (their page shows the rollout's health)."""
+    evidence = review.evidence
+    if review.kind is not ReviewKind.PROMOTION or "rollout" in evidence:
+        return None
+    route, staging, test = (evidence.get(key) or {} for key in ("route", "staging", "test_stage"))
+    staged_in = staging.get("environment") if "environment" in staging else route.get("staging")
+    endpoint = staging.get("endpoint") or evidence.get("endpoint")
+    online = staging.get("target", "online") == "online"
+    roles = {"source": route.get("source"), "staging": staged_in, "production": route.get("production"),
+             "test": test.get("environment") if "environment" in test else staged_in}
+    ids = {environment: _workspace_id(services, environment) for environment in set(roles.values())}
+    context: dict[str, Any] = {
+        "plan": services.policy.rollout_for(endpoint).model_dump() if endpoint and online else None,
+        "workspaces": {role: ids[environment] for role, environment in roles.items()}}
+    if staging.get("endpoint") and staging.get("deployment"):
+        context["staging_state"] = _staging_state(services, staging, evidence.get("stage"))
+    return context
+
+
+def _staging_state(services: Services, staging: dict[str, Any], stage: str | None) -> dict[str, Any]:
+    """The staging deployment as its workspace reports it now: ``found`` with its provisioning state and size,
+    ``missing`` (not deployed yet, while staging awaits this review's approval; else not found) or ``unknown`` with
+    why: a workspace that cannot be read must not keep an approver from the rest of the page."""
+    environment = staging.get("environment")
+    where = f"the {environment} workspace" if environment else "the home workspace"
+    batch = staging.get("target") == "batch"
+    try:
+        gateway = services.gateway_in(environment)
+        read = getattr(gateway, "get_batch_deployment" if batch else "get_deployment", None)
+        if read is None:
+            reason = (f"no Azure ML workspace is configured for {where}" if gateway is None
+                      else f"{where} cannot be asked about {'batch ' if batch else ''}deployments")
+            return {"state": "unknown", "reason": reason}
+        info = read(staging["endpoint"], staging["deployment"])
+    except NotFound:
+        return {"state": "missing", "reason": "not deployed yet" if stage == "staging" else f"not found in {where}"}
+    except (PermanentError, TransientError) as error:
+        logger.warning("staging deployment %s/%s unreadable: %s", staging["endpoint"], staging["deployment"], error)
+        return {"state": "unknown", "reason": str(error)}
+    return {"state": "found", "provisioning_state": info.provisioning_state, "instance_type": info.instance_type,
+            "instance_count": info.instance_count, "model": info.model, "error": info.error}
+
+
+def _workspace_id(services: Services, environment: str | None) -> str | None:
+    """The Azure resource id of an environment's workspace, when its gateway is a real workspace's."""
+    try:
+        gateway = services.gateway_in(environment)
+    except (PermanentError, TransientError):
+        return None
+    parts = [getattr(gateway, name, None) for name in ("subscription_id", "resource_group", "workspace")]
+    if not all(isinstance(part, str) and part for part in parts):
+        return None
+    subscription, group, workspace = parts
+    return (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices"
+            f"/workspaces/{workspace}")
 
 
 def approval_link(services: Services, review_id: str, approver: str) -> str:
@@ -122,6 +185,9 @@ def _record_change(services: Services, before: Review, after: Review, voter: str
                 outcome, reason = Outcome.RETRAIN, f"{reason}; retraining {opened.name} opened with it"
             else:
                 reason += f"; {getattr(opened, 'stage', 'next')} promotion opened"
+            stage = test_stage_of(opened) if isinstance(opened, DeployModel | DeployBatch) else None
+            if stage is not None:  # gated CI: the test stage's deadline counts from this approval
+                evidence["test_stage"] = stage
     elif after.state is ReviewState.REJECTED:
         outcome, reason = Outcome.REJECT, f"{label} rejected by {voter}" + (f": {comment}" if comment else "")
     elif after.state is ReviewState.EXPIRED:

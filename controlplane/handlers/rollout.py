@@ -19,6 +19,7 @@ from controlplane.domain.ledger import (
     Task,
     Verdict,
 )
+from controlplane.domain.refs import AssetRef
 from controlplane.domain.requests import CORRELATION_TAG, Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.rollout import ACTIVE, Rollout, RolloutState, Step, baseline_of, judge, plan, target
@@ -37,7 +38,7 @@ from controlplane.handlers.operations import (
 )
 from controlplane.handlers.promotion import SETS_CHAMPION
 from controlplane.handlers.record import own_decision, recorded
-from controlplane.ports.gateway import DeploymentRequest, DeploymentSpec
+from controlplane.ports.gateway import DeploymentRequest, DeploymentSpec, Gateway, registry_model
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ def start_rollout(services: Services, task: Task) -> dict[str, Any]:
     """Open the rollout a production approval asked for (idempotent: the task id is the rollout id)."""
     request = parse_request(task.request, StartRollout)
     policy = services.policy.rollout_for(request.endpoint)
+    model_ref = (registry_model(request.registry, request.model.name, request.model.version) if request.registry
+                 else request.model.uri)
     rollout = Rollout(id=task.id, endpoint=request.endpoint, model=task.model, version=request.model.version,
-                      deployment=request.deployment, model_ref=request.model.uri,
+                      deployment=request.deployment, model_ref=model_ref, environment=request.environment,
                       steps=plan(policy.mirror_percent, policy.steps),
                       policy={**policy.model_dump(), **services.policy.deployment_for(request.endpoint, task.model)},
                       created_at=services.clock.now(), approvers=request.approvers,
@@ -109,8 +112,12 @@ def halt_rollout(services: Services, rollout: Rollout, why: str) -> None:
     raise TransientError(f"rollout {rollout.id}", "kept moving while it was being stopped")
 
 
+def _gateway(services: Services, rollout: Rollout) -> Gateway:
+    return services.gateway_in(rollout.environment)
+
+
 def _advance(services: Services, rollout: Rollout) -> bool:
-    if services.gateway is None or services.health is None:
+    if _gateway(services, rollout) is None or services.health is None:
         raise TransientError("rollouts", "no Azure ML workspace or health probe is configured")
     if rollout.waiting:
         return _resume(services, rollout)
@@ -160,7 +167,7 @@ def _operations(services: Services, current: Rollout, updated: Rollout, phase: s
     otherwise True when an operation was begun (recorded as a decision), False while one still runs."""
     pending = current.waiting if current.waiting and current.waiting["phase"] == phase else None
     running = Operation.from_json(pending["operation"]) if pending else None
-    still = reconcile(services.gateway, services.clock.now(), running, next_step)
+    still = reconcile(_gateway(services, current), services.clock.now(), running, next_step)
     if still is None:
         return None
     if still == running:
@@ -172,7 +179,7 @@ def _operations(services: Services, current: Rollout, updated: Rollout, phase: s
 
 
 def _begin(services: Services, rollout: Rollout) -> bool:
-    policy, gateway, now = rollout.policy, services.gateway, services.clock.now()
+    policy, gateway, now = rollout.policy, _gateway(services, rollout), services.clock.now()
     state = endpoint_or_none(gateway, rollout.endpoint)
     serving = state.serving() if state is not None else None
     request = DeploymentRequest(
@@ -202,9 +209,10 @@ def _apply(services: Services, rollout: Rollout, index: int, evidence: dict[str,
     live, mirror = target(step, rollout.deployment, rollout.baseline)
     current = current_rollout or rollout
     # set by an earlier run that crashed before recording it, unless it is this step's own operation that ended
-    already = current.waiting is None and traffic_matches(services.gateway.get_endpoint(rollout.endpoint), live, mirror)
+    gateway = _gateway(services, rollout)
+    already = current.waiting is None and traffic_matches(gateway.get_endpoint(rollout.endpoint), live, mirror)
     waited = _operations(services, current, rollout, "step", traffic_set(
-        services.gateway, rollout.endpoint, live, mirror, services.clock.now()), step=index, evidence=evidence)
+        gateway, rollout.endpoint, live, mirror, services.clock.now()), step=index, evidence=evidence)
     if waited is not None:
         return waited
     moved = replace(rollout, state=RolloutState.OBSERVING, step=index, applied_at=services.clock.now(), waits=0,
@@ -217,7 +225,8 @@ def _apply(services: Services, rollout: Rollout, index: int, evidence: dict[str,
 
 
 def _complete(services: Services, rollout: Rollout, evidence: dict[str, Any]) -> bool:
-    old, policy, gateway, now = rollout.old_deployment, rollout.policy, services.gateway, services.clock.now()
+    old, policy, now = rollout.old_deployment, rollout.policy, services.clock.now()
+    gateway = _gateway(services, rollout)
     retire = None
     if old and policy["old_deployment"] == "scale_down":
         retire = scaled(gateway, rollout.endpoint, old, 1, now)
@@ -227,7 +236,8 @@ def _complete(services: Services, rollout: Rollout, evidence: dict[str, Any]) ->
         waited = _operations(services, rollout, rollout, "complete", retire, evidence=evidence)
         if waited is not None:
             return waited
-    if rollout.model and rollout.version:
+    if rollout.model and rollout.version and rollout.model_ref == AssetRef(rollout.model, rollout.version).uri:
+        # The workspace's own version is tagged; a registry's copy is not the workspace's to change.
         gateway.tag_model(rollout.model, rollout.version, {"controlplane.stage": "production",
                                                            "controlplane.endpoint": rollout.endpoint},
                           stage="Production")
@@ -240,7 +250,8 @@ def _complete(services: Services, rollout: Rollout, evidence: dict[str, Any]) ->
 
 def _rollback(services: Services, rollout: Rollout, evidence: dict[str, Any], why: str) -> bool:
     waited = _operations(services, rollout, rollout, "rollback", traffic_set(
-        services.gateway, rollout.endpoint, rollout.baseline, {}, services.clock.now()), evidence=evidence, why=why)
+        _gateway(services, rollout), rollout.endpoint, rollout.baseline, {}, services.clock.now()), evidence=evidence,
+        why=why)
     if waited is not None:
         return waited
     review = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=rollout.approvers or ("ml-leads",), quorum=1,

@@ -19,17 +19,18 @@ from datetime import timedelta
 from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Task, TaskKind, TaskState, Verdict
 from controlplane.domain.policy import Policy
-from controlplane.domain.requests import DeployModel, Notify, StartRollout, parse_request
+from controlplane.domain.requests import DeployBatch, DeployModel, Notify, StartRollout, parse_request
 from controlplane.domain.reviews import ReviewKind
 from controlplane.handlers.drift import evaluate_closed_windows
 from controlplane.handlers.health import record_sweep
 from controlplane.handlers.operations import POLL_EVERY, OperationFailed
-from controlplane.handlers.promotion import SETS_CHAMPION
+from controlplane.handlers.promotion import PROMOTION_DISPATCHED, SETS_CHAMPION
 from controlplane.handlers.record import decide_once
 from controlplane.handlers.retraining import overdue_registrations
 from controlplane.handlers.reviews import expire_reviews
 from controlplane.handlers.rollout import advance_rollouts, start_rollout
 from controlplane.handlers.schedules import run_schedules
+from controlplane.handlers.staging import overdue_test_stages
 from controlplane.ports import telemetry
 from controlplane.ports.store import Services
 
@@ -74,6 +75,7 @@ def _sweep(services: Services) -> SweepReport:
     evaluate_closed_windows(services, services.store.undecided_windows())
     scheduled = run_schedules(services)
     overdue_registrations(services)
+    overdue_test_stages(services)
     moved = advance_rollouts(services)
     due = services.store.due_tasks(services.clock.now(), BATCH)
     counts = {TaskState.SUCCEEDED: 0, TaskState.PENDING: 0, TaskState.DEAD_LETTERED: 0}
@@ -116,7 +118,7 @@ def _count(task: Task, updated: Task, waiting: bool) -> None:
 def _record_promotion(services: Services, task: Task) -> None:
     """A dispatched promotion is a fact worth a decision of its own, and a notification."""
     request, model = parse_request(task.request), task.model
-    version = request.model.version if isinstance(request, DeployModel | StartRollout) else ""
+    version = request.model.version if isinstance(request, DeployModel | DeployBatch | StartRollout) else ""
     stage, endpoint = getattr(request, "stage", ""), getattr(request, "endpoint", "")
     dry_run = bool(task.result.get("dry_run"))
     reason = (f"{stage} promotion of {model}:{version} on {endpoint} dispatched"
@@ -125,12 +127,12 @@ def _record_promotion(services: Services, task: Task) -> None:
                 "result": dict(task.result)}
     if stage == "production" and not dry_run:
         evidence[SETS_CHAMPION] = endpoint
-    notice = Notify(channel="reviewers", event="promotion.dispatched",
+    notice = Notify(channel="reviewers", event=PROMOTION_DISPATCHED,
                     subject=f"Promotion dispatched: {model}:{version} to {stage}", text=reason)
     verdict = Verdict(Outcome.PROMOTE, reason, model=model, version=version or None, evidence=evidence,
                       tasks=(notice,))
     decide_once(services, key=f"task:{task.id}:succeeded", event_id=task.id, source=Source.CONTROLPLANE,
-                event_type="promotion.dispatched", model=model, version=version or None,
+                event_type=PROMOTION_DISPATCHED, model=model, version=version or None,
                 received_at=services.clock.now(), decide=lambda: verdict, correlation_id=task.correlation_id)
 
 
