@@ -153,3 +153,57 @@ def test_without_javascript_the_approver_pastes_the_links_token_and_votes(browse
         page.wait_for_selector("[role=status]")
         assert "ana@contoso.com approved (1 of 2)" in page.locator("[role=status]").inner_text()
         context.close()
+
+
+def test_a_production_review_shows_the_route_staging_test_stage_rollout_plan_and_links(browser, tmp_path):
+    """A review opened after the test stage, with the staging deployment live in the dry run's workspace."""
+    from datetime import UTC, datetime, timedelta
+
+    from controlplane.adapters.simulated import SimulatedWorkspace
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.domain.ledger import Outcome, ReviewDraft, Source, Verdict, record
+    from controlplane.domain.reviews import ReviewKind
+    from controlplane.ports.gateway import DeploymentRequest
+    from tests.test_review_pages import staged_evidence
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    home = tmp_path / "simulated-workspace.json"  # beside the database: the host's
+    for workspace in (SimulatedWorkspace(home), SimulatedWorkspace.of(home, "staging")):  # home, or staging's own
+        workspace.create_endpoint("churn-ep", "key")
+        workspace.deploy(DeploymentRequest("churn-ep", "churn-v5-3f2a", "azureml:churn:5", "Standard_DS3_v2", 1))
+    now = datetime.now(UTC)
+    draft = ReviewDraft(kind=ReviewKind.PROMOTION, approvers=("ana@contoso.com",), quorum=1, ttl=timedelta(days=3),
+                        evidence=staged_evidence(), separation_of_duties=False)
+    decision = record(Verdict(Outcome.REVIEW, "test stage done", model="churn", version="5", reviews=(draft,)),
+                      key="browser:staged", event_id="staged", source=Source.CONTROLPLANE, event_type="test",
+                      policy_version="v", received_at=now, decided_at=now)
+    SqliteStore(str(tmp_path / "cp.db")).append(decision)
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, tmp_path) as host:
+        host.env["CONTROLPLANE_PUBLIC_URL"] = host.url
+        url = link(host, decision.reviews[0].id, "ana@contoso.com")
+        for width in (1100, 390):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            open_link(page, url)
+            for heading in ("Route", "Staging", "Test stage", "Rollout plan", "Links"):
+                assert page.locator(f"h2:text-is('{heading}')").is_visible(), heading
+            assert page.locator("#route").inner_text() == ("registered in dev → staged in staging → production in "
+                                                           "prod, through registry mlops-registry")
+            assert page.locator("#staging-state").inner_text() == "Live state: Succeeded, Standard_DS3_v2 × 1"
+            results = page.locator("table:has(th:text-is('pass/fail')) tbody tr")
+            verdicts = {r.locator("td").first.inner_text(): r.locator("td").last for r in results.all()}
+            assert verdicts["auc"].inner_text() == "pass" and verdicts["auc"].locator(".pass").is_visible()
+            assert verdicts["demographic_parity_difference"].locator(".fail").is_visible()
+            assert page.locator("#test-stage-status").inner_text() == "Completed; 1 of 2 gates failed."
+            scores, counts = page.locator("figure svg[aria-label^='Test-stage results']").all()
+            assert scores.is_visible() and "auc 0.91" in scores.get_attribute("aria-label")
+            assert "1,200" in counts.get_attribute("aria-label")  # a count does not flatten the scores' bars
+            plan = page.locator("h2:text-is('Rollout plan') ~ table").first.inner_text()
+            assert "mirror 20% of requests" in plan and "10% → 50% → 100%" in plan and "30 minutes" in plan
+            registry = page.locator("#studio-links a")
+            assert registry.count() == 1 and registry.get_attribute("href") == (
+                "https://ml.azure.com/registries/mlops-registry/models/churn/version/5")
+            assert "has no Azure resource id" in page.locator("#no-studio-links").inner_text()  # simulated: no wsid
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.screenshot(path=str(ARTIFACTS / f"review-production-stages-{width}px.png"), full_page=True)
+            page.close()

@@ -4,6 +4,7 @@ drift review (the window and a row per column). axe-core finds no serious or cri
 and the pages fit a 390 px wide phone. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -310,3 +311,327 @@ def test_a_list_that_does_not_exist_or_a_state_it_does_not_have_is_named_in_a_40
                         ("ui/windows?state=done", "state")):
         answer = request("GET", f"{operated.url}/api/{path}")
         assert answer.status == 400 and answer.json()["error"]["field"] == field
+
+
+# -- The MLOps v2 stages on a promotion review, rendered without a browser ------------------------------------------
+
+WSID = "/subscriptions/sub-1/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/{}"
+
+
+def staged_evidence(**changes) -> dict:
+    """A production review opened after the test stage: routed dev -> staging -> prod through a registry."""
+    evidence = {
+        **promotion_evidence(), "stage": "production",
+        "route": {"source": "dev", "staging": "staging", "production": "prod", "registry": "mlops-registry"},
+        "staging": {"target": "online", "endpoint": "churn-ep", "deployment": "churn-v5-3f2a",
+                    "environment": "staging"},
+        "test_stage": {"job": "churn-v5-3f2a-test", "status": "Completed", "experiment": "churn-ep-test-stage",
+                       "environment": "staging", "kind": "pipeline",
+                       "results": {"auc": 0.91, "demographic_parity_difference": 0.14, "<b>rows</b>": 1200},
+                       "gates": [{"gate": "auc >= 0.8", "metric": "auc", "value": 0.91, "passed": True},
+                                 {"gate": "demographic_parity_difference <= 0.1",
+                                  "metric": "demographic_parity_difference", "value": 0.14, "passed": False}]}}
+    evidence.update(changes)
+    return evidence
+
+
+def staged_context(**changes) -> dict:
+    """What ``promotion_context`` reads for that review: a live staging deployment, churn-ep's plan, workspace ids."""
+    from controlplane.domain.policy import load_policy
+
+    context = {"plan": load_policy(ROOT / "policy.yaml").rollout_for("churn-ep").model_dump(),
+               "workspaces": {role: WSID.format(f"mlw-{env}") for role, env in (
+                   ("source", "dev"), ("staging", "staging"), ("production", "prod"), ("test", "staging"))},
+               "staging_state": {"state": "found", "provisioning_state": "Succeeded",
+                                 "instance_type": "Standard_DS3_v2", "instance_count": 1, "model": "azureml:churn:5",
+                                 "error": ""}}
+    context.update(changes)
+    return context
+
+
+def older_evidence() -> dict:
+    """A promotion review's evidence from before the MLOps v2 stages: no route, staging, stage or test stage."""
+    return {key: value for key, value in promotion_evidence().items()
+            if key not in ("route", "staging", "stage", "test_stage")}
+
+
+def a_review(evidence: dict, kind: ReviewKind = ReviewKind.PROMOTION):
+    draft = ReviewDraft(kind=kind, approvers=("ana@contoso.com",), quorum=1, ttl=timedelta(days=3), evidence=evidence,
+                        separation_of_duties=False)
+    decision = record(Verdict(Outcome.REVIEW, "review", model="churn", version="5", reviews=(draft,)), key="unit",
+                      event_id="unit", source=Source.CONTROLPLANE, event_type="test", policy_version="v",
+                      received_at=NOW, decided_at=NOW)
+    return decision.reviews[0]
+
+
+def section(html: str, heading: str) -> str:
+    """The part of a page from the ``<h2>`` named ``heading`` to the next ``<h2>``."""
+    start = html.index(f"<h2>{heading}</h2>")
+    following = html.find("<h2>", start + 1)
+    return html[start:following if following != -1 else None]
+
+
+def row(html: str, first_cell: str) -> str:
+    """The table row whose first cell is ``first_cell``."""
+    [found] = re.findall(rf"<tr><td>{re.escape(first_cell)}</td>.*?</tr>", html)
+    return found
+
+
+def test_a_production_review_shows_its_route_staging_test_stage_rollout_plan_and_studio_links():
+    from controlplane.web.pages import review_page
+
+    html = review_page(a_review(staged_evidence()), promotion=staged_context())
+    route = section(html, "Route")
+    assert ("registered in dev → staged in staging → production in prod, through registry mlops-registry" in route
+            and "This review approves <strong>production</strong>" in route)
+    staging = section(html, "Staging")
+    assert "churn-v5-3f2a" in staging and "churn-ep (online endpoint, 0% traffic)" in staging
+    assert "<p id='staging-state' class='pass'>Live state: Succeeded, Standard_DS3_v2 × 1</p>" in staging
+
+    test = section(html, "Test stage")
+    assert "<p id='test-stage-status' class='fail'>Completed; 1 of 2 gates failed.</p>" in test
+    assert "<span class='pass'>pass</span>" in row(test, "auc") and "auc &gt;= 0.8" in row(test, "auc")
+    assert "<span class='fail'>fail</span>" in row(test, "demographic_parity_difference")
+    assert "1200" in row(test, "&lt;b&gt;rows&lt;/b&gt;") and "<b>rows" not in html  # a result name is text
+    job = "https://ml.azure.com/runs/churn-v5-3f2a-test?wsid=" + WSID.format("mlw-staging")
+    assert f"<a href='{job}'>churn-v5-3f2a-test</a>" in test
+    charts = re.findall(r'aria-label="(Test-stage results[^"]*)"', test)  # read by screen readers too
+    assert len(charts) == 2 and "auc 0.91, demographic_parity_difference 0.14" in charts[0]
+    assert charts[1].startswith("Test-stage results, other scales: ") and "1,200" in charts[1]
+
+    plan = section(html, "Rollout plan")
+    assert "A progressive rollout on churn-ep in prod:" in plan
+    for words in ("mirror 20% of requests", "10% → 50% → 100%", "30 minutes", "at least 50 requests",
+                  "p95 latency at most 1.5× the old deployment", "5xx share at most 1%",
+                  "pause the rollout and notify people", "scaled down to one instance", "Standard_DS3_v2 × 2"):
+        assert words in plan, words
+
+    links = section(html, "Links")
+    for url in ("https://ml.azure.com/model/churn:5/details?wsid=" + WSID.format("mlw-dev"),
+                "https://ml.azure.com/registries/mlops-registry/models/churn/version/5", job,
+                "https://ml.azure.com/endpoints/realtime/churn-ep/detail?wsid=" + WSID.format("mlw-prod"),
+                "https://ml.azure.com/endpoints/realtime/churn-ep/detail?wsid=" + WSID.format("mlw-staging")):
+        assert f"href='{url}'" in links, url
+    assert "no-studio-links" not in links
+    assert "Candidate against champion" in html and "id='improvement'" in html  # what was there stays
+
+
+def test_everything_from_the_evidence_and_the_workspace_is_escaped_on_the_page():
+    from controlplane.web.pages import review_page
+
+    hostile = "<script>alert(1)</script>"
+    evidence = staged_evidence(
+        route={"source": hostile, "staging": "staging", "production": "prod", "registry": "reg'<x>"},
+        staging={"target": "online", "endpoint": "churn-ep", "deployment": hostile, "environment": hostile})
+    evidence["test_stage"] = {**evidence["test_stage"], "job": "job'><script>", "experiment": hostile}
+    context = staged_context(staging_state={"state": "found", "provisioning_state": hostile, "instance_type": hostile,
+                                            "instance_count": 1, "error": hostile})
+    html = review_page(a_review(evidence), promotion=context)
+    assert "<script>alert" not in html and "'><script>" not in html and "reg'<x>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section(html, "Staging")
+    assert "/runs/job%27%3E%3Cscript%3E?wsid=" in html  # a job's name cannot leave its link's path
+    assert "/registries/reg%27%3Cx%3E/models/churn/version/5" in html
+
+
+@pytest.mark.parametrize("status, words", [
+    ("Failed", "The test job failed: its results are missing or incomplete."),
+    ("Canceled", "The test job canceled: its results are missing or incomplete."),
+    ("", "No result came in time: the test job reported nothing before its deadline, so people decide without it."),
+])
+def test_a_test_stage_that_failed_or_gave_no_result_in_time_says_so_in_a_clear_line(status, words):
+    from controlplane.web.pages import review_page
+
+    evidence = staged_evidence()
+    evidence["test_stage"] = {"job": "churn-v5-3f2a-test", "status": status, "environment": "staging",
+                              "kind": "pipeline"}
+    test = section(review_page(a_review(evidence), promotion=staged_context()), "Test stage")
+    assert f"<p id='test-stage-status' class='fail'>{words}</p>" in test
+    assert "<th>pass/fail</th>" not in test and "<figure>" not in test  # no results: no table, no chart
+
+
+def test_a_test_stage_that_did_not_report_a_gated_result_names_it_and_fails_that_gate():
+    from controlplane.web.pages import review_page
+
+    evidence = staged_evidence()
+    evidence["test_stage"] = {**evidence["test_stage"], "results": {"auc": 0.91}, "gates": [
+        {"gate": "auc >= 0.8", "metric": "auc", "value": 0.91, "passed": True},
+        {"gate": "latency_p95_ms <= 300", "metric": "latency_p95_ms", "value": None, "passed": False}]}
+    test = section(review_page(a_review(evidence), promotion=staged_context()), "Test stage")
+    assert "Completed without reporting latency_p95_ms." in test
+    assert "not reported" in row(test, "latency_p95_ms") and "class='fail'>fail" in row(test, "latency_p95_ms")
+
+
+def test_a_batch_review_says_approval_switches_the_default_deployment_and_links_the_batch_endpoint():
+    from controlplane.web.pages import review_page
+
+    evidence = staged_evidence(staging={"target": "batch", "endpoint": "churn-batch", "deployment": "churn-v5-3f2a",
+                                        "environment": "staging"})
+    evidence["test_stage"] = {**evidence["test_stage"], "kind": "batch_scoring", "job": "churn-v5-3f2a-score"}
+    context = staged_context(plan=None, staging_state={"state": "found", "provisioning_state": "Succeeded",
+                                                       "instance_type": "", "instance_count": 2, "error": ""})
+    html = review_page(a_review(evidence), promotion=context)
+    assert "churn-batch (batch endpoint)" in section(html, "Staging") and "Succeeded, 2 instance(s)" in html
+    assert "batch scoring job on the staging deployment" in section(html, "Test stage")
+    assert ("<p id='rollout-plan'>Approval deploys it in prod and makes it the default deployment of churn-batch; a "
+            "rollback switches the default back.</p>") in section(html, "Rollout plan")
+    assert "https://ml.azure.com/endpoints/batch/churn-batch/detail?wsid=" + WSID.format("mlw-prod") in html
+    assert "/endpoints/realtime/" not in html
+
+
+@pytest.mark.parametrize("state, words", [
+    ({"state": "missing", "reason": "not deployed yet"}, "class='muted'>Live state: not deployed yet.</p>"),
+    ({"state": "missing", "reason": "not found in the staging workspace"},
+     "Live state: not found in the staging workspace.</p>"),
+    ({"state": "unknown", "reason": "get_deployment: throttled"}, "Live state unknown: get_deployment: throttled</p>"),
+    ({"state": "found", "provisioning_state": "Failed", "instance_type": "Standard_DS3_v2", "instance_count": 1,
+      "error": "quota exceeded"}, "class='fail'>Live state: Failed, Standard_DS3_v2 × 1; quota exceeded</p>"),
+])
+def test_the_staging_deployments_live_state_is_said_however_the_workspace_answered(state, words):
+    from controlplane.web.pages import review_page
+
+    html = review_page(a_review(staged_evidence()), promotion=staged_context(staging_state=state))
+    assert words in section(html, "Staging")
+
+
+def test_a_staging_review_says_it_approves_staging_and_that_the_plan_applies_later():
+    from controlplane.web.pages import review_page
+
+    evidence = {key: value for key, value in staged_evidence(stage="staging").items() if key != "test_stage"}
+    html = review_page(a_review(evidence), promotion=staged_context(
+        staging_state={"state": "missing", "reason": "not deployed yet"}))
+    assert "This review approves <strong>staging</strong>: approval deploys the candidate to staging" in html
+    assert "production follows this plan once it is approved" in section(html, "Rollout plan")
+    assert "<h2>Test stage</h2>" not in html and "test job" not in section(html, "Links")
+
+
+def test_without_workspace_ids_the_page_says_plainly_which_studio_links_it_cannot_give():
+    from controlplane.web.pages import review_page
+
+    context = staged_context(workspaces={"source": None, "staging": None, "production": None, "test": None})
+    links = section(review_page(a_review(staged_evidence()), promotion=context), "Links")
+    assert links.count("<li>") == 1 and "/registries/mlops-registry/models/churn/version/5" in links  # no wsid needed
+    assert "No Azure ML studio link to the model churn:5 in dev; the test job churn-v5-3f2a-test" in links
+    assert "the workspace has no Azure resource id here" in links and "wsid" not in links
+
+
+def test_an_older_promotion_review_without_the_stages_still_renders_what_it_has():
+    from controlplane.web.pages import review_page
+
+    review = a_review(older_evidence())
+    for html in (review_page(review), review_page(review, promotion={"plan": None, "workspaces": {}})):
+        assert "<h2>Candidate against champion</h2>" in html and "<h2>Candidate</h2>" in html
+        assert "accuracy: gain 0.012 over the champion" in html
+        for heading in ("Route", "Staging", "Test stage", "Rollout plan"):
+            assert f"<h2>{heading}</h2>" not in html, heading
+    assert "<h2>Links</h2>" not in review_page(review)
+    assert "No Azure ML studio link to the model churn:5 in the home workspace" in review_page(
+        review, promotion={"plan": None, "workspaces": {}})
+
+
+# -- promotion_context: what the page reads from the workspaces and the policy --------------------------------------
+
+class Workspaces:
+    """One gateway per environment, as the policy's environments are reached."""
+
+    def __init__(self, gateways: dict) -> None:
+        self.gateways = gateways
+
+    def gateway(self, environment=None):
+        return self.gateways[environment]
+
+
+def workspace(name: str | None = None, failing: Exception | None = None):
+    """A fake workspace serving the staging deployment; ``name``: it has an Azure resource id, as a real one has."""
+    from dataclasses import replace
+
+    from tests.fakes import FakeWorkspace
+
+    found = FakeWorkspace()
+    found.serve("churn-ep", "blue", "azureml:churn:4")
+    state = found.endpoints["churn-ep"]
+    found.endpoints["churn-ep"] = replace(state, deployments=(*state.deployments, replace(
+        state.deployments[0], name="churn-v5-3f2a", model="azureml:churn:5", instance_type="Standard_DS3_v2",
+        instance_count=1)))
+    if name:
+        found.subscription_id, found.resource_group, found.workspace = "sub-1", "rg-ml", name
+    if failing is not None:
+        def fail(*args):
+            raise failing
+        found.get_deployment = fail
+    return found
+
+
+def context_for(evidence: dict, gateways: dict, policy, kind: ReviewKind = ReviewKind.PROMOTION):
+    from controlplane.handlers.reviews import promotion_context
+    from controlplane.ports.store import Services
+    from tests.fakes import FakeClock, FakeStore, RecordingDispatcher
+
+    services = Services(store=FakeStore(), clock=FakeClock(), dispatcher=RecordingDispatcher(), policy=policy,
+                        gateway=gateways.get(None), workspaces=Workspaces(gateways))
+    return promotion_context(services, a_review(evidence, kind))
+
+
+def test_the_context_reads_the_staging_deployment_in_its_workspace_the_plan_and_each_workspaces_id(policy):
+    gateways = {"dev": workspace("mlw-dev"), "staging": workspace("mlw-staging"), "prod": workspace("mlw-prod"),
+                None: workspace("mlw-prod")}
+    context = context_for(staged_evidence(), gateways, policy)
+    assert context["staging_state"] == {"state": "found", "provisioning_state": "Succeeded",
+                                        "instance_type": "Standard_DS3_v2", "instance_count": 1,
+                                        "model": "azureml:churn:5", "error": ""}
+    assert gateways["staging"].called("get_deployment") == [("get_deployment", "churn-ep", "churn-v5-3f2a")]
+    assert not gateways["prod"].called("get_deployment")  # staging is read where it was deployed
+    assert context["plan"]["mirror_percent"] == 20 and context["plan"]["steps"] == [10, 50, 100]
+    assert context["workspaces"] == {"source": WSID.format("mlw-dev"), "staging": WSID.format("mlw-staging"),
+                                     "production": WSID.format("mlw-prod"), "test": WSID.format("mlw-staging")}
+
+
+@pytest.mark.parametrize("stage, failing, expected", [
+    ("staging", None, {"state": "missing", "reason": "not deployed yet"}),
+    ("production", None, {"state": "missing", "reason": "not found in the staging workspace"}),
+    ("production", "transient", {"state": "unknown", "reason": "get_deployment: throttled"}),
+    ("production", "permanent", {"state": "unknown", "reason": "get_deployment: forbidden"}),
+])
+def test_a_staging_deployment_that_cannot_be_read_leaves_its_state_unknown_with_why(policy, stage, failing,
+                                                                                   expected):
+    from controlplane.domain.errors import GatewayError, TransientError
+
+    errors = {"transient": TransientError("get_deployment", "throttled"),
+              "permanent": GatewayError("get_deployment", "forbidden")}
+    staged = workspace("mlw-staging", errors.get(failing))
+    evidence = staged_evidence(stage=stage, staging={"target": "online", "endpoint": "churn-ep",
+                                                     "deployment": "churn-v5-3f2a" if failing else "not-there",
+                                                     "environment": "staging"})
+    context = context_for(evidence, {"staging": staged, "dev": None, "prod": None, None: None}, policy)
+    assert context["staging_state"] == expected
+    assert context["workspaces"]["production"] is None and context["workspaces"]["staging"] == WSID.format(
+        "mlw-staging")
+
+
+def test_without_a_workspace_the_context_says_why_and_gives_no_workspace_ids(policy):
+    context = context_for(staged_evidence(), {"staging": None, "dev": None, "prod": None, None: None}, policy)
+    assert context["staging_state"] == {"state": "unknown",
+                                        "reason": "no Azure ML workspace is configured for the staging workspace"}
+    assert set(context["workspaces"].values()) == {None}
+
+
+def test_a_batch_staging_deployment_is_read_as_one_and_gets_no_online_rollout_plan(policy):
+    from controlplane.ports.gateway import DeploymentInfo
+
+    staged = workspace("mlw-staging")
+    staged.get_batch_deployment = lambda endpoint, name: DeploymentInfo(endpoint, name, "azureml:churn:5",
+                                                                        instance_count=2,
+                                                                        provisioning_state="Succeeded")
+    evidence = staged_evidence(staging={"target": "batch", "endpoint": "churn-batch", "deployment": "churn-v5-3f2a",
+                                        "environment": "staging"})
+    context = context_for(evidence, {"staging": staged, "dev": None, "prod": None, None: None}, policy)
+    assert context["plan"] is None and context["staging_state"]["instance_count"] == 2
+    assert not staged.called("get_deployment")
+
+
+def test_other_reviews_and_rollbacks_have_no_promotion_context(policy):
+    gateways = {None: workspace("mlw-prod")}
+    assert context_for(drift_evidence(), gateways, policy, ReviewKind.DRIFT) is None
+    assert context_for(rollback_evidence(), gateways, policy) is None
+    older = context_for(older_evidence(), gateways, policy)  # no route or staging: the home workspace
+    assert "staging_state" not in older and older["plan"]["mirror_percent"] == 20
+    assert older["workspaces"]["source"] == WSID.format("mlw-prod")

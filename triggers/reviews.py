@@ -65,7 +65,7 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.domain.errors import VoteError
     from controlplane.domain.reviews import verify_token
-    from controlplane.handlers.reviews import get_review, review_signals
+    from controlplane.handlers.reviews import get_review, promotion_context, review_signals
     from controlplane.web.pages import review_page
 
     token = ""
@@ -77,12 +77,14 @@ def review(req: func.HttpRequest) -> func.HttpResponse:
     try:
         approver = verify_token(services.approval_key, token, found.id, services.clock.now()).approver if token else ""
     except VoteError as error:  # a person at the page: show it and why the link cannot be used
-        return html_response(review_page(found, message=f"This link cannot be used: {error.reason}", signals=signals),
-                     status_of(error))
+        return html_response(review_page(found, message=f"This link cannot be used: {error.reason}", signals=signals,
+                                         promotion=promotion_context(services, found)), status_of(error))
     if "application/json" in req.headers.get("Accept", ""):
         return json_response(200, {"review": found.to_json() if approver else found.public_json()})
     message = _last_vote(found) if req.method == "GET" and req.params.get("voted") and found.votes else ""
-    return html_response(review_page(found, token=token, approver=approver, signals=signals, message=message))
+    promotion = promotion_context(services, found)  # the staging deployment now, the rollout plan, studio links
+    return html_response(review_page(found, token=token, approver=approver, signals=signals, message=message,
+                                     promotion=promotion))
 
 
 def _last_vote(review) -> str:
@@ -118,7 +120,7 @@ def review_report(req: func.HttpRequest) -> func.HttpResponse:
 def review_decision(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
     from controlplane.domain.errors import VoteError
-    from controlplane.handlers.reviews import get_review, vote
+    from controlplane.handlers.reviews import get_review, promotion_context, vote
     from controlplane.web.pages import review_page
 
     form = _form(req)
@@ -130,8 +132,9 @@ def review_decision(req: func.HttpRequest) -> func.HttpResponse:
         if not _is_form(req):  # a program: answered as JSON naming the field
             raise
         current = get_review(bootstrap.services(), req.route_params["id"])
-        return html_response(review_page(current, message=f"Your vote was not counted: {error.reason}"),  # a person
-                     status_of(error))
+        return html_response(review_page(current, message=f"Your vote was not counted: {error.reason}",  # a person
+                                         promotion=promotion_context(bootstrap.services(), current)),
+                             status_of(error))
     if _is_form(req):  # post/redirect/get: reloading the page it lands on sends nothing again
         return func.HttpResponse(status_code=303, headers={"Location": f"/api/reviews/{updated.id}?voted=1",
                                                            "Cache-Control": "no-store"})

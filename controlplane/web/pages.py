@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from html import escape
@@ -20,6 +21,7 @@ from controlplane.domain.reviews import Review, ReviewKind, ReviewState
 from controlplane.domain.rollout import Rollout
 from controlplane.domain.signals import Signals
 from controlplane.web.charts import bar_chart, distribution_chart, line_chart
+from controlplane.web.studio import endpoint_url, job_url, model_url, registry_model_url
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:64rem;color:#1b1b1b;
@@ -31,6 +33,7 @@ border-radius:.3rem}.open{background:#fff4ce}.approved{background:#dff6dd}.rejec
 textarea{width:100%;min-height:4rem}button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.5rem}
 pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:20rem}
 svg{max-width:100%;height:auto}table{display:block;overflow-x:auto}figure{margin:1rem 0}
+p,li{overflow-wrap:anywhere}
 @media (max-width:40rem){body{margin:1rem auto}th,td{padding:.3rem .4rem}}
 """
 
@@ -72,14 +75,17 @@ def metrics_table(evidence: Mapping[str, Any]) -> str:
     if not gates:
         return "<p class='muted'>No metrics recorded.</p>"
     champion = evidence.get("champion_metrics") or {}
-    rows = []
-    for gate in gates:
-        verdict = {True: "<span class='pass'>pass</span>", False: "<span class='fail'>fail</span>"}.get(
-            gate.get("passed"), "<span class='muted'>-</span>")
-        rows.append([escape(str(gate["metric"])), _number(gate.get("value")), _number(champion.get(gate["metric"])),
-                     escape(str(gate.get("gate", ""))), verdict])
+    rows = [[escape(str(gate["metric"])), _number(gate.get("value")), _number(champion.get(gate["metric"])),
+             escape(str(gate.get("gate", ""))), _verdict(gate.get("passed"))] for gate in gates]
     return _table(["metric", "candidate", f"champion {evidence.get('champion') or ''}".strip(), "gate", "result"],
                   rows)
+
+
+def _verdict(passed: Any) -> str:
+    """A gate's verdict in the page's pass/fail colours; ``-`` when it was not judged."""
+    if passed is True:
+        return "<span class='pass'>pass</span>"
+    return "<span class='fail'>fail</span>" if passed is False else "<span class='muted'>-</span>"
 
 
 def _p_value(value: Any) -> str:
@@ -92,9 +98,12 @@ def _facts(rows: Iterable[tuple[str, Any]]) -> str:
     return _table([], [[escape(name), escape(str(value))] for name, value in rows if value not in (None, "")])
 
 
-def promotion_section(evidence: Mapping[str, Any]) -> str:
+def promotion_section(evidence: Mapping[str, Any], context: Mapping[str, Any] | None = None, *,
+                      model: str | None = None, version: str | None = None) -> str:
     """Candidate against champion, metric by metric, each gate's verdict, the gain the policy asks for, who
-    registered the candidate and where it goes."""
+    registered the candidate; then, when the evidence or ``context`` (``handlers.reviews.promotion_context``: what
+    the workspaces say now) has them, its route, the staging deployment, the test stage's results, the rollout plan
+    and links to Azure ML studio."""
     parts = ["<h2>Candidate against champion</h2>", metrics_table(evidence)]
     candidate, champion = evidence.get("metrics") or {}, evidence.get("champion_metrics") or {}
     bars = [(f"{metric} {side}", values.get(metric)) for metric in candidate
@@ -114,6 +123,220 @@ def promotion_section(evidence: Mapping[str, Any]) -> str:
         ("registered by", f"{registrant} (from {source})" if source else registrant),
         ("metrics read from the workspace", "yes" if evidence.get("metrics_from_gateway") else None),
         ("policy rule", evidence.get("rule"))]))
+    links = _studio_links(evidence, context or {}, model, version)
+    parts += [route_section(evidence), staging_section(evidence, context),
+              test_stage_section(evidence, (links.get("job") or ("", None))[1]), rollout_section(evidence, context),
+              links_section(links, context)]
+    return "".join(parts)
+
+
+def _place(environment: Any) -> str:
+    """An environment's workspace in words: its name, or the home workspace when it has none."""
+    return str(environment) if environment else "the home workspace"
+
+
+def route_section(evidence: Mapping[str, Any]) -> str:
+    """Where the candidate goes (registered in, staged in, production in, the registry between them) and which of
+    those stages this review approves."""
+    route, stage = evidence.get("route"), evidence.get("stage")
+    parts = []
+    if isinstance(route, Mapping):
+        path = (f"registered in {_place(route.get('source'))} → staged in {_place(route.get('staging'))} → "
+                f"production in {_place(route.get('production'))}")
+        via = f", through registry {route['registry']}" if route.get("registry") else ""
+        parts.append(f"<p id='route'>{escape(path + via)}</p>")
+    approves = {"staging": "approval deploys the candidate to staging; production is asked for later",
+                "production": "approval puts the candidate in production"}.get(stage)
+    if approves:
+        parts.append(f"<p id='stage'>This review approves <strong>{escape(stage)}</strong>: {escape(approves)}.</p>")
+    return "<h2>Route</h2>" + "".join(parts) if parts else ""
+
+
+def _live_state(state: Mapping[str, Any] | None) -> str:
+    """The staging deployment's state as its workspace reported it when the page was asked for."""
+    if state is None:
+        return "<p id='staging-state' class='muted'>Live state: not read.</p>"
+    if state.get("state") == "found":
+        provisioning = str(state.get("provisioning_state") or "unknown")
+        size = f"{state.get('instance_type')} × {state.get('instance_count')}" if state.get("instance_type") else (
+            f"{state.get('instance_count')} instance(s)")
+        error = f"; {state['error']}" if state.get("error") else ""
+        tone = {"Succeeded": " class='pass'", "Failed": " class='fail'", "Canceled": " class='fail'"}.get(
+            provisioning, "")
+        return f"<p id='staging-state'{tone}>Live state: {escape(f'{provisioning}, {size}{error}')}</p>"
+    if state.get("state") == "missing":
+        return f"<p id='staging-state' class='muted'>Live state: {escape(str(state.get('reason')))}.</p>"
+    return f"<p id='staging-state' class='muted'>Live state unknown: {escape(str(state.get('reason')))}</p>"
+
+
+def staging_section(evidence: Mapping[str, Any], context: Mapping[str, Any] | None) -> str:
+    """The candidate's staging deployment (from the evidence) and its live state (from ``context``)."""
+    staging = evidence.get("staging")
+    if not isinstance(staging, Mapping):
+        return ""
+    target = "batch endpoint" if staging.get("target") == "batch" else "online endpoint, 0% traffic"
+    return ("<h2>Staging</h2>" + _facts([
+        ("endpoint", f"{staging.get('endpoint')} ({target})"), ("deployment", staging.get("deployment")),
+        ("workspace", _place(staging.get("environment")))])
+        + _live_state(context.get("staging_state") if context else None))
+
+
+_TEST_KINDS = {"pipeline": "pipeline job", "batch_scoring": "batch scoring job on the staging deployment"}
+
+
+def _test_status(stage: Mapping[str, Any]) -> tuple[str, str]:
+    """The test stage's outcome in words, and its tone (a page class)."""
+    status, gates = stage.get("status"), stage.get("gates") or []
+    if status is None:
+        return "No result yet.", "muted"
+    if status == "":
+        return ("No result came in time: the test job reported nothing before its deadline, so people decide "
+                "without it."), "fail"
+    if status in ("Failed", "Canceled"):
+        return f"The test job {status.lower()}: its results are missing or incomplete.", "fail"
+    if status != "Completed":
+        return f"The test job is {status}.", "muted"
+    missing = [str(g.get("metric")) for g in gates if g.get("value") is None]
+    failed = [g for g in gates if g.get("passed") is False and g.get("value") is not None]
+    if missing:
+        return f"Completed without reporting {', '.join(missing)}.", "fail"
+    if failed:
+        return f"Completed; {len(failed)} of {len(gates)} gates failed.", "fail"
+    return (f"Completed; all {len(gates)} gates passed." if gates else "Completed; no gates to pass."), "pass"
+
+
+def test_stage_section(evidence: Mapping[str, Any], job_link: str | None = None) -> str:
+    """The test stage's outcome, its job (linked to studio when ``job_link``), and per result its value, gate and
+    verdict, as a table and a chart."""
+    stage = evidence.get("test_stage")
+    if not isinstance(stage, Mapping):
+        return ""
+    words, tone = _test_status(stage)
+    job = str(stage.get("job") or "-")
+    job_cell = f"<a href='{escape(job_link)}'>{escape(job)}</a>" if job_link else escape(job)
+    facts = [["status", escape(str(stage.get("status")) if stage.get("status") else "no result")], ["job", job_cell]]
+    facts += [[name, escape(str(value))] for name, value in (
+        ("kind", _TEST_KINDS.get(stage.get("kind"), stage.get("kind"))), ("experiment", stage.get("experiment")),
+        ("workspace", _place(stage.get("environment")))) if value]
+    parts = ["<h2>Test stage</h2>", f"<p id='test-stage-status' class='{tone}'>{escape(words)}</p>",
+             _table([], facts)]
+    gates = [g for g in stage.get("gates") or [] if isinstance(g, Mapping)]
+    results = stage.get("results") if isinstance(stage.get("results"), Mapping) else {}
+    gated = {g.get("metric") for g in gates}
+    rows = [[escape(str(g.get("metric"))), _number(g.get("value")) if g.get("value") is not None else "not reported",
+             escape(str(g.get("gate", ""))), _verdict(g.get("passed"))] for g in gates]
+    rows += [[escape(str(name)), _number(value), "-", _verdict(None)] for name, value in results.items()
+             if name not in gated]
+    if rows:
+        parts.append(_table(["result", "value", "gate", "pass/fail"], rows))
+    bars = [(str(name), float(value)) for name, value in results.items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)]
+    # Scores and shares (0 to 1) beside counts or milliseconds would draw as nothing: each scale gets its chart.
+    scores, others = [b for b in bars if abs(b[1]) <= 1], [b for b in bars if abs(b[1]) > 1]
+    for title, group in (("Test-stage results", scores if others else bars),
+                         ("Test-stage results, other scales", others if scores else [])):
+        if group:
+            parts.append(f"<figure>{bar_chart(title, group)}</figure>")
+    return "".join(parts)
+
+
+_NO_DATA = {"pause": "pause the rollout and notify people"}
+_OLD_DEPLOYMENT = {"keep": "the old deployment is kept", "scale_down": "the old deployment is scaled down to one "
+                   "instance", "delete": "the old deployment is deleted"}
+
+
+def _health_words(health: Mapping[str, Any]) -> str:
+    limits = [f"at least {health.get('min_requests')} requests on the new deployment"]
+    if health.get("max_p95_latency_ms") is not None:
+        limits.append(f"p95 latency at most {health['max_p95_latency_ms']:g} ms")
+    if health.get("max_latency_ratio") is not None:
+        limits.append(f"p95 latency at most {health['max_latency_ratio']:g}× the old deployment's")
+    if health.get("max_error_rate") is not None:
+        limits.append(f"5xx share at most {health['max_error_rate'] * 100:g}%")
+    if health.get("max_error_rate_increase") is not None:
+        limits.append(f"5xx share at most {health['max_error_rate_increase'] * 100:g} points above the old one's")
+    return "; ".join(limits)
+
+
+def rollout_section(evidence: Mapping[str, Any], context: Mapping[str, Any] | None) -> str:
+    """What approving production does: a batch endpoint's default switch, or an online endpoint's progressive
+    rollout under its policy (``context["plan"]``, a ``RolloutPolicy``'s fields)."""
+    staging, route = evidence.get("staging") or {}, evidence.get("route") or {}
+    endpoint, production = staging.get("endpoint") or evidence.get("endpoint"), _place(route.get("production"))
+    later = ("<p class='muted'>This review approves staging; production follows this plan once it is approved."
+             "</p>" if evidence.get("stage") == "staging" else "")
+    if staging.get("target") == "batch":
+        words = (f"Approval deploys it in {production} and makes it the default deployment of {endpoint}; a "
+                 "rollback switches the default back.")
+        return f"<h2>Rollout plan</h2>{later}<p id='rollout-plan'>{escape(words)}</p>"
+    plan = (context or {}).get("plan")
+    if not isinstance(plan, Mapping) or not endpoint:
+        return ""
+    mirror = plan.get("mirror_percent")
+    waits = f"wait up to {plan.get('max_waits')} more interval(s), then pause and notify people"
+    return ("<h2>Rollout plan</h2>" + later
+            + f"<p id='rollout-plan'>{escape(f'A progressive rollout on {endpoint} in {production}:')}</p>"
+            + _facts([
+                ("new deployment", f"{plan.get('instance_type')} × {plan.get('instance_count')}"),
+                ("first", f"mirror {mirror}% of requests to it (copies; their answers are discarded)" if mirror
+                 else "no mirroring"),
+                ("live traffic steps", " → ".join(f"{step}%" for step in plan.get("steps") or [])),
+                ("each step watched for", f"{plan.get('interval_minutes'):g} minutes"),
+                ("a step is healthy with", _health_words(plan.get("health") or {})),
+                ("an unhealthy step", "rolls back: live traffic returns to the old deployment and a review is "
+                 "opened"),
+                ("too little traffic to judge", _NO_DATA.get(plan.get("when_no_data"), waits)),
+                ("after 100%", _OLD_DEPLOYMENT.get(plan.get("old_deployment"), plan.get("old_deployment")))]))
+
+
+def _studio_links(evidence: Mapping[str, Any], context: Mapping[str, Any], model: str | None,
+                  version: str | None) -> dict[str, tuple[str, str | None]]:
+    """By role, each asset the review is about, in words, and its studio address; None where its workspace's
+    resource id is unknown (a simulated workspace has none). Only the registry's model needs no workspace."""
+    workspaces = context.get("workspaces") or {}
+    route, staging, test = (evidence.get(key) or {} for key in ("route", "staging", "test_stage"))
+    batch = staging.get("target") == "batch"
+    endpoint = staging.get("endpoint") or evidence.get("endpoint")
+    links: dict[str, tuple[str, str | None]] = {}
+    if model and version:
+        source = workspaces.get("source")
+        links["model"] = (f"model {model}:{version} in {_place(route.get('source'))}",
+                          model_url(model, version, source) if source else None)
+        if route.get("registry"):
+            links["registry model"] = (f"model {model}:{version} in registry {route['registry']}",
+                                       registry_model_url(route["registry"], model, version))
+    if test.get("job"):
+        where = workspaces.get("test")
+        links["job"] = (f"test job {test['job']}", job_url(test["job"], where) if where else None)
+    if endpoint:
+        where = workspaces.get("production")
+        links["endpoint"] = (f"endpoint {endpoint} in {_place(route.get('production'))}",
+                             endpoint_url(endpoint, where, batch) if where else None)
+    if staging.get("endpoint") and staging.get("deployment"):
+        where = workspaces.get("staging")
+        links["deployment"] = (f"staging deployment {staging['deployment']} (listed on its endpoint's page in "
+                               f"{_place(staging.get('environment'))})",
+                               endpoint_url(staging["endpoint"], where, batch) if where else None)
+    return links
+
+
+def links_section(links: Mapping[str, tuple[str, str | None]], context: Mapping[str, Any] | None) -> str:
+    """Links to the model version, the test job, the endpoint and the staging deployment in Azure ML studio, and
+    which of them cannot be given."""
+    if context is None and not any(url for _, url in links.values()):
+        return ""
+    items = "".join(f"<li><a href='{escape(url)}' rel='noopener noreferrer'>{escape(label)}</a></li>"
+                    for label, url in links.values() if url)
+    missing = [label for label, url in links.values() if not url]
+    parts = ["<h2>Links</h2>"]
+    if items:
+        parts.append(f"<ul id='studio-links'>{items}</ul>")
+    if missing:
+        parts.append("<p id='no-studio-links' class='muted'>" + escape(
+            f"No Azure ML studio link to the {'; the '.join(missing)}: the workspace has no Azure resource id here "
+            "(a simulated workspace has none, or no workspace is configured).") + "</p>")
+    elif not links:
+        parts.append("<p class='muted'>Nothing to link to in Azure ML studio.</p>")
     return "".join(parts)
 
 
@@ -256,7 +479,7 @@ def operation_section(evidence: Mapping[str, Any]) -> str:
                       ("deadline", operation.get("deadline")), ("task", evidence.get("task_id"))]))
 
 
-def _details(review: Review, signals: Signals | None) -> str:
+def _details(review: Review, signals: Signals | None, promotion: Mapping[str, Any] | None) -> str:
     evidence = review.evidence
     if review.kind is ReviewKind.ALERT:
         return alert_section(evidence, signals)
@@ -266,7 +489,7 @@ def _details(review: Review, signals: Signals | None) -> str:
         return operation_section(evidence)
     if "rollout" in evidence:
         return rollback_section(evidence)
-    return promotion_section(evidence)
+    return promotion_section(evidence, promotion, model=review.model, version=review.version)
 
 
 def alert_section(evidence: Mapping[str, Any], signals: Signals | None) -> str:
@@ -288,7 +511,8 @@ def alert_section(evidence: Mapping[str, Any], signals: Signals | None) -> str:
 
 
 def review_page(review: Review, *, token: str = "", approver: str = "", message: str = "",
-                signals: Signals | None = None) -> str:
+                signals: Signals | None = None, promotion: Mapping[str, Any] | None = None) -> str:
+    """A review's page; ``promotion`` is what ``handlers.reviews.promotion_context`` read for a promotion review."""
     evidence = review.evidence
     title = f"{review.kind.value.title()} review: {review.model or '-'}:{review.version or '-'}"
     facts = _table([], [
@@ -325,7 +549,7 @@ def review_page(review: Review, *, token: str = "", approver: str = "", message:
                 "<button type='submit' name='decision' value='approve' id='approve'>Approve</button>"
                 "<button type='submit' name='decision' value='reject' id='reject'>Reject</button></p></form>")
     notice = f"<p role='status'><strong>{escape(message)}</strong></p>" if message else ""
-    body = (f"<main><h1>{escape(title)}</h1>{notice}{facts}{_details(review, signals)}"
+    body = (f"<main><h1>{escape(title)}</h1>{notice}{facts}{_details(review, signals, promotion)}"
             + (f"<h2>Evidence</h2><ul>{''.join(links)}</ul>" if links else "")
             + (f"<h2>Tags</h2>{tag_table}" if tag_table else "")
             + f"<h2>Votes</h2>{votes}{form}</main>")
