@@ -96,7 +96,15 @@ def test_the_demo_tells_the_whole_story():
                      "infrastructure review",
                      # the retraining loop: the pipeline's steps run, and the version they register enters the gates
                      "evaluate: accuracy 0.8", "churn:5 is registered by the pipeline",
-                     "request_approval: gates passed (accuracy >= 0.85, auc >= 0.8)"):
+                     "request_approval: gates passed (accuracy >= 0.85, auc >= 0.8)",
+                     # MLOps v2 across workspaces: dev -> registry -> staging and its test stage -> prod
+                     "staging at 0% on retention-ep in staging from registry mlops-registry",
+                     "at 0% from azureml://registries/mlops-registry/models/retention/versions/7",
+                     "test stage passed (auc >= 0.8, tpr_gap <= 0.3", "production review, with the test results",
+                     "bo@contoso.com approves retention:7 for production", "rollout of retention:7: completed",
+                     "scoring job demand-forecast-v3-", "default deployment is demand-forecast-v3-",
+                     "(was demand-v2, kept for a rollback)",
+                     "review: retraining job retrain-churn-", "failed: its data scientists review it"):
         assert expected in out, expected
     assert "-> 500" not in out
 

@@ -266,7 +266,12 @@ def demo_policy(workdir: str) -> str:
     source = os.path.abspath(os.environ.get("CONTROLPLANE_POLICY", "policy.yaml"))
     with open(source, encoding="utf-8") as file:
         policy = yaml.safe_load(file)
-    for endpoint in policy.get("endpoints", {}).values():
+    endpoints = policy.setdefault("endpoints", {})
+    for rule in policy.get("models", []):  # every online endpoint a rule promotes to rolls out at the demo's pace
+        promotion = rule.get("promotion") or {}
+        if promotion and promotion.get("target", "online") == "online":
+            endpoints.setdefault(promotion["endpoint"], {})
+    for endpoint in endpoints.values():
         endpoint.setdefault("rollout", {})["interval_minutes"] = STEP_SECONDS / 60
     for rule in policy.get("models", []):  # the copy lives elsewhere: its references stay where they are
         if "drift" in rule and not rule["drift"]["reference"].startswith(("azureml:", "https://", "/")):
@@ -280,8 +285,8 @@ def demo_policy(workdir: str) -> str:
 STEP_SECONDS = 1.0
 
 
-def rollout(base: str, healthy_until: int, version: str) -> None:
-    """Sweep until the latest rollout ends, scripting the new deployment's health as it goes."""
+def rollout(base: str, healthy_until: int, version: str, endpoint: str = "churn-ep", model: str = "churn") -> None:
+    """Sweep until the model's latest rollout ends, scripting the new deployment's health as it goes."""
     import time
 
     from controlplane import bootstrap
@@ -290,16 +295,16 @@ def rollout(base: str, healthy_until: int, version: str) -> None:
     workspace = services.gateway
     for _ in range(12):
         call(base, "POST", "/admin/functions/sweep", {"input": ""})
-        found = services.store.rollouts(limit=1)
+        found = services.store.rollouts(limit=1, model=model)
         if not found:
             continue
         current = found[0]
         good = current.step < healthy_until
-        workspace.set_health("churn-ep", current.deployment, 400, 95.0 if good else 420.0, 0.002 if good else 0.04)
-        endpoint = workspace.get_endpoint("churn-ep")
-        live = {k: v for k, v in endpoint.traffic.items() if v}
-        print(f"    rollout of churn:{version}: {current.state.value:<11} step {current.step + 1}/{len(current.steps)}"
-              f"  live {live}  mirror {dict(endpoint.mirror_traffic)}")
+        workspace.set_health(endpoint, current.deployment, 400, 95.0 if good else 420.0, 0.002 if good else 0.04)
+        state = workspace.get_endpoint(endpoint)
+        live = {k: v for k, v in state.traffic.items() if v}
+        print(f"    rollout of {model}:{version}: {current.state.value:<11} step {current.step + 1}/"
+              f"{len(current.steps)}  live {live}  mirror {dict(state.mirror_traffic)}")
         if current.state.value in ("completed", "rolled_back", "paused"):
             return
         time.sleep(STEP_SECONDS * 1.1)
@@ -390,6 +395,9 @@ def run(port: int = 7071) -> int:
     print(f"    infrastructure review {review.id} for {', '.join(review.approvers)}: "
           f"{public}/api/reviews/{review.id}")
     retraining(base, first + len(chapter), Path(workdir))
+    from controlplane.dev import topology
+
+    topology.run(base, public, first + len(chapter) + 2)
 
     _, listing = call(base, "GET", "/api/decisions?limit=100", None)
     decisions = list(reversed(listing["decisions"]))
