@@ -217,3 +217,31 @@ def test_a_batch_model_is_tried_on_a_sample_made_the_default_on_approval_and_swi
         receipt.decision.reason
     sweep(services)
     assert prod.get_batch_endpoint("demand-batch").default_deployment == "old-default"
+
+
+def test_gated_ci_stages_only_once_approved_and_the_deadline_counts_from_the_approval(topology):
+    from controlplane.domain.policy import parse_policy
+    from tests.support import ROOT
+
+    services, ws = topology
+    shipped = (ROOT / "policy.yaml").read_text()
+    gated = shipped.replace("      staging:\n        environment: staging\n        test:\n",
+                            "      staging:\n        environment: staging\n"
+                            "        approval: {approvers: [lead@contoso.com]}\n        test:\n", 1)
+    services = replace(services, policy=parse_policy(gated))
+    decision = registered(services, ws["dev"], "retention", "12", auc="0.9")
+    assert decision.outcome is Outcome.REQUEST_APPROVAL
+    sweep(services)
+    assert not ws["staging"].path.exists()  # nothing staged yet: the staging workspace was never asked for anything
+
+    services.clock.advance(hours=5)
+    [review] = decision.reviews
+    approve_all(services, review, "lead@contoso.com")
+    sweep(services)
+    [job] = json.loads(ws["staging"].path.read_text())["jobs"]
+    assert ws["staging"].get_job(job).tags["controlplane.stage"] == "test"
+    services.clock.advance(hours=5)  # 10 h since registration, 5 h since the approval: not overdue
+    sweep(services)
+    assert not services.store.decisions(event_types=("promotion.test_overdue",))
+    ended = run_ended(services, job, tags={**ws["staging"].get_job(job).tags, **RESULTS})
+    assert ended.outcome is Outcome.REQUEST_APPROVAL and ended.reviews[0].evidence["stage"] == "production"
