@@ -284,3 +284,45 @@ def test_a_policy_written_for_evidently_thresholds_keeps_its_meaning(diabetes, t
     assert result.score("age").threshold == 0.01
     calibrated = checker.check(rows, parse_policy(policy_text(str(reference))).rule_for("diabetes").drift)
     assert calibrated.correction == "holm" and calibrated.alpha == 0.05
+
+
+def quality_routed(reference, notify="[data-engineers]", reviewers="[]"):
+    return policy_text(reference) + f"      data_quality: {{notify: {notify}, reviewers: {reviewers}}}\n"
+
+
+def test_missing_values_without_drift_reach_the_data_engineers_as_their_own_outcome(wire, diabetes):
+    shuffled = diabetes.sample(frac=1, random_state=11)
+    services, _ = wire(quality_routed, shuffled.iloc[:250])
+    window = shuffled.iloc[250:400].copy()
+    window["bmi"] = window["bmi"].astype(object)  # None is sent as JSON null (a NaN would not be JSON)
+    window.loc[window.index[:45], "bmi"] = None  # 30% of bmi missing, none in the reference
+    [decision] = send(services, window).windows
+    assert decision.outcome is Outcome.NOTIFY, decision.reason
+    assert decision.reason.endswith("; sent to data-engineers")
+    assert decision.evidence["drifted"] is False
+    assert decision.evidence["data_quality_routed"]["problems"] == [["bmi", "missing_rate"]]
+    [notice] = [t for t in decision.tasks if t.kind is TaskKind.NOTIFY]
+    assert notice.request["channel"] == "data-engineers" and "bmi (missing_rate)" in notice.request["text"]
+
+
+def test_with_reviewers_a_quality_problem_opens_a_review_and_drift_keeps_its_own_action(wire, diabetes):
+    services, _ = wire(lambda r: quality_routed(r, reviewers="[dan@contoso.com]"), diabetes[diabetes.age < 50])
+    window = diabetes[diabetes.age >= 50].head(150).copy()
+    window["bmi"] = window["bmi"].astype(object)
+    window.loc[window.index[:45], "bmi"] = None
+    [decision] = send(services, window).windows
+    assert decision.outcome is Outcome.RETRAIN  # drift is acted on as the profile says
+    assert {t.kind for t in decision.tasks} == {TaskKind.RETRAINING, TaskKind.NOTIFY}
+    [review] = decision.reviews
+    assert review.approvers == ("dan@contoso.com",) and review.evidence["data_quality_review"] is True
+
+
+def test_without_a_data_quality_route_problems_are_only_recorded(wire, diabetes):
+    shuffled = diabetes.sample(frac=1, random_state=11)
+    services, _ = wire(policy_text, shuffled.iloc[:250])
+    window = shuffled.iloc[250:400].copy()
+    window["bmi"] = window["bmi"].astype(object)
+    window.loc[window.index[:45], "bmi"] = None
+    [decision] = send(services, window).windows
+    assert decision.outcome is Outcome.NO_ACTION and decision.evidence["data_quality"] is True
+    assert decision.tasks == ()

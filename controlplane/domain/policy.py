@@ -284,6 +284,23 @@ class WindowPolicy(_Strict):
         return WindowSpec(self.records, self.minutes, self.grace_minutes, self.sample)
 
 
+QUALITY_ISSUES = ("missing_column", "no_values", "missing_rate", "invalid_values", "out_of_range",
+                  "unseen_categories")
+
+
+class DataQualityPolicy(_Strict):
+    """Where a window's data-quality problems go, apart from drift (typically to the data engineers who own the
+    pipeline feeding the model)."""
+
+    notify: list[str] = Field(default_factory=lambda: ["data-engineers"], description=(
+        "Channels told of each window with a problem (routed to sinks by notifications)."))
+    reviewers: list[str] = Field(default_factory=list, description=(
+        "People who review each such window; none: notices only."))
+    issues: list[Literal[QUALITY_ISSUES]] = Field(default_factory=lambda: list(QUALITY_ISSUES), description=(
+        "The signals that count: missing_column, no_values, missing_rate, invalid_values, out_of_range, "
+        "unseen_categories."))
+
+
 class DriftPolicy(_Strict):
     """How telemetry windows are checked for drift against reference data (Evidently)."""
 
@@ -312,6 +329,8 @@ class DriftPolicy(_Strict):
     reference_sample: int = Field(50_000, ge=10, description="Rows of the reference the check reads (uniform "
                                                              "sample, fixed seed); apart from window.sample.")
     window: WindowPolicy = WindowPolicy()
+    data_quality: DataQualityPolicy | None = Field(None, description=(
+        "Route data-quality problems to their own notice or review; none: they are only recorded."))
 
     @model_validator(mode="after")
     def _valid_for_the_engine(self) -> DriftPolicy:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
-from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
+from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict
+from controlplane.domain.policy import DataQualityPolicy
+from controlplane.domain.requests import Notify
+from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.windows import WindowKey
 from controlplane.handlers.actions import act_on_drift
 from controlplane.handlers.record import decide_once
@@ -23,6 +28,7 @@ from controlplane.ports.store import DriftVerdict, Services
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "drift.window"
+QUALITY_REVIEW_TTL = timedelta(hours=72)
 
 
 def evaluate_window(services: Services, key: WindowKey) -> Decision:
@@ -69,6 +75,11 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     evidence.update(drift=result.to_evidence(), drifted=bool(result.dataset_drift and not result.inconclusive),
                     data_quality=bool(getattr(result, "data_quality", False)))
     summary = f"window {key} ({window.count if window else len(rows)} records): {result.reason}"
+    return route_quality(rule.drift.data_quality, key, _act(services, key, rule, result, summary, evidence))
+
+
+def _act(services: Services, key: WindowKey, rule: Any, result: DriftVerdict, summary: str,
+         evidence: dict[str, Any]) -> Verdict:
     if result.inconclusive:
         return Verdict(Outcome.INCONCLUSIVE, summary, model=key.model, evidence=evidence)
     if not result.dataset_drift:
@@ -81,6 +92,35 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     signal = {"kind": "telemetry_window", "monitor": f"{key.model}/{key.deployment}", "window": str(key),
               "drifted_columns": list(result.drifted), "share": result.share}
     return act_on_drift(services, key.model, signal, summary, f"window:{key}", evidence=evidence)
+
+
+def route_quality(policy: DataQualityPolicy | None, key: WindowKey, verdict: Verdict) -> Verdict:
+    """The verdict with the window's data-quality problems sent where the policy says: a notice to its channels and,
+    with reviewers, a review. A window with no drift to act on then becomes a ``notify`` (or ``review``) of its
+    own; one acted on for drift keeps its outcome and carries the notice and review beside. Shadow-mode verdicts open
+    nothing."""
+    problems = [(q["column"], issue) for q in verdict.evidence.get("drift", {}).get("quality", [])
+                for issue in q.get("issues", ()) if policy is not None and issue in policy.issues]
+    if not problems or "shadow" in verdict.evidence:
+        return verdict
+    said = ", ".join(f"{column} ({issue})" for column, issue in problems)
+    text = f"window {key}: data quality: {said}"
+    notices = tuple(Notify(channel=channel, event="drift.data_quality", subject=f"Data quality: {key.model}",
+                           text=text) for channel in policy.notify)
+    reviews = (ReviewDraft(kind=ReviewKind.DRIFT, approvers=tuple(policy.reviewers), quorum=1, ttl=QUALITY_REVIEW_TTL,
+                           evidence={**verdict.evidence, "data_quality_review": True},
+                           separation_of_duties=False),) if policy.reviewers else ()
+    evidence = {**verdict.evidence, "data_quality_routed": {"problems": [list(p) for p in problems],
+                                                            "notify": list(policy.notify),
+                                                            "reviewers": list(policy.reviewers)}}
+    if verdict.outcome in (Outcome.NO_ACTION, Outcome.INCONCLUSIVE):
+        outcome = Outcome.REVIEW if reviews else Outcome.NOTIFY
+        if verdict.outcome is Outcome.INCONCLUSIVE:
+            outcome = Outcome.INCONCLUSIVE  # still a window that could not be checked; people are told why
+        return replace(verdict, outcome=outcome, reason=f"{verdict.reason}; sent to {', '.join(policy.notify)}"
+                       + (f" and reviewers {', '.join(policy.reviewers)}" if reviews else ""),
+                       evidence=evidence, tasks=(*verdict.tasks, *notices), reviews=(*verdict.reviews, *reviews))
+    return replace(verdict, evidence=evidence, tasks=(*verdict.tasks, *notices), reviews=(*verdict.reviews, *reviews))
 
 
 def _check(services: Services, rows: list[dict[str, Any]], policy: Any) -> DriftVerdict:
