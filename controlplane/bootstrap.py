@@ -88,13 +88,14 @@ def build(settings: Settings) -> Services:
     # workspaces too, so their deployments, traffic and instance counts stay the ones later decisions read.
     kinds = (TaskKind.PROMOTION, TaskKind.ROLLBACK, TaskKind.SCALE, TaskKind.TRAFFIC)
     if settings.dispatch == "azureml":
-        kinds += (TaskKind.RETRAINING,)
+        kinds += (TaskKind.RETRAINING, TaskKind.DRIFT)
     routes.update(dict.fromkeys(kinds, AzureMLDispatcher(gateway, clock, workspaces)))
     return Services(store=store, clock=clock, dispatcher=RoutingDispatcher(routes, DryRunDispatcher()),
                     policy=policy, lease=settings.lease, approval_key=key, public_url=settings.public_url,
                     publish_decisions=bool(settings.eventgrid_topic_endpoint), gateway=gateway, health=health,
                     drift=checker, artifacts=kept, alert_auth=alert_auth(settings),
-                    sweep_stale=settings.sweep_stale, workspaces=workspaces)
+                    sweep_stale=settings.sweep_stale, workspaces=workspaces,
+                    telemetry_capture=settings.telemetry_capture)
 
 
 def workspace(settings: Settings, clock=None):

@@ -42,6 +42,7 @@ ALERTS_AUTH_AUDIENCE = "ALERTS_AUTH_AUDIENCE"
 ALERTS_AUTH_AUTHORITY = "ALERTS_AUTH_AUTHORITY"
 TELEMETRY_EXPORTER = "CONTROLPLANE_TELEMETRY_EXPORTER"
 SWEEP_STALE_MINUTES = "CONTROLPLANE_SWEEP_STALE_MINUTES"
+TELEMETRY_CAPTURE = "CONTROLPLANE_TELEMETRY_CAPTURE"
 APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 CLIENT_ID = "AZURE_CLIENT_ID"
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -99,6 +100,7 @@ class Settings:
     appinsights_connection: str = ""
     client_id: str = ""  # the user-assigned identity exporting telemetry with Entra ID auth
     sweep_stale: timedelta = timedelta(minutes=10)  # /api/health answers 503 past this without a sweep
+    telemetry_capture: str = ""  # the captured telemetry as Azure ML jobs read it (azureml://datastores/...)
 
     @property
     def local_state(self) -> str:
@@ -181,6 +183,10 @@ class Settings:
         if stale <= 0:
             raise ConfigurationError(SWEEP_STALE_MINUTES, f"expected a positive whole number of minutes, "
                                                           f"{_got(stale_text)}")
+        capture = env.get(TELEMETRY_CAPTURE, "")
+        if capture and not capture.startswith(("azureml://", "abfss://", "https://")):
+            raise ConfigurationError(TELEMETRY_CAPTURE, "expected an azureml://datastores/<store>/paths/... (or "
+                                                        f"abfss:// or https://) folder, {_got(capture)}")
         settings = cls(store=store, policy_path=env.get(POLICY) or DEFAULT_POLICY, dispatch=dispatch,
                        lease=timedelta(seconds=lease), table_prefix=prefix,
                        storage_connection=env.get(STORAGE, ""), storage_account_url=account_url,
@@ -197,7 +203,8 @@ class Settings:
                        alerts_auth_audience=audience,
                        alerts_auth_authority=urls[ALERTS_AUTH_AUTHORITY] or DEFAULT_AUTHORITY,
                        telemetry_exporter=exporter, appinsights_connection=connection,
-                       client_id=env.get(CLIENT_ID, ""), sweep_stale=timedelta(minutes=stale))
+                       client_id=env.get(CLIENT_ID, ""), sweep_stale=timedelta(minutes=stale),
+                       telemetry_capture=capture)
         if settings.store_kind == "tables" and not (settings.storage_connection or settings.storage_account_url):
             raise ConfigurationError(STORAGE, "the 'tables' store needs a connection string or "
                                               f"{STORAGE}__tableServiceUri / {STORAGE}__accountName")

@@ -22,6 +22,7 @@ from controlplane.domain.requests import (
     CORRELATION_TAG,
     REQUESTS,
     AzureMLRequest,
+    CheckDrift,
     DeployBatch,
     DeployModel,
     ExportLabels,
@@ -74,6 +75,9 @@ EXAMPLES = [
                                     source="pipelines/test-stage.yml", environment=None).to_json()),
     SubmitPipeline(experiment_name="churn-retraining", name="retrain-churn-1", source="azureml:retrain:3",
                    environment="dev"),
+    CheckDrift(experiment_name="drift-check", name="drift-churn-0a1b2c3d4e5f", source="pipelines/drift-check.yml",
+               inputs={"telemetry": "azureml://datastores/telemetry_capture/paths/ns/hub/", "model": "churn"},
+               tags={"controlplane.stage": "drift"}),
 ]
 
 

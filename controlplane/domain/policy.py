@@ -301,6 +301,22 @@ class DataQualityPolicy(_Strict):
         "unseen_categories."))
 
 
+class DriftJob(_Strict):
+    """Windows too large for one function are checked in full by an Azure ML job, over the telemetry Event Hubs
+    Capture kept, with the same engine."""
+
+    over_records: int = Field(100_000, ge=1, description=(
+        "A window with more records than this is checked by the job, over all of them; smaller ones by the "
+        "function, on the window's sample."))
+    pipeline: str = Field("pipelines/drift-check.yml", description="The job's pipeline YAML or component.")
+    experiment: str = Field("drift-check", description="Experiment the jobs are filed under.")
+    compute: str | None = Field(None, description="Compute the job runs on, if the pipeline sets none.")
+    environment: str | None = Field(None, description="The workspace the job runs in (default: the home one).")
+    telemetry: str | None = Field(None, description=(
+        "Where the captured telemetry is, as the job reads it (azureml://datastores/<store>/paths/<ns>/<hub>/); "
+        "default: the CONTROLPLANE_TELEMETRY_CAPTURE setting."))
+
+
 class DriftPolicy(_Strict):
     """How telemetry windows are checked for drift against reference data (Evidently)."""
 
@@ -331,6 +347,8 @@ class DriftPolicy(_Strict):
     window: WindowPolicy = WindowPolicy()
     data_quality: DataQualityPolicy | None = Field(None, description=(
         "Route data-quality problems to their own notice or review; none: they are only recorded."))
+    azureml: DriftJob | None = Field(None, description=(
+        "Check windows past a size in full with an Azure ML job; none: every window is checked by the function."))
 
     @model_validator(mode="after")
     def _valid_for_the_engine(self) -> DriftPolicy:
@@ -648,6 +666,10 @@ class PolicyDocument(_Strict):
         if len(homes) > 1:
             raise ValueError(f"environments: only one can be the home workspace, not {', '.join(homes)}")
         for index, rule in enumerate(self.models):
+            job = rule.drift.azureml.environment if rule.drift and rule.drift.azureml else None
+            if job is not None and job not in self.environments:
+                raise ValueError(f"models[{index}].drift.azureml.environment: {job!r} is not one of the "
+                                 f"environments ({', '.join(self.environments) or 'none is defined'})")
             retraining = rule.retraining.environment if rule.retraining else None
             if retraining is not None and retraining not in self.environments:
                 raise ValueError(f"models[{index}].retraining.environment: {retraining!r} is not one of the "

@@ -7,6 +7,7 @@ reason instead of being retried). Each request knows its task kind and the targe
 spells them out.
 
     SubmitPipeline   jobs.create_or_update                      retraining pipeline job
+    CheckDrift       jobs.create_or_update                      a large window's drift check, as a job
     DeployModel      online_deployments.begin_create_or_update  a deployment at 0% traffic (staging), then its test
     DeployBatch      batch_deployments.begin_create_or_update   a batch deployment: tried (staging) or the default
     SetBatchDefault  batch_endpoints.set_default                a batch endpoint's default switched back
@@ -42,6 +43,7 @@ class TaskKind(StrEnum):
     PUBLISH = "publish"
     ROLLOUT = "rollout"
     TRAFFIC = "traffic"
+    DRIFT = "drift"  # a drift check run as an Azure ML job
 
 
 class RequestError(PermanentError):
@@ -209,6 +211,14 @@ class SubmitPipeline(AzureMLRequest):
         return cls(experiment_name=data.text("experiment_name"), name=job.text("name"), source=job.text("source"),
                    inputs=job.strings("inputs"), tags=job.strings("tags"), compute=job.optional_text("compute"),
                    environment=data.optional_text("environment"))
+
+
+@dataclass(frozen=True)
+class CheckDrift(SubmitPipeline):
+    """A window's drift check as an Azure ML job over the captured telemetry; its end decides the window."""
+
+    OPERATION: ClassVar[str] = "jobs.create_or_update.drift_check"
+    KIND: ClassVar[TaskKind] = TaskKind.DRIFT
 
 
 @dataclass(frozen=True)
@@ -462,8 +472,8 @@ R = TypeVar("R", bound=Request)
 
 
 REQUESTS: Mapping[str, type[Request]] = {kind.OPERATION: kind for kind in (
-    SubmitPipeline, DeployModel, DeployBatch, SetBatchDefault, StartRollout, SetTraffic, Scale, RollBack, Notify,
-    PublishDecision, RenderReport, ExportLabels, ReadSignals)}
+    SubmitPipeline, CheckDrift, DeployModel, DeployBatch, SetBatchDefault, StartRollout, SetTraffic, Scale, RollBack,
+    Notify, PublishDecision, RenderReport, ExportLabels, ReadSignals)}
 
 
 def parse_request(data: Mapping[str, Any], expected: type[R] = Request) -> R:

@@ -55,6 +55,15 @@ class WindowKey:
     def __str__(self) -> str:
         return f"{self.model}/{self.deployment}/{self.bucket}.{self.part}"
 
+    @staticmethod
+    def parse(text: str) -> WindowKey:
+        """The key ``str(key)`` wrote (Azure ML names hold no '/'); ``ValueError`` for anything else."""
+        model, deployment, position = text.rsplit("/", 2)
+        bucket, part = position.split(".")
+        if not model or not deployment:
+            raise ValueError(f"not a window key: {text!r}")
+        return WindowKey(model, deployment, int(bucket), int(part))
+
 
 @dataclass(frozen=True)
 class Window:

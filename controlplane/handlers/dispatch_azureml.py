@@ -31,6 +31,7 @@ from controlplane.domain.promotion import test_tags
 from controlplane.domain.requests import (
     CORRELATION_TAG,
     AzureMLRequest,
+    CheckDrift,
     DeployBatch,
     DeployModel,
     Request,
@@ -72,9 +73,9 @@ class AzureMLDispatcher:
     def __init__(self, gateway: Gateway, clock: Clock, workspaces: Workspaces | None = None) -> None:
         self._gateway, self._clock, self._workspaces = gateway, clock, workspaces
         self._operations: dict[type[Request], Callable[[Any, Operation | None, Mapping[str, Any]], dict]] = {
-            SubmitPipeline: self._submit_job, DeployModel: self._deploy, DeployBatch: self._deploy_batch,
-            SetBatchDefault: self._set_batch_default, Scale: self._scale, SetTraffic: self._set_traffic,
-            RollBack: self._rollback}
+            SubmitPipeline: self._submit_job, CheckDrift: self._submit_job, DeployModel: self._deploy,
+            DeployBatch: self._deploy_batch, SetBatchDefault: self._set_batch_default, Scale: self._scale,
+            SetTraffic: self._set_traffic, RollBack: self._rollback}
 
     def dispatch(self, task: Task) -> dict:
         request = parse_request(task.request, AzureMLRequest)

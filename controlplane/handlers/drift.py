@@ -8,19 +8,23 @@ the data-quality signals (missing-value rate, invalid values, unseen categories,
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict
 from controlplane.domain.policy import DataQualityPolicy
-from controlplane.domain.requests import Notify
+from controlplane.domain.requests import MODEL_TAG, STAGE_TAG, CheckDrift, Notify
 from controlplane.domain.reviews import ReviewKind
 from controlplane.domain.windows import WindowKey
-from controlplane.handlers.actions import act_on_drift
+from controlplane.handlers.actions import act_on_drift, deterministic_name
 from controlplane.handlers.record import decide_once
 from controlplane.ports import telemetry
 from controlplane.ports.store import DriftVerdict, Services
@@ -28,6 +32,8 @@ from controlplane.ports.store import DriftVerdict, Services
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "drift.window"
+RUN_EVENTS = (RUN_COMPLETED, RUN_STATUS_CHANGED)
+JOB_TAG = "controlplane.drift."  # the prefix of the tags a drift-check job reports its verdict in
 QUALITY_REVIEW_TTL = timedelta(hours=72)
 
 
@@ -63,6 +69,13 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
     spec = rule.drift.window.spec()  # the event-time span of the window's bucket
     evidence["window"].update(start=spec.bucket_end(key.bucket - 1).isoformat(),
                               end=spec.bucket_end(key.bucket).isoformat())
+    job = rule.drift.azureml
+    if job is not None and window is not None and window.count > job.over_records:
+        capture = job.telemetry or services.telemetry_capture
+        if capture:
+            return _to_job(services, key, rule, capture, evidence)
+        evidence["job_skipped"] = ("no telemetry capture is configured (CONTROLPLANE_TELEMETRY_CAPTURE): checked on "
+                                   "the window's sample")
     if services.drift is None:
         return Verdict(Outcome.INCONCLUSIVE, f"window {key}: no drift checker is configured", model=key.model,
                        evidence=evidence)
@@ -76,6 +89,125 @@ def _decide(services: Services, key: WindowKey) -> Verdict:
                     data_quality=bool(getattr(result, "data_quality", False)))
     summary = f"window {key} ({window.count if window else len(rows)} records): {result.reason}"
     return route_quality(rule.drift.data_quality, key, _act(services, key, rule, result, summary, evidence))
+
+
+JOB_SETTINGS = ("columns", "methods", "thresholds", "drift_share", "min_rows", "effect_size_floor", "correction",
+                "alpha", "reference_bound")  # what the job checks with: all but the function's sample bound
+WINDOW_TAG = "controlplane.window"
+
+
+def _to_job(services: Services, key: WindowKey, rule: Any, capture: str, evidence: dict[str, Any]) -> Verdict:
+    """A window past the function's bound: checked in full by an Azure ML job over the captured telemetry, whose
+    end decides it (``drift_job_ended``)."""
+    job, drift = rule.drift.azureml, rule.drift
+    checked = drift.settings()
+    settings = {name: dict(value) if isinstance(value, Mapping) else value
+                for name, value in ((name, getattr(checked, name)) for name in JOB_SETTINGS)}
+    reference = drift.reference
+    if not reference.startswith(("azureml:", "https://", "/")):  # a file beside the policy: uploaded with the job
+        reference = str(Path(services.policy.source).parent / reference)
+    name = deterministic_name("drift", key.model, f"window:{key}")
+    request = CheckDrift(
+        experiment_name=job.experiment, name=name, source=job.pipeline, compute=job.compute,
+        environment=job.environment, inputs={
+            "telemetry": capture, "reference": reference, "settings": json.dumps(settings, sort_keys=True),
+            "model": key.model, "deployment": key.deployment, "start": evidence["window"]["start"],
+            "end": evidence["window"]["end"]},
+        tags={STAGE_TAG: "drift", MODEL_TAG: key.model, WINDOW_TAG: str(key),
+              "controlplane.deployment": key.deployment})
+    records = evidence["window"]["records"]
+    return Verdict(Outcome.NO_ACTION, f"window {key} ({records} records, over {job.over_records}) is checked in full "
+                   f"by Azure ML job {name}; its end decides", model=key.model,
+                   evidence={**evidence, "deferred": {"job": name, "environment": job.environment}}, tasks=(request,))
+
+
+def drift_job_ended(services: Services, run: Any, model: str, status: str) -> Verdict:
+    """A window's drift-check job ended: its verdict, from the run's tags (else the job's), decides the window as the
+    function's own check would, persistence and the profile's action included. Decided once per job."""
+    marks = {**run.properties, **run.tags}
+    window = marks.get(WINDOW_TAG, "")
+    facts = {"job": run.run_id, "status": status, "window": window}
+    earlier = next((d for d in services.store.decisions(model=model, limit=50, event_types=RUN_EVENTS)
+                    if d.evidence.get("drift", {}).get("job") == run.run_id), None)
+    if earlier is not None:
+        return Verdict(Outcome.NO_ACTION, f"drift check job {run.run_id} of {model} {status.lower()}; already decided "
+                       f"as decision {earlier.id}", model=model, evidence=facts)
+    rule = services.policy.rule_for(model)
+    try:
+        key = WindowKey.parse(window)
+    except ValueError:
+        key = None
+    if rule is None or rule.drift is None or key is None:
+        return Verdict(Outcome.NO_ACTION, f"drift check job {run.run_id} of {model} {status.lower()}; no drift rule "
+                       f"or window to decide", model=model, evidence=facts)
+    found = _job_results(services, run, rule.drift.azureml, marks)
+    evidence: dict[str, Any] = {"window": {"model": key.model, "deployment": key.deployment, "bucket": key.bucket,
+                                           "part": key.part},
+                                "drift": {**found, "job": run.run_id, "status": status},
+                                "drifted": found.get("dataset_drift") is True and status == "Completed",
+                                "data_quality": found.get("data_quality") is True}
+    if status != "Completed" or "dataset_drift" not in found:
+        why = (f"drift check job {run.run_id} {status.lower()}" if status != "Completed"
+               else f"drift check job {run.run_id} reported no verdict")
+        return Verdict(Outcome.INCONCLUSIVE, f"window {key}: {why}", model=model, evidence=evidence)
+    result = JobVerdict(found)
+    summary = f"window {key} ({found.get('rows', '?')} records, checked by Azure ML job {run.run_id}): {result.reason}"
+    return _act(services, key, rule, result, summary, evidence)
+
+
+def _job_results(services: Services, run: Any, job: Any, marks: dict[str, str]) -> dict[str, Any]:
+    """The job's verdict from its tags: on the event, else read from the job in its workspace."""
+    tags = {name.removeprefix(JOB_TAG): value for name, value in marks.items() if name.startswith(JOB_TAG)}
+    gateway = services.gateway_in(job.environment if job else None)
+    if "dataset_drift" not in tags and gateway is not None:
+        try:
+            info = gateway.get_job(run.run_id)
+        except PermanentError:
+            info = None
+        if info is not None:
+            tags = {name.removeprefix(JOB_TAG): value for name, value in {**info.properties, **info.tags}.items()
+                    if name.startswith(JOB_TAG)}
+    found: dict[str, Any] = {}
+    for name in ("dataset_drift", "inconclusive", "data_quality"):
+        if name in tags:
+            found[name] = str(tags[name]).lower() == "true"
+    if tags.get("drifted"):
+        found["drifted"] = [column for column in str(tags["drifted"]).split(",") if column]
+    for name, kind in (("share", float), ("rows", int)):
+        try:
+            found[name] = kind(tags[name])
+        except (KeyError, ValueError):
+            pass
+    if "reason" in tags:
+        found["reason"] = str(tags["reason"])
+    return found
+
+
+@dataclass(frozen=True)
+class JobVerdict:
+    """A drift-check job's verdict, as ``_act`` reads a check's result."""
+
+    found: dict[str, Any]
+
+    @property
+    def inconclusive(self) -> bool:
+        return bool(self.found.get("inconclusive"))
+
+    @property
+    def dataset_drift(self) -> bool:
+        return bool(self.found.get("dataset_drift"))
+
+    @property
+    def drifted(self) -> list[str]:
+        return list(self.found.get("drifted", []))
+
+    @property
+    def share(self) -> float:
+        return float(self.found.get("share", 0.0))
+
+    @property
+    def reason(self) -> str:
+        return str(self.found.get("reason", "dataset drift" if self.dataset_drift else "no dataset drift"))
 
 
 def _act(services: Services, key: WindowKey, rule: Any, result: DriftVerdict, summary: str,
@@ -141,12 +273,12 @@ def _check(services: Services, rows: list[dict[str, Any]], policy: Any) -> Drift
 def _drifted_streak(services: Services, key: WindowKey) -> int:
     """How many of this deployment's latest decided windows, newest first, drifted in a row."""
     streak = 0
-    for decision in services.store.decisions(model=key.model, limit=200, event_types=[EVENT_TYPE]):
+    for decision in services.store.decisions(model=key.model, limit=200, event_types=[EVENT_TYPE, *RUN_EVENTS]):
         window = decision.evidence.get("window", {})
-        if decision.event_type != EVENT_TYPE or window.get("deployment") != key.deployment:
-            continue
-        if decision.outcome is Outcome.DUPLICATE:
-            continue
+        if window.get("deployment") != key.deployment or window.get("bucket") == key.bucket:
+            continue  # another deployment's, or this window's own deferral
+        if decision.outcome is Outcome.DUPLICATE or "deferred" in decision.evidence:
+            continue  # a window handed to a job counts when the job decides it
         if not decision.evidence.get("drifted"):
             break
         streak += 1

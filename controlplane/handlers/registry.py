@@ -14,8 +14,9 @@ from controlplane.domain import events as ev
 from controlplane.domain.errors import InvalidEvent
 from controlplane.domain.ledger import Decision, Outcome, Source, Verdict
 from controlplane.domain.policy import Policy
-from controlplane.domain.requests import CORRELATION_TAG, MODEL_TAG, VERSION_TAG
+from controlplane.domain.requests import CORRELATION_TAG, MODEL_TAG, STAGE_TAG, VERSION_TAG
 from controlplane.handlers.actions import act_on_drift
+from controlplane.handlers.drift import drift_job_ended
 from controlplane.handlers.promotion import decide_promotion
 from controlplane.handlers.record import decide_once, record_invalid
 from controlplane.handlers.retraining import ENDED, retraining_ended
@@ -131,6 +132,8 @@ def decide_registry_event(event: ev.RegistryEvent, services: Services, *, key: s
     status = getattr(run, "status", "Completed")
     if model is not None and is_test_stage(run) and status in ENDED:
         return test_stage_ended(services, run, model, status)
+    if model is not None and marks(run).get(STAGE_TAG) == "drift" and status in ENDED:
+        return drift_job_ended(services, run, model, status)
     if model is not None and run.tags.get(MODEL_TAG) and status in ENDED:
         return retraining_ended(services, run, model, status)
     return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {run.experiment_name!r} is {status}",

@@ -10,6 +10,8 @@ what the task is now. Nothing is ever deleted.
   attempts reset to 0, so it gets the full retry budget again.
 - ``cancel_task``: a pending task is cancelled and never dispatched.
 
+``outbox_action`` is what the outbox page's buttons ask for: retry or cancel one task, or replay every dead letter.
+
 Dispatching a task again is safe because every request carries a name derived from its idempotency key.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from controlplane.domain.ledger import Task, TaskState
 from controlplane.ports.store import Services
 
 logger = logging.getLogger(__name__)
+
+DEAD_LETTERS = "dead-letters"  # the outbox page's name for every dead letter at once: no task id has a hyphen
 
 
 def show_task(services: Services, task_id: str) -> Task:
@@ -63,6 +67,22 @@ def act(services: Services, action: str, task_id: str, allowed: tuple[str, ...] 
     return operations[action](services, task_id)
 
 
+def dead_letters(services: Services, limit: int = 100) -> list[Task]:
+    """Up to ``limit`` dead-lettered tasks: what a replay would take now."""
+    return services.store.tasks(TaskState.DEAD_LETTERED, limit)
+
+
+def outbox_action(services: Services, target: str, action: str) -> tuple[str, str]:
+    """One of the outbox page's buttons: ``retry`` or ``cancel`` the task ``target``, or ``replay`` when ``target``
+    is ``DEAD_LETTERS``. Returns what the page says afterwards, as the action and the task's id or, for a replay,
+    how many tasks were replayed. ``InvalidEvent`` names an action the target does not take."""
+    if target == DEAD_LETTERS:
+        if action != "replay":
+            raise InvalidEvent("action", f"expected replay, got {action[:20]!r}")
+        return action, str(len(replay_dead_letters(services)))
+    return action, act(services, action, target, allowed=("retry", "cancel")).id
+
+
 def replay_dead_letters(services: Services, limit: int = 100) -> list[Task]:
     """Give up to ``limit`` dead-lettered tasks the full retry budget again: pending, due now, attempts 0.
 
@@ -71,7 +91,7 @@ def replay_dead_letters(services: Services, limit: int = 100) -> list[Task]:
     """
     now = services.clock.now()
     replayed = []
-    for current in services.store.tasks(TaskState.DEAD_LETTERED, limit):
+    for current in dead_letters(services, limit):
         updated = replace(current, state=TaskState.PENDING, attempts=0, due_at=now, updated_at=now)
         try:
             replayed.append(_write(services, current, updated, "replay"))

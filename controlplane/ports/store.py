@@ -313,6 +313,7 @@ class Services:
     alert_auth: AlertAuth | None = None  # Entra secure-webhook tokens on /api/alerts, when configured
     sweep_stale: timedelta = timedelta(minutes=10)  # /api/health fails past this without a successful sweep
     workspaces: Workspaces | None = None  # the policy's environments, each a workspace; None: the home one only
+    telemetry_capture: str = ""  # where Event Hubs Capture keeps telemetry, as an Azure ML job reads it
 
     def gateway_in(self, environment: str | None) -> Gateway | None:
         """The gateway of an environment's workspace (``None``: the home workspace, ``gateway``)."""

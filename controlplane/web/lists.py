@@ -15,15 +15,18 @@ from controlplane.domain.rollout import Rollout, RolloutState
 from controlplane.domain.windows import Window
 from controlplane.web.pages import _page, _table, _when
 
+REPLAY_LIMIT = 100  # what one replay takes, as ``handlers.taskops.replay_dead_letters`` does by default
 TITLES = {"tasks": "Outbox tasks", "rollouts": "Rollouts", "incidents": "Incidents", "windows": "Telemetry windows"}
 STATES = {"tasks": [s.value for s in TaskState], "rollouts": [s.value for s in RolloutState],
           "incidents": [s.value for s in IncidentState], "windows": ["open", "closed"]}
 
 
 def list_page(name: str, items: Sequence[Task | Rollout | Incident | Window], *, state: str = "",
-              continuation: str | None = None, key: str = "", message: str = "") -> str:
+              continuation: str | None = None, key: str = "", message: str = "", dead_letters: int = 0) -> str:
     """The page of the list ``name`` (tasks, rollouts, incidents or windows) holding ``items``. ``key`` is the
-    function key the page was opened with: the outbox's buttons post with it, as Azure asks of them."""
+    function key the page was opened with: the outbox's buttons post with it, as Azure asks of them.
+    ``dead_letters``: how many tasks are dead-lettered (counted up to ``REPLAY_LIMIT``), whatever the page shows;
+    with any, the outbox page offers to replay them."""
     headers, rows = _tasks(items, key, state) if name == "tasks" else _COLUMNS[name](items)
     options = "".join(f"<option value='{escape(s)}'{' selected' if s == state else ''}>{escape(s)}</option>"
                       for s in ["", *STATES[name]])
@@ -36,8 +39,9 @@ def list_page(name: str, items: Sequence[Task | Rollout | Incident | Window], *,
     notice = f"<p role='status'><strong>{escape(message)}</strong></p>" if message else ""
     filter_form = (f"<form method='get'>{_hidden('code', key) if key else ''}<label for='state'>State</label> "
                    f"<select id='state' name='state'>{options}</select> <button type='submit'>Show</button></form>")
+    replay = _replay(dead_letters, key, state) if name == "tasks" and dead_letters else ""
     body = (f"<main><p><a href='../ui{carry}'>Dashboard</a> · {nav}</p><h1>{escape(TITLES[name])}</h1>{notice}"
-            + filter_form + (_table(headers, rows) if rows else "<p>None.</p>") + following + "</main>")
+            + filter_form + replay + (_table(headers, rows) if rows else "<p>None.</p>") + following + "</main>")
     return _page(TITLES[name], body)
 
 
@@ -66,6 +70,27 @@ def _actions(task: Task, key: str, state: str) -> str:
     return " ".join(f"<form method='post' action='tasks/{escape(task.id)}/{action}{suffix}' class='inline'>"
                     f"<button type='submit' aria-label='{action.title()} task {escape(task.id)}'>"
                     f"{action.title()}</button></form>" for action, ok in allowed if ok) or "-"
+
+
+def _replay(count: int, key: str, state: str) -> str:
+    """The one button that makes every dead letter pending again with a fresh retry budget (``REPLAY_LIMIT`` at a
+    time), a form posting with the key like the tasks' own buttons."""
+    query = urlencode({k: v for k, v in (("code", key), ("state", state)) if v})
+    many = (f"{REPLAY_LIMIT} or more dead-lettered tasks; a replay takes {REPLAY_LIMIT} at a time"
+            if count >= REPLAY_LIMIT else f"{count} dead-lettered task{'s' if count != 1 else ''}")
+    return (f"<form method='post' action='tasks/dead-letters/replay{'?' + escape(query) if query else ''}' "
+            f"id='replay'><p><span id='replay-count'>{escape(many)}.</span> <button type='submit' "
+            "aria-describedby='replay-count'>Replay dead letters</button></p></form>")
+
+
+def replay_message(replayed: int, left: int) -> str:
+    """What the outbox page says after a replay: how many tasks went back to pending, and how many are still
+    dead-lettered (those changed meanwhile, or beyond ``REPLAY_LIMIT``)."""
+    still = f" {left} still dead-lettered." if left else ""
+    if not replayed:
+        return f"Replay of dead letters: none was replayed.{still}"
+    return (f"Replay of dead letters: {replayed} task{'s are' if replayed != 1 else ' is'} pending again, due now "
+            f"with a fresh retry budget.{still}")
 
 
 def _rollouts(rollouts: Iterable[Rollout]) -> tuple[list[str], list[list[str]]]:

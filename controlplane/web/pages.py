@@ -118,16 +118,46 @@ def promotion_section(evidence: Mapping[str, Any], context: Mapping[str, Any] | 
                      f"({'enough' if enough else 'not enough'})</p>")
     registrant = evidence.get("registrant") or "unknown"
     source = {"workspace": "Azure ML's record", "tags": "the created_by tag"}.get(evidence.get("registrant_source"))
+    registered_by = f"{registrant} (from {source})" if source else registrant
     parts.append("<h2>Candidate</h2>" + _facts([
         ("endpoint", evidence.get("endpoint")), ("champion now", evidence.get("champion") or "none"),
-        ("registered by", f"{registrant} (from {source})" if source else registrant),
+        ("registered by", registered_by),
         ("metrics read from the workspace", "yes" if evidence.get("metrics_from_gateway") else None),
         ("policy rule", evidence.get("rule"))]))
     links = _studio_links(evidence, context or {}, model, version)
-    parts += [route_section(evidence), staging_section(evidence, context),
+    parts += [lineage_section(evidence, (context or {}).get("workspaces") or {}, registered_by),
+              route_section(evidence), staging_section(evidence, context),
               test_stage_section(evidence, (links.get("job") or ("", None))[1]), rollout_section(evidence, context),
               links_section(links, context)]
     return "".join(parts)
+
+
+_JOB_FROM = {"azureml.runId": "Azure ML's azureml.runId property", "pipeline_job": "the pipeline_job tag"}
+
+
+def lineage_section(evidence: Mapping[str, Any], workspaces: Mapping[str, Any], registered_by: str) -> str:
+    """Where the candidate came from (the evidence's ``lineage``): the job that trained it, linked to studio in the
+    workspace it was registered in when that workspace's resource id is known, the data it was trained on, and who
+    registered it. What the model does not record is said, not left blank."""
+    lineage = evidence.get("lineage")
+    if not isinstance(lineage, Mapping):
+        return ""
+    job, where = lineage.get("job"), workspaces.get("source")
+    if job:
+        named = (f"<a href='{escape(job_url(str(job), where))}' rel='noopener noreferrer'>{escape(str(job))}</a>"
+                 if where else escape(str(job)))
+        told = f" (from {_JOB_FROM.get(lineage.get('job_from'), str(lineage.get('job_from') or 'the model'))})"
+        trained = (f"<span id='lineage-job'>{named}{escape(told)}</span>" + ("" if where else (
+            "<br><span class='muted'>No studio link: the workspace has no Azure resource id here.</span>")))
+    else:
+        trained = ("<span class='muted'>not recorded: the model has no azureml.runId property and no pipeline_job "
+                   "tag</span>")
+    data = lineage.get("training_data")
+    rows = [["trained by job", trained],
+            ["training data", escape(str(data)) if data else
+             "<span class='muted'>not recorded: the model has no training_data tag</span>"],
+            ["registered by", escape(registered_by)]]
+    return "<h2>Lineage</h2>" + _table([], rows)
 
 
 def _place(environment: Any) -> str:

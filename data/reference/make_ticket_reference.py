@@ -54,7 +54,10 @@ def ticket(rng: random.Random) -> dict[str, str]:
     return {"text": text, "channel": rng.choices(list(CHANNELS), weights=list(CHANNELS.values()))[0]}
 
 
-def main(path: Path = Path(__file__).with_name("ticket-classifier.csv"), rows: int = 1_000) -> None:
+OUTPUT = Path(__file__).with_name("ticket-classifier.csv")
+
+
+def main(path: Path = OUTPUT, rows: int = 1_000) -> None:
     rng = random.Random(20261204)
     with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=["text", "channel"])
