@@ -19,6 +19,7 @@ from controlplane.domain.errors import OperationFailed, PermanentError
 from controlplane.ports.gateway import (
     BatchDeploymentRequest,
     BatchEndpointState,
+    DeploymentInfo,
     DeploymentRequest,
     EndpointState,
     Gateway,
@@ -195,21 +196,31 @@ def deployment_in_place(gateway: Gateway, request: DeploymentRequest, now: datet
         return Operation.begun("deploy", request.endpoint, request.name, now, model=request.model,
                                instance_count=request.instance_count)
 
-    def next_step() -> Step | None:
-        if endpoint_or_none(gateway, request.endpoint) is None:
-            return create_endpoint
-        try:
-            current = gateway.get_deployment(request.endpoint, request.name)
-        except NotFound:
-            return deploy
-        state = current.provisioning_state.lower()
-        if current.model != request.model or state in _FAILED:
-            return deploy
-        if state == "succeeded":
-            return None
-        # Our deployment is being provisioned already (a sweep that began it crashed before recording it): watch it.
+    def watch(current: DeploymentInfo) -> Step:
         return lambda: Operation.begun("deploy", request.endpoint, request.name, now, model=request.model,
                                        instance_count=current.instance_count)
+
+    return _deployment_step(lambda: endpoint_or_none(gateway, request.endpoint) is not None, create_endpoint,
+                            lambda: gateway.get_deployment(request.endpoint, request.name), deploy, watch,
+                            request.model)
+
+
+def _deployment_step(endpoint_exists: Callable[[], bool], create_endpoint: Step,
+                     current: Callable[[], DeploymentInfo], deploy: Step, watch: Callable[[DeploymentInfo], Step],
+                     model: str) -> NextStep:
+    """The endpoint created, then the deployment serving ``model``; one being provisioned already (a sweep that
+    began it crashed before recording it) is watched, not begun again."""
+    def next_step() -> Step | None:
+        if not endpoint_exists():
+            return create_endpoint
+        try:
+            found = current()
+        except NotFound:
+            return deploy
+        state = found.provisioning_state.lower()
+        if found.model != model or state in _FAILED:
+            return deploy
+        return None if state == "succeeded" else watch(found)
     return next_step
 
 
@@ -266,19 +277,10 @@ def batch_deployment_in_place(gateway: Gateway, request: BatchDeploymentRequest,
         gateway.deploy_batch(request)
         return Operation.begun("deploy_batch", request.endpoint, request.name, now, model=request.model)
 
-    def next_step() -> Step | None:
-        if batch_endpoint_or_none(gateway, request.endpoint) is None:
-            return create_endpoint
-        try:
-            current = gateway.get_batch_deployment(request.endpoint, request.name)
-        except NotFound:
-            return deploy
-        state = current.provisioning_state.lower()
-        if current.model != request.model or state in _FAILED:
-            return deploy
-        return None if state == "succeeded" else (
-            lambda: Operation.begun("deploy_batch", request.endpoint, request.name, now, model=request.model))
-    return next_step
+    return _deployment_step(lambda: batch_endpoint_or_none(gateway, request.endpoint) is not None, create_endpoint,
+                            lambda: gateway.get_batch_deployment(request.endpoint, request.name), deploy,
+                            lambda _: lambda: Operation.begun("deploy_batch", request.endpoint, request.name, now,
+                                                              model=request.model), request.model)
 
 
 def batch_default_set(gateway: Gateway, endpoint: str, deployment: str, now: datetime) -> NextStep:
