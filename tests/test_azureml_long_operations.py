@@ -201,6 +201,19 @@ def test_a_traffic_change_azure_fails_pauses_the_rollout_with_a_review(wired, az
     assert len([s for s in azure.transport.requests("PUT") if s.path.endswith("/onlineEndpoints/churn-ep")]) == 1
 
 
+def threads_started(monkeypatch) -> list[threading.Thread]:
+    """Every thread started from now on, whether or not it is still running when looked at."""
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def recorded(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recorded)
+    return started
+
+
 def test_the_sdks_own_poller_follows_the_operation_with_reads_only_and_nothing_waits_for_it(wired, azure,
                                                                                             monkeypatch):
     from azure.ai.ml.constants._common import LROConfigurations
@@ -209,13 +222,13 @@ def test_the_sdks_own_poller_follows_the_operation_with_reads_only_and_nothing_w
     _, task = staging_task(wired)
     name = task.request["deployment"]
     azure.provision("churn-ep", name, "Creating", "Updating", "Succeeded")
-    before = {t.ident for t in threading.enumerate()}
+    started = threads_started(monkeypatch)
 
     began = time.perf_counter()
     sweep(wired)  # begins the deployment and looks once: Creating
     took = time.perf_counter() - began
 
-    [poller] = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("LROPoller")]
+    [poller] = [t for t in started if t.name.startswith("LROPoller")]
     assert poller.daemon  # left behind by the adapter, polling on its own
     status = [s for s in azure.transport.sent if s.polled and "mfeOperationsStatus" in s.path]
     deadline = time.monotonic() + 10
@@ -242,9 +255,9 @@ def test_the_poller_of_a_failed_operation_ends_without_anyone_hearing_of_it(wire
     monkeypatch.setattr(LROConfigurations, "POLL_INTERVAL", 0.05)
     _, task = staging_task(wired)
     azure.provision("churn-ep", task.request["deployment"], "Creating", "Failed", log=LOG)
-    before = {t.ident for t in threading.enumerate()}
+    started = threads_started(monkeypatch)
     sweep(wired)
-    [poller] = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("LROPoller")]
+    [poller] = [t for t in started if t.name.startswith("LROPoller")]
 
     wired.clock.advance(minutes=1)
     sweep(wired)  # the control plane reads Failed and dead-letters with the container log
