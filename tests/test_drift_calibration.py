@@ -265,3 +265,35 @@ def test_embeddings_detect_a_change_in_the_class_mix_and_lists_never_raise():
     broken = pd.DataFrame({"emb": [vectors[i] for i in order[1_000:1_300]] + ["n/a", [1.0, 2.0]]})
     result = check_drift(broken, reference, settings)
     assert not result.inconclusive and result.quality[0].invalid == 2 and "invalid_values" in result.quality[0].issues
+
+
+def test_mmd_tests_embeddings_as_vectors_at_its_stated_error_rate_and_sees_a_class_mix_change():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    vectors = [list(v) for v in digits.data]
+    settings = DriftSettings(columns={"emb": "embedding"}, methods={"emb": "mmd"})
+    rng = np.random.default_rng(16)
+    alarms = 0
+    for _ in range(20):  # no change: two random halves of the same digits
+        order = rng.permutation(len(vectors))
+        reference = pd.DataFrame({"emb": [vectors[i] for i in order[:600]]})
+        window = pd.DataFrame({"emb": [vectors[i] for i in order[600:900]]})
+        result = check_drift(window, reference, settings)
+        assert [s.method for s in result.columns] == ["mmd"] and result.columns[0].column == "emb"
+        alarms += result.dataset_drift
+    assert alarms <= 3  # alpha 0.05: 20 windows give more than 3 alarms with probability under 2%
+    order = rng.permutation(len(vectors))
+    reference = pd.DataFrame({"emb": [vectors[i] for i in order[:600]]})
+    mix = [i for i in order[600:] if digits.target[i] < 7][:300]  # three digits of ten gone from the window
+    shifted = check_drift(pd.DataFrame({"emb": [vectors[i] for i in mix]}), reference, settings)
+    assert shifted.dataset_drift and shifted.drifted == ("emb",) and shifted.columns[0].p_value < 0.01
+    broken = pd.DataFrame({"emb": [vectors[i] for i in order[600:900]] + ["n/a", [1.0, 2.0]]})
+    assert check_drift(broken, reference, settings).quality[0].invalid == 2  # a bad vector is excluded, not fatal
+
+
+def test_mmd_applies_to_embedding_columns_only():
+    from controlplane.domain.errors import DriftConfigError
+
+    with pytest.raises(DriftConfigError, match="method 'mmd' does not apply to numerical columns"):
+        DriftSettings(columns={"x": "numerical"}, methods={"x": "mmd"})

@@ -22,7 +22,7 @@ from controlplane.domain.errors import DriftConfigError
 NUMERICAL = "numerical"
 CATEGORICAL = "categorical"
 TEXT = "text"  # free text: tested through descriptors (length, words, out-of-vocabulary share, non-letters)
-EMBEDDING = "embedding"  # a vector per row: tested through its projections on the reference's main axes
+EMBEDDING = "embedding"  # a vector per row: its projections on the reference's main axes, or as vectors ("mmd")
 KINDS = (NUMERICAL, CATEGORICAL, TEXT, EMBEDDING)
 CORRECTIONS = ("holm", "bh", "none")
 LOW_CARDINALITY = 20  # numerical columns with at most this many distinct values are tested as categories
@@ -31,7 +31,7 @@ POINT_MASS = 0.1  # numerical columns where one value holds this share of the ro
 # Methods with a calibrated p-value (``controlplane.drift.calibrated``): a test's own, or a bootstrap null for a
 # distance.
 CALIBRATED_P_VALUE = ("anderson", "ks", "cramer_von_mises", "es", "mannw", "t_test", "chisquare", "g_test", "z",
-                      "fisher_exact")
+                      "fisher_exact", "mmd")
 CALIBRATED_DISTANCE = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger", "ed")
 CALIBRATED = frozenset(CALIBRATED_P_VALUE + CALIBRATED_DISTANCE)
 
@@ -89,6 +89,8 @@ METHODS: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     _method("fisher_exact", (CATEGORICAL,), 0.1, P_VALUE, "<", False, "Fisher's Exact test"),
     _method("g_test", (CATEGORICAL,), 0.1, P_VALUE, "<", False, "g_test"),
     _method("TVD", (CATEGORICAL,), 0.1, P_VALUE, "<", False, "Total-Variation-Distance"),
+    # Evidently's embeddings method of the same name: maximum mean discrepancy between the two sets of vectors.
+    _method("mmd", (EMBEDDING,), 0.05, P_VALUE, "<", False, "MMD"),
 )})
 
 

@@ -102,6 +102,16 @@ def _vectors(series: pd.Series, dimension: int | None) -> tuple[np.ndarray, int,
     return matrix, missing, invalid, tuple(examples), dimension
 
 
+def embedding_vectors(name: str, reference: pd.Series, current: pd.Series) -> tuple[dict, dict]:
+    """``{name: (reference vectors, current vectors)}`` (rows x dimension), tested as one (``mmd``), and the rows'
+    counts per side."""
+    ref, ref_missing, ref_invalid, _, dimension = _vectors(reference, None)
+    cur, cur_missing, cur_invalid, examples, _ = _vectors(current, dimension)
+    counts = {"reference": (len(reference), ref_missing, ref_invalid, ()),
+              "current": (len(current), cur_missing, cur_invalid, examples)}
+    return ({name: (ref, cur)} if ref.shape[0] >= 2 and dimension else {}), counts
+
+
 def embedding_columns(name: str, reference: pd.Series, current: pd.Series) -> tuple[dict, dict]:
     """``{f"{name}:axis{i}": (reference projections, current projections)}`` and the rows' counts per side."""
     import numpy as np

@@ -380,12 +380,14 @@ def _quality(name: str, kind: str, ref: Prepared, cur: Prepared, level: float) -
     )
 
 
-def _derived(name: str, kind: str, reference: pd.Series, current: pd.Series,
-             level: float) -> tuple[ColumnQuality, dict[str, tuple[Prepared, Prepared]]]:
-    """A text or embedding column as the numerical columns derived from it, with the column's quality."""
+def _derived(name: str, kind: str, reference: pd.Series, current: pd.Series, level: float,
+             vectors: bool = False) -> tuple[ColumnQuality, dict[str, tuple[Prepared, Prepared]]]:
+    """A text or embedding column as the numerical columns derived from it (or, with ``vectors``, an embedding
+    column as its vectors), with the column's quality."""
     from controlplane.drift import derived
 
-    derive = derived.text_columns if kind == TEXT else derived.embedding_columns
+    derive = (derived.text_columns if kind == TEXT else derived.embedding_vectors if vectors
+              else derived.embedding_columns)
     columns, counts = derive(name, reference, current)
     sides = {}
     for side, (rows, missing, invalid, examples) in counts.items():
@@ -529,11 +531,13 @@ def check_drift(current: Any, reference: Any, settings: DriftSettings, *, engine
             if name not in current.columns:
                 quality.append(ColumnQuality(column=name, issues=("missing_column",), excluded=True))
                 continue
-            column_quality, columns = _derived(name, kind, ref_series, _series(current, name, "current"), level)
+            vectors = kind == EMBEDDING and settings.method_for(name) == "mmd"  # tested as one, not per axis
+            column_quality, columns = _derived(name, kind, ref_series, _series(current, name, "current"), level,
+                                               vectors)
             quality.append(column_quality)
             if not column_quality.excluded:
                 prepared.update(columns)
-                kinds.update(dict.fromkeys(columns, NUMERICAL))
+                kinds.update(dict.fromkeys(columns, EMBEDDING if vectors else NUMERICAL))
             continue
         ref = _prepare(ref_series, kind)
         if kind == NUMERICAL:
@@ -565,7 +569,7 @@ def check_drift(current: Any, reference: Any, settings: DriftSettings, *, engine
     if not result.drifted:
         return result
     shown = tuple(distribution(name, kinds[name], prepared[name][0].values, prepared[name][1].values)
-                  for name in result.drifted[:DISTRIBUTION_COLUMNS])
+                  for name in result.drifted[:DISTRIBUTION_COLUMNS] if kinds[name] != EMBEDDING)
     return replace(result, distributions=shown, seconds=time.perf_counter() - started)
 
 
