@@ -207,3 +207,47 @@ def test_a_production_review_shows_the_route_staging_test_stage_rollout_plan_and
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.screenshot(path=str(ARTIFACTS / f"review-production-stages-{width}px.png"), full_page=True)
             page.close()
+
+
+def test_an_operator_replays_the_dead_letters_from_the_outbox_page_and_sees_them_pending(browser, tmp_path):
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from controlplane.adapters.sqlite_store import SqliteStore
+    from controlplane.domain.ledger import Outcome, Source, TaskState, Verdict, record
+    from controlplane.domain.requests import Notify
+    from tests.test_review_pages import serious_violations
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    store, now = SqliteStore(str(tmp_path / "cp.db")), datetime.now(UTC)
+    decision = record(Verdict(Outcome.NOTIFY, "tell", model="churn",
+                              tasks=tuple(Notify(channel="ops", event=f"e{n}") for n in range(4))),
+                      key="browser:replay", event_id="replay", source=Source.ALERT, event_type="t",
+                      policy_version="v", received_at=now, decided_at=now)
+    store.append(decision)
+    dead = decision.tasks[:3]
+    for task in dead:
+        store.update_task(task, replace(task, state=TaskState.DEAD_LETTERED, attempts=8, last_error="webhook 404"))
+    env = {"CONTROLPLANE_STORE": f"sqlite:///{tmp_path}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
+    with local_host(env, tmp_path) as host:
+        page = browser.new_context(bypass_csp=True).new_page()  # bypassed only to inject axe-core
+        page.goto(f"{host.url}/api/ui/tasks?code=the-function-key")
+        states = page.locator("main table tbody tr [data-state]")
+        assert sorted(s.get_attribute("data-state") for s in states.all()) == ["dead_lettered"] * 3 + ["pending"]
+        assert page.locator("#replay-count").inner_text() == "3 dead-lettered tasks."
+        page.screenshot(path=str(ARTIFACTS / "tasks-dead-lettered.png"), full_page=True)
+        page.click("button:text-is('Replay dead letters')")
+        page.wait_for_load_state()
+        assert page.locator("[role=status]").inner_text() == (
+            "Replay of dead letters: 3 tasks are pending again, due now with a fresh retry budget.")
+        assert "code=the-function-key" in page.url  # back where it was, key kept
+        assert page.locator("#replay").count() == 0  # no dead letter left, so no button
+        rows = {r.locator("td").first.inner_text(): r for r in page.locator("main table tbody tr").all()}
+        assert set(rows) == {task.id for task in decision.tasks}
+        for task in dead:
+            assert rows[task.id].locator("[data-state]").get_attribute("data-state") == "pending"
+            assert rows[task.id].locator("td").nth(5).inner_text() == "0"  # attempts: the full budget again
+            assert rows[task.id].locator(f"button[aria-label='Cancel task {task.id}']").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "tasks-replayed.png"), full_page=True)
+        assert serious_violations(page) == []
+        page.context.close()

@@ -22,8 +22,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 WINDOW_BUCKET = int(NOW.timestamp()) // 3600  # the hour-long bucket NOW falls in
 
 
-def promotion_evidence() -> dict:
-    """What the promotion rules record for churn:5 against the champion churn:4 (the shipped policy)."""
+def promotion_evidence(tags: dict | None = None) -> dict:
+    """What the promotion rules record for churn:5, registered with ``tags``, against the champion churn:4 (the
+    shipped policy)."""
     from controlplane.domain.policy import load_policy
     from controlplane.domain.promotion import PromotionFacts, judge_promotion
     from controlplane.domain.refs import AssetRef
@@ -32,7 +33,7 @@ def promotion_evidence() -> dict:
     facts = PromotionFacts(champion=AssetRef("churn", "4"), metrics={"accuracy": 0.912, "auc": 0.94},
                            registrant="alice@contoso.com", registrant_source="workspace",
                            champion_metrics={"accuracy": 0.9, "auc": 0.93})
-    verdict = judge_promotion("churn", "5", {}, policy.rule_for("churn"), facts, "ml:page-test", policy)
+    verdict = judge_promotion("churn", "5", tags or {}, policy.rule_for("churn"), facts, "ml:page-test", policy)
     assert verdict.outcome is Outcome.REQUEST_APPROVAL
     return dict(verdict.evidence)
 
@@ -70,10 +71,29 @@ def drift_evidence() -> dict:
             "drift": result.to_evidence(), "drifted": True}
 
 
+def categorical_drift_evidence() -> dict:
+    """The engine's own verdict on a churn window where most customers moved to the enterprise plan."""
+    import pandas as pd
+
+    from controlplane.domain.policy import load_policy
+    from controlplane.drift import check_drift
+
+    rule = load_policy(ROOT / "policy.yaml").rule_for("churn-eu")
+    reference = pd.read_csv(ROOT / "data" / "reference" / "churn.csv")
+    current = reference.sample(200, random_state=3).reset_index(drop=True)
+    current.loc[:99, "plan"] = "enterprise"
+    result = check_drift(current, reference, rule.drift.settings())
+    assert result.drifted == ("plan",)
+    return {"window": {"model": "churn-eu", "deployment": "blue", "bucket": 493_000, "part": 1, "records": 200,
+                       "closed_by": "count"}, "drift": result.to_evidence(), "drifted": True}
+
+
 REVIEWS = {
-    "promotion": (ReviewKind.PROMOTION, "churn", "5", promotion_evidence, ("ana@contoso.com", "bo@contoso.com")),
+    "promotion": (ReviewKind.PROMOTION, "churn", "5", lambda: promotion_evidence(RETRAINED),
+                  ("ana@contoso.com", "bo@contoso.com")),
     "rollback": (ReviewKind.PROMOTION, "churn", "5", rollback_evidence, ("ana@contoso.com",)),
     "drift": (ReviewKind.DRIFT, "defect-detector", None, drift_evidence, ("vision-reviewers@contoso.com",)),
+    "drift-categorical": (ReviewKind.DRIFT, "churn-eu", None, categorical_drift_evidence, ("ml-leads@contoso.com",)),
 }
 
 
@@ -138,6 +158,9 @@ def test_a_promotion_review_shows_candidate_against_champion_with_each_gate_and_
     assert "accuracy champion 0.9" in chart.get_attribute("aria-label")
     assert "alice@contoso.com (from Azure ML's record)" in page.locator("h2:has-text('Candidate') + table").last \
         .inner_text()
+    lineage = page.locator("h2:text-is('Lineage') + table")
+    assert lineage.is_visible() and "azureml:churn-training:7" in lineage.inner_text()
+    assert page.locator("#lineage-job").inner_text() == "retrain-churn-4f9a (from the pipeline_job tag)"
     page.screenshot(path=str(ARTIFACTS / "review-promotion.png"), full_page=True)
     assert serious_violations(page) == []
 
@@ -171,6 +194,29 @@ def test_a_drift_review_shows_the_window_and_a_row_per_column_with_its_test_and_
     assert "defect-detector" in window and "blue" in window and "200" in window
     assert "share 0.66" not in page.content() and "{" not in page.locator("main").inner_text()  # no raw JSON
     page.screenshot(path=str(ARTIFACTS / "review-drift.png"), full_page=True)
+    assert serious_violations(page) == []
+
+
+def test_a_drift_review_charts_a_blamed_categorical_column_with_a_labelled_pair_of_bars_per_category(host, browser):
+    from controlplane.web.charts import CURRENT, REFERENCE
+
+    page = opened(host, browser, "drift-categorical")
+    assert page.locator("#drift-verdict").inner_text() == "1 of 4 columns drifted (holm correction at alpha 0.05): plan"
+    chart = page.locator("figure svg[aria-label^='plan: share of rows per category']")
+    assert chart.is_visible() and chart.bounding_box()["height"] > 50  # drawn, not blocked by the CSP
+    assert "basic 54% to 25%, enterprise 10% to 56%, pro 36% to 19%" in chart.get_attribute("aria-label")
+    labels = chart.locator("text[text-anchor=end]")
+    assert labels.all_text_contents() == ["basic", "enterprise", "pro"]
+    reference, current = (chart.locator(f"rect[height='9'][fill='{colour}']") for colour in (REFERENCE, CURRENT))
+    assert reference.count() == current.count() == 3
+    for index, label in enumerate(labels.all()):  # each category's name beside its own two bars, left of them
+        assert label.is_visible()
+        name, bars = label.bounding_box(), [side.nth(index).bounding_box() for side in (reference, current)]
+        assert name["x"] + name["width"] <= bars[0]["x"] and bars[0]["x"] == bars[1]["x"]
+        assert name["y"] < bars[1]["y"] + bars[1]["height"] and bars[0]["y"] < name["y"] + name["height"]
+    widths = [float(bar.get_attribute("width")) for bar in current.all()]
+    assert widths.index(max(widths)) == 1  # enterprise: the share that grew
+    page.screenshot(path=str(ARTIFACTS / "review-drift-categorical.png"), full_page=True)
     assert serious_violations(page) == []
 
 
@@ -228,7 +274,7 @@ def operated(tmp_path_factory):
                                           target="churn-ep/blue", severity="Sev1", opened_at=NOW, updated_at=NOW))
     env = {"CONTROLPLANE_STORE": f"sqlite:///{workdir}/cp.db", "APPROVAL_SIGNING_KEY": KEY}
     with local_host(env, workdir) as running:
-        running.dead = dead
+        running.dead, running.store = dead, store
         yield running
 
 
@@ -286,6 +332,70 @@ def test_an_outbox_action_the_task_refuses_is_shown_with_why_and_an_unknown_one_
     unknown = request("POST", f"{operated.url}/api/ui/tasks/{task}/explode", b"")
     assert unknown.status == 400 and unknown.json()["error"]["field"] == "action"
     assert request("POST", f"{operated.url}/api/ui/tasks/nope/retry", b"").status == 404
+
+
+def test_the_outbox_replay_button_posts_with_the_key_replays_every_dead_letter_and_says_how_many(operated):
+    from dataclasses import replace
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    from controlplane.domain.ledger import TaskState
+    from tests.support import request
+
+    tasks = request("GET", f"{operated.url}/api/ui/tasks", headers={"Accept": "application/json"}).json()["tasks"]
+    pending = operated.store.task(next(t["id"] for t in tasks if t["state"] == "pending"))
+    operated.store.update_task(pending, replace(pending, state=TaskState.DEAD_LETTERED, attempts=8,
+                                                last_error="webhook 410"))
+    dead = [t.id for t in operated.store.tasks(TaskState.DEAD_LETTERED)]
+    page = request("GET", f"{operated.url}/api/ui/tasks?code=k3y&state=pending").body.decode()
+    assert ("<form method='post' action='tasks/dead-letters/replay?code=k3y&amp;state=pending' id='replay'>"
+            in page)  # posts with the function key, whichever state the page shows
+    assert f"{len(dead)} dead-lettered task{'s' if len(dead) != 1 else ''}." in page
+
+    where = urlsplit(operated.url)
+    connection = HTTPConnection(where.hostname, where.port, timeout=30)
+    connection.request("POST", "/api/ui/tasks/dead-letters/replay?code=k3y&state=dead_lettered", b"")
+    done = connection.getresponse()
+    done.read()
+    connection.close()
+    assert done.status == 303  # post/redirect/get
+    assert done.getheader("Location") == f"/api/ui/tasks?code=k3y&state=dead_lettered&replay={len(dead)}"
+    after = request("GET", f"{operated.url}{done.getheader('Location')}").body.decode()
+    assert f"Replay of dead letters: {len(dead)} task" in after and "with a fresh retry budget." in after
+    assert "id='replay'" not in after and "<p>None.</p>" in after  # no dead letter left, so no button
+    for task_id in dead:
+        replayed = operated.store.task(task_id)
+        assert replayed.state is TaskState.PENDING and replayed.attempts == 0
+
+    assert request("POST", f"{operated.url}/api/ui/tasks/dead-letters/retry", b"").json()["error"]["field"] == "action"
+    assert request("GET", f"{operated.url}/api/ui/tasks/dead-letters/replay").status == 405  # POST only
+    for forged in ("replay=%C2%B2", "replay=lots", "replay=99999"):  # nothing but a small count is said
+        assert "Replay of dead letters" not in request("GET", f"{operated.url}/api/ui/tasks?{forged}").body.decode()
+
+
+@pytest.mark.parametrize("count, words", [(1, "1 dead-lettered task."), (7, "7 dead-lettered tasks."),
+                                          (100, "100 or more dead-lettered tasks; a replay takes 100 at a time.")])
+def test_the_replay_button_says_how_many_wait_and_only_the_outbox_page_with_dead_letters_has_it(count, words):
+    from controlplane.web.lists import list_page
+
+    page = list_page("tasks", [], key="k'<y>", state="pending", dead_letters=count)
+    assert f"<span id='replay-count'>{words}</span>" in page
+    assert "action='tasks/dead-letters/replay?code=k%27%3Cy%3E&amp;state=pending'" in page  # the key, encoded
+    assert "id='replay'" not in list_page("tasks", [], dead_letters=0)
+    assert "id='replay'" not in list_page("rollouts", [], dead_letters=count)
+
+
+@pytest.mark.parametrize("replayed, left, words", [
+    (3, 0, "Replay of dead letters: 3 tasks are pending again, due now with a fresh retry budget."),
+    (1, 2, "Replay of dead letters: 1 task is pending again, due now with a fresh retry budget. 2 still "
+           "dead-lettered."),
+    (100, 100, "100 tasks are pending again, due now with a fresh retry budget. 100 or more still dead-lettered."),
+    (0, 0, "Replay of dead letters: none was replayed."),
+])
+def test_after_a_replay_the_page_says_how_many_went_back_and_how_many_are_left(replayed, left, words):
+    from controlplane.web.lists import replay_message
+
+    assert replay_message(replayed, left).endswith(words)
 
 
 @pytest.mark.parametrize("name, expected", [("rollouts", ["ro-7"]), ("incidents", ["latency-0-1", "latency-1-1"]),
@@ -526,6 +636,52 @@ def test_an_older_promotion_review_without_the_stages_still_renders_what_it_has(
     assert "<h2>Links</h2>" not in review_page(review)
     assert "No Azure ML studio link to the model churn:5 in the home workspace" in review_page(
         review, promotion={"plan": None, "workspaces": {}})
+
+
+# -- Lineage: the job that trained the candidate, its training data, its registrant ---------------------------------
+
+RETRAINED = {"accuracy": "0.9120", "auc": "0.9400", "training_data": "azureml:churn-training:7",
+             "run_id": "register_step_1", "pipeline_job": "retrain-churn-4f9a"}  # what pipelines/src/register.py tags
+
+
+def test_a_retrained_candidates_review_shows_its_lineage_with_a_studio_link_to_the_training_job():
+    from controlplane.web.pages import review_page
+
+    evidence = staged_evidence(**{k: v for k, v in promotion_evidence(RETRAINED).items() if k == "lineage"})
+    assert evidence["lineage"] == {"job": "retrain-churn-4f9a", "job_from": "pipeline_job",
+                                   "training_data": "azureml:churn-training:7", "registrant": "alice@contoso.com"}
+    lineage = section(review_page(a_review(evidence), promotion=staged_context()), "Lineage")
+    job = "https://ml.azure.com/runs/retrain-churn-4f9a?wsid=" + WSID.format("mlw-dev")  # where it was registered
+    assert f"<a href='{job}' rel='noopener noreferrer'>retrain-churn-4f9a</a> (from the pipeline_job tag)" in lineage
+    assert "<td>training data</td><td>azureml:churn-training:7</td>" in lineage
+    assert "<td>registered by</td><td>alice@contoso.com (from Azure ML&#x27;s record)</td>" in lineage
+    assert "No studio link" not in lineage
+
+
+def test_azure_mls_run_id_names_the_training_job_before_the_pipeline_job_tag():
+    evidence = promotion_evidence({**RETRAINED, "azureml.runId": "gentle_fig_0p7c3xqk5n"})
+    assert evidence["lineage"]["job"] == "gentle_fig_0p7c3xqk5n" and evidence["lineage"]["job_from"] == "azureml.runId"
+
+
+def test_lineage_without_a_workspace_id_names_the_job_unlinked_and_says_what_the_model_does_not_record():
+    from controlplane.web.pages import review_page
+
+    evidence = {**older_evidence(), "lineage": promotion_evidence({"pipeline_job": "retrain-<b>x</b>"})["lineage"]}
+    lineage = section(review_page(a_review(evidence)), "Lineage")
+    assert "retrain-&lt;b&gt;x&lt;/b&gt; (from the pipeline_job tag)" in lineage and "<a " not in lineage
+    assert "No studio link: the workspace has no Azure resource id here." in lineage
+    assert "not recorded: the model has no training_data tag" in lineage
+
+    unknown = section(review_page(a_review(promotion_evidence()), promotion=staged_context()), "Lineage")
+    assert "not recorded: the model has no azureml.runId property and no pipeline_job tag" in unknown
+    assert "<a " not in unknown and "No studio link" not in unknown
+
+
+def test_a_review_recorded_before_lineage_has_no_lineage_section():
+    from controlplane.web.pages import review_page
+
+    evidence = {key: value for key, value in staged_evidence().items() if key != "lineage"}
+    assert "<h2>Lineage</h2>" not in review_page(a_review(evidence), promotion=staged_context())
 
 
 # -- promotion_context: what the page reads from the workspaces and the policy --------------------------------------

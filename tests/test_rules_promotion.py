@@ -249,3 +249,10 @@ def test_the_staging_and_production_requests_name_the_candidate(wired):
     inconclusive = register(wired, version="5", accuracy="0.9")
     assert inconclusive.reviews[0].on_approval["deployment"] == deployment_name("churn", "5",
                                                                                 inconclusive.idempotency_key)
+
+
+def test_the_lineage_names_the_job_that_trained_the_version_from_its_properties(wired):
+    decision = register(wired, accuracy="0.9", rmse="3.0", training_data="azureml:churn-training:4")
+    assert decision.evidence["lineage"] == {"job": "quiet_lemon_9vd2kr71hw", "job_from": "azureml.runId",
+                                            "training_data": "azureml:churn-training:4",
+                                            "registrant": "alice@contoso.com"}

@@ -5,15 +5,18 @@ from dataclasses import replace
 
 import pytest
 
-from controlplane.domain.errors import PermanentError, TransientError
+from controlplane.domain.errors import InvalidEvent, PermanentError, TransientError
 from controlplane.domain.ledger import Outcome, Source, Task, TaskState, Verdict, record
 from controlplane.domain.requests import SubmitPipeline
 from controlplane.handlers.sweep import MAX_ATTEMPTS, sweep
 from controlplane.handlers.taskops import (
+    DEAD_LETTERS,
     TaskChanged,
     TaskNotFound,
     TaskRefused,
     cancel_task,
+    dead_letters,
+    outbox_action,
     replay_dead_letters,
     retry_task,
     show_task,
@@ -232,3 +235,45 @@ def test_replay_skips_a_task_changed_meanwhile_and_replays_the_rest(any_services
     assert sorted(t.id for t in replayed) == sorted([tasks[0].id, tasks[2].id])
     rival = services.store.task(tasks[1].id)
     assert rival.last_error == "retried by alice" and rival.attempts == MAX_ATTEMPTS  # their write was kept
+
+
+# -- the outbox page's buttons -------------------------------------------------------------------------------------
+
+def test_the_pages_replay_button_replays_every_dead_letter_and_says_how_many(any_services):
+    services = any_services
+    tasks = open_tasks(services, 3)
+    for task in tasks[:2]:
+        dead_letter(services, task)
+
+    assert sorted(t.id for t in dead_letters(services)) == sorted(t.id for t in tasks[:2])
+    assert outbox_action(services, DEAD_LETTERS, "replay") == ("replay", "2")
+
+    assert dead_letters(services) == []
+    for task in tasks[:2]:
+        found = services.store.task(task.id)
+        assert found.state is TaskState.PENDING and found.attempts == 0 and found.due_at == services.clock.now()
+    assert outbox_action(services, DEAD_LETTERS, "replay") == ("replay", "0")
+
+
+def test_the_pages_task_buttons_retry_and_cancel_one_task_and_answer_its_id(services):
+    [waiting, dead] = open_tasks(services, 2)
+    dead_letter(services, dead)
+
+    assert outbox_action(services, dead.id, "retry") == ("retry", dead.id)
+    assert outbox_action(services, waiting.id, "cancel") == ("cancel", waiting.id)
+    assert services.store.task(dead.id).state is TaskState.PENDING
+    assert services.store.task(waiting.id).state is TaskState.CANCELLED
+
+
+@pytest.mark.parametrize("target, action, expected", [(DEAD_LETTERS, "retry", "expected replay, got 'retry'"),
+                                                      (DEAD_LETTERS, "cancel", "expected replay, got 'cancel'"),
+                                                      ("task", "replay", "expected retry or cancel, got 'replay'"),
+                                                      ("task", "show", "expected retry or cancel, got 'show'")])
+def test_a_button_asking_what_its_target_does_not_take_is_refused_naming_the_action(services, target, action,
+                                                                                   expected):
+    [task] = open_tasks(services, 1)
+    dead = dead_letter(services, task)
+
+    with pytest.raises(InvalidEvent, match=expected) as raised:
+        outbox_action(services, dead.id if target == "task" else target, action)
+    assert raised.value.subject == "action" and services.store.task(task.id) == dead

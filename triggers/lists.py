@@ -16,6 +16,7 @@ bp = func.Blueprint()
 @answers_errors
 def lists(req: func.HttpRequest) -> func.HttpResponse:
     from controlplane import bootstrap
+    from controlplane.handlers import taskops
     from controlplane.handlers.queries import list_named, parse_limit
     from controlplane.web.lists import list_page
 
@@ -24,19 +25,26 @@ def lists(req: func.HttpRequest) -> func.HttpResponse:
     page = list_named(services, name, state, parse_limit(req.params.get("limit")), req.params.get("continuation"))
     if "application/json" in req.headers.get("Accept", ""):
         return json_response(200, {name: [item.to_json() for item in page.items], "continuation": page.continuation})
+    dead = len(taskops.dead_letters(services)) if name == "tasks" else 0
     return html_response(list_page(name, page.items, state=state, continuation=page.continuation,
-                                   key=req.params.get("code") or "", message=_after_action(services, req.params)))
+                                   key=req.params.get("code") or "", message=_after_action(services, req.params, dead),
+                                   dead_letters=dead))
 
 
-def _after_action(services, params) -> str:
-    """What the outbox page says after a button sent it back: read from the task, never from the address."""
+def _after_action(services, params, dead: int) -> str:
+    """What the outbox page says after a button sent it back: a task's state is read from the task, never from the
+    address; after a replay the address holds only how many were replayed, and ``dead`` (from the store) how many
+    are left."""
+    from controlplane.web.lists import replay_message
+
     for action in ("retry", "cancel"):
         task_id = params.get(action) or ""
         task = services.store.task(task_id) if task_id.isalnum() and len(task_id) <= 64 else None
         if task is not None:
             return f"{action.title()} of task {task.id}: it is now {task.state.value}."
-    return ""
-
+    replayed = params.get("replay") or ""
+    counted = replayed.isascii() and replayed.isdigit() and len(replayed) <= 4
+    return replay_message(int(replayed), dead) if counted else ""
 
 
 @bp.function_name("task_action")
@@ -44,8 +52,9 @@ def _after_action(services, params) -> str:
 @traced
 @answers_errors
 def task_action(req: func.HttpRequest) -> func.HttpResponse:
-    """POST /api/ui/tasks/{id}/retry|cancel - the outbox page's buttons. Done, the browser goes back to the page
-    (post/redirect/get), which reads the task's new state from the store; refused, the page says why (409)."""
+    """POST /api/ui/tasks/{id}/retry|cancel and /api/ui/tasks/dead-letters/replay - the outbox page's buttons.
+    Done, the browser goes back to the page (post/redirect/get), which reads the task's new state from the store
+    (or says how many tasks a replay put back); refused, the page says why (409)."""
     from urllib.parse import urlencode
 
     from controlplane import bootstrap
@@ -58,11 +67,12 @@ def task_action(req: func.HttpRequest) -> func.HttpResponse:
     back = {k: v for k, v in (("code", req.params.get("code")), ("state", req.params.get("state"))) if v}
     services = bootstrap.services()
     try:
-        taskops.act(services, action, task_id, allowed=("retry", "cancel"))
+        done, said = taskops.outbox_action(services, task_id, action)
     except TaskRefused as refused:
         page = list_named(services, "tasks", back.get("state", ""), 50)
         return html_response(list_page("tasks", page.items, state=back.get("state", ""),
                                        continuation=page.continuation, key=back.get("code", ""),
-                                       message=f"Task {task_id} was not changed: {refused.reason}"), 409)
-    location = f"/api/ui/tasks?{urlencode({**back, action: task_id})}"
+                                       message=f"Task {task_id} was not changed: {refused.reason}",
+                                       dead_letters=len(taskops.dead_letters(services))), 409)
+    location = f"/api/ui/tasks?{urlencode({**back, done: said})}"
     return func.HttpResponse(status_code=303, headers={"Location": location, "Cache-Control": "no-store"})

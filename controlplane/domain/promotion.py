@@ -38,6 +38,7 @@ class PromotionFacts:
     metrics_from_gateway: bool = False
     champion_metrics: Mapping[str, float] = field(default_factory=dict)
     environment: str | None = None  # the workspace the candidate was registered in (None: the home one)
+    properties: Mapping[str, str] = field(default_factory=dict)  # the version's properties (azureml.runId...)
 
 
 def judge_promotion(model: str, version: str, tags: Mapping[str, str], rule: ResolvedRule, facts: PromotionFacts,
@@ -68,9 +69,10 @@ def judge_promotion(model: str, version: str, tags: Mapping[str, str], rule: Res
                     metrics_from_gateway=facts.metrics_from_gateway)
     # Where the candidate came from, for its reviewers: the job that trained it (Azure ML's azureml.runId, or the
     # pipeline_job tag the shipped retraining pipeline writes), the data it was trained on, who registered it.
-    job_from = next((name for name in ("azureml.runId", "pipeline_job") if tags.get(name)), None)
-    evidence["lineage"] = {"job": str(tags[job_from]) if job_from else None, "job_from": job_from,
-                           "training_data": str(tags.get("training_data") or "") or None, "registrant": registrant}
+    recorded = {**facts.properties, **tags}
+    job_from = next((name for name in ("azureml.runId", "pipeline_job") if recorded.get(name)), None)
+    evidence["lineage"] = {"job": str(recorded[job_from]) if job_from else None, "job_from": job_from,
+                           "training_data": str(recorded.get("training_data") or "") or None, "registrant": registrant}
     route = Route.of(promotion, policy, facts.environment)
     evidence.update(route.evidence())
     production, quorum, unknown = production_quorum(promotion, registrant, evidence)

@@ -43,7 +43,7 @@ def read_facts(event: ModelRegistered, promotion: Promotion, services: Services)
     champion = find_champion(services, promotion.endpoint, event.model, production, batch=promotion.target == "batch")
     metrics, registrant, source, looked_up = candidate_facts(event, promotion, services, environment)
     return PromotionFacts(champion=champion, metrics=metrics, registrant=registrant, registrant_source=source,
-                          metrics_from_gateway=looked_up, environment=environment,
+                          metrics_from_gateway=looked_up, environment=environment, properties=dict(event.properties),
                           champion_metrics=champion_facts(services, champion, production) if champion else {})
 
 

@@ -86,7 +86,7 @@ def _replay(count: int, key: str, state: str) -> str:
 def replay_message(replayed: int, left: int) -> str:
     """What the outbox page says after a replay: how many tasks went back to pending, and how many are still
     dead-lettered (those changed meanwhile, or beyond ``REPLAY_LIMIT``)."""
-    still = f" {left} still dead-lettered." if left else ""
+    still = f" {f'{REPLAY_LIMIT} or more' if left >= REPLAY_LIMIT else left} still dead-lettered." if left else ""
     if not replayed:
         return f"Replay of dead letters: none was replayed.{still}"
     return (f"Replay of dead letters: {replayed} task{'s are' if replayed != 1 else ' is'} pending again, due now "
