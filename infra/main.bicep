@@ -27,6 +27,9 @@ param telemetryProducerPrincipalId string = ''
 @description('Kind of principal telemetryProducerPrincipalId is.')
 param telemetryProducerPrincipalType string = 'ServicePrincipal'
 
+@description('Event Hubs Capture of the telemetry hub into an ADLS Gen2 account, which Azure ML jobs read in full (AZURE_TELEMETRY_CAPTURE; false: no account, no capture).')
+param telemetryCapture bool = true
+
 @secure()
 @description('HMAC key for approval links (AZURE_APPROVAL_SIGNING_KEY). Empty: a key is generated on the first provision and kept by later ones.')
 param approvalSigningKey string = ''
@@ -129,6 +132,7 @@ module app 'app/controlplane.bicep' = {
     azureMlWorkspace: azureMlWorkspace
     telemetryProducerPrincipalId: telemetryProducerPrincipalId
     telemetryProducerPrincipalType: telemetryProducerPrincipalType
+    telemetryCapture: telemetryCapture
   }
 }
 
@@ -199,3 +203,9 @@ output AZURE_ACTION_GROUP_NAME string = 'ag-cp-${resourceToken}'
 output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = app.outputs.logAnalyticsWorkspaceId
 output AZURE_OPS_ACTION_GROUP_NAME string = monitoring.outputs.actionGroupName
+// Event Hubs Capture of the telemetry hub (empty when telemetryCapture is false): the hook creates the Azure ML
+// datastore `telemetry_capture` on this container; the path is the hub's captured files for ADLS Gen2 clients.
+output AZURE_TELEMETRY_CAPTURE_ACCOUNT string = app.outputs.captureAccountName
+output AZURE_TELEMETRY_CAPTURE_ACCOUNT_ID string = app.outputs.captureAccountId
+output AZURE_TELEMETRY_CAPTURE_CONTAINER string = app.outputs.captureContainerName
+output AZURE_TELEMETRY_CAPTURE_PATH string = app.outputs.capturePath

@@ -20,12 +20,19 @@ param azureMlWorkspace string
 @description('Principal allowed to send telemetry to the event hub (a scoring deployment\'s identity); empty for none.')
 param telemetryProducerPrincipalId string
 param telemetryProducerPrincipalType string
+@description('Capture the telemetry hub as Avro files into an ADLS Gen2 account, for Azure ML jobs that check whole windows.')
+param telemetryCapture bool
 
 var deploymentContainer = 'app-package-${resourceToken}'
 // Event Grid dead-letters undeliverable Azure ML events here (see infra/hooks/postdeploy.*).
 var deadLetterContainer = 'eventgrid-deadletter'
 var signingKeySecretName = 'approval-signing-key'
 var decisionsTopicName = 'evgt-cp-${resourceToken}'
+// Event Hubs Capture writes the telemetry hub here; Azure ML reads it through the `telemetry_capture` datastore
+// the postdeploy hook creates.
+var captureAccountName = 'stcap${resourceToken}'
+var captureContainer = 'telemetry-capture'
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor (Event Hubs Capture writes the Avro files)
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-cp-${resourceToken}'
@@ -71,16 +78,78 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   properties: { Application_Type: 'web', WorkspaceResourceId: logs.id, DisableLocalAuth: true }
 }
 
+// The data lake Capture writes to: hierarchical namespace (so Azure ML reads it as ADLS Gen2), Entra ID only.
+resource captureStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = if (telemetryCapture) {
+  // checkov:skip=CKV_AZURE_35: no virtual network here: Azure ML compute without one reads the captured files publicly; shared keys are off, so every reader needs an Entra ID role
+  // checkov:skip=CKV_AZURE_43: the name is 'stcap' plus the 13-character lowercase resource token (18 characters, valid); checkov cannot evaluate the interpolation
+  // checkov:skip=CKV_AZURE_44: checkov reads no properties of a conditional resource; minimumTlsVersion is TLS1_2 below
+  // checkov:skip=CKV_AZURE_206: checkov reads no properties of a conditional resource; the sku is Standard_GRS below
+  name: captureAccountName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  // Geo-redundant: once the hub's one-day retention has passed, the captured files are the only copy.
+  sku: { name: 'Standard_GRS' }
+  properties: {
+    isHnsEnabled: true
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+  resource blobs 'blobServices' = {
+    name: 'default'
+    resource capture 'containers' = { name: captureContainer }
+  }
+}
+
+// Capture authenticates with the namespace's own system-assigned identity, which holds nothing but the role
+// below: the app's identity never reads the captured files, so it gets no role on the account.
 resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
   name: 'evhns-cp-${resourceToken}'
   location: location
   tags: tags
+  // Standard: Capture is not available on Basic.
   sku: { name: 'Standard', tier: 'Standard', capacity: 1 }
+  identity: { type: 'SystemAssigned' }
   properties: { disableLocalAuth: true, minimumTlsVersion: '1.2' }
   resource hub 'eventhubs' = {
     name: telemetryEventHubName
-    properties: { partitionCount: 4, messageRetentionInDays: 1 }
+    properties: {
+      partitionCount: 4
+      messageRetentionInDays: 1
+      // Absent when switched off: the hub is then captured nowhere.
+      captureDescription: telemetryCapture ? {
+        enabled: true
+        encoding: 'Avro'
+        intervalInSeconds: 300
+        sizeLimitInBytes: 314572800
+        skipEmptyArchives: true
+        destination: {
+          name: 'EventHubArchive.AzureBlockBlob'
+          identity: { type: 'SystemAssigned' }
+          properties: {
+            blobContainer: captureContainer
+            storageAccountResourceId: captureStorage.id
+            archiveNameFormat: '{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}'
+          }
+        }
+      } : null
+    }
+    // Capture writes as soon as it is enabled: the namespace's identity must hold its role first.
+    dependsOn: [captureWriter]
     resource group 'consumergroups' = { name: telemetryConsumerGroup }
+  }
+}
+
+// Here rather than in rbac.bicep: the hub depends on this assignment, and the rbac module depends on the hub.
+resource captureWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (telemetryCapture) {
+  name: guid(captureStorage.id, eventHubs.id, storageBlobDataContributor)
+  scope: captureStorage
+  properties: {
+    principalId: eventHubs.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
   }
 }
 
@@ -179,6 +248,10 @@ module rbac 'rbac.bicep' = {
   dependsOn: [decisionsTopic]
 }
 
+// The captured files of the telemetry hub: Capture names them '{Namespace}/{EventHub}/...'.
+var capturePrefix = '${eventHubs.name}/${telemetryEventHubName}/'
+var captureDatastorePath = 'azureml://datastores/telemetry_capture/paths/${capturePrefix}'
+
 // The namespace's host name in this cloud: its endpoint is 'https://<namespace>.<Service Bus suffix>:443/'.
 var eventHubsHost = split(split(split(eventHubs.properties.serviceBusEndpoint, '://')[1], '/')[0], ':')[0]
 
@@ -236,6 +309,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TelemetryEventHub__clientId: identity.properties.clientId
     TELEMETRY_EVENTHUB_NAME: telemetryEventHubName
     TELEMETRY_CONSUMER_GROUP: telemetryConsumerGroup
+    // Where an Azure ML job's input finds the captured Avro files: the hook's `telemetry_capture` datastore,
+    // which exists only with a workspace.
+    CONTROLPLANE_TELEMETRY_CAPTURE: (telemetryCapture && !empty(azureMlWorkspace)) ? captureDatastorePath : ''
   }
   // The Key Vault reference and the identity-based connections resolve only once the roles exist.
   dependsOn: [rbac, signingKey]
@@ -250,3 +326,8 @@ output deadLetterContainerName string = deadLetterContainer
 output logAnalyticsWorkspaceId string = logs.id
 output insightsName string = insights.name
 output keyVaultName string = vault.name
+output captureAccountName string = telemetryCapture ? captureStorage.name : ''
+output captureAccountId string = telemetryCapture ? captureStorage.id : ''
+output captureContainerName string = telemetryCapture ? captureContainer : ''
+// The same files as a URI for Spark and other ADLS Gen2 clients, with this cloud's storage suffix.
+output capturePath string = telemetryCapture ? 'abfss://${captureContainer}@${captureAccountName}.dfs.${environment().suffixes.storage}/${capturePrefix}' : ''

@@ -4,6 +4,10 @@
 #     environment's workspace (AZURE_ML_ENVIRONMENT_WORKSPACE_IDS), AzureML Registry User on the registry
 #     (AZURE_ML_REGISTRY_ID). They are assigned here rather than in Bicep so that `azd down` never counts those
 #     resource groups as part of this deployment.
+#     Telemetry capture (AZURE_TELEMETRY_CAPTURE_ACCOUNT, with a home workspace): the identity-based Azure ML
+#     datastore telemetry_capture on the capture container, and Storage Blob Data Reader on the capture account
+#     for the workspace's identity and for TELEMETRY_CAPTURE_READER_PRINCIPAL_IDS (the compute clusters'
+#     managed identities, which read the files in jobs). The app's identity never reads them: it gets nothing.
 #  1. Event Grid: subscribes the on_registry_event function to the system topic of the home workspace and to
 #     that of every further environment (AZURE_ML_ENVIRONMENT_TOPIC_NAMES) through the host's
 #     eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file name is the
@@ -97,17 +101,22 @@ if (-not $functionHost) {
     $functionHost = Invoke-Az functionapp show --resource-group $rg --name $app --query defaultHostName -o tsv
 }
 
-# Role definition ids of the built-in roles the app's identity gets.
+# Role definition ids of the built-in roles the app's identity (and the capture's readers) get.
 $dataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'  # AzureML Data Scientist
 $registryUser = '1823dd4f-9b8c-4ab6-ab4e-7397a3684615'   # AzureML Registry User
+$blobReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'     # Storage Blob Data Reader (the captured telemetry)
 
-function Grant-Role([string]$Role, [string]$RoleName, [string]$Scope) {
-    # Assigns the role to the app's identity on the scope unless it holds it already.
-    $principal = $env:AZURE_CONTROLPLANE_PRINCIPAL_ID
+function Grant-Role([string]$Role, [string]$RoleName, [string]$Scope, [string]$Principal, [string]$Who) {
+    # Assigns the role to a service principal (by default the app's identity) on the scope unless it holds it
+    # already. ($principal is the parameter: PowerShell names are case-insensitive.)
+    if (-not $principal) {
+        $principal = $env:AZURE_CONTROLPLANE_PRINCIPAL_ID
+        $Who = 'the control plane'
+    }
     if (-not $principal) { throw 'postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set' }
     $existing = Invoke-Az role assignment list --assignee $principal --role $Role --scope $Scope --query 'length(@)' -o tsv
     if ("$existing".Trim() -eq '0') {
-        Write-Host "postdeploy: granting the control plane $RoleName on $Scope"
+        Write-Host "postdeploy: granting $Who $RoleName on $Scope"
         Invoke-Az role assignment create --assignee-object-id $principal --assignee-principal-type ServicePrincipal `
             --role $Role --scope $Scope --output none | Out-Null
     }
@@ -126,6 +135,56 @@ foreach ($environmentWorkspaceId in @(Split-List $env:AZURE_ML_ENVIRONMENT_WORKS
 }
 if ($env:AZURE_ML_REGISTRY_ID) {
     Grant-Role $registryUser 'AzureML Registry User' $env:AZURE_ML_REGISTRY_ID
+}
+
+function Test-AzExtension([string]$Name) {
+    # Whether the CLI extension is installed.
+    $ErrorActionPreference = 'Continue'  # a missing extension (stderr) is an answer here
+    & az extension show --name $Name --output none 2>$null | Out-Null
+    return $LASTEXITCODE -eq 0
+}
+
+# Event Hubs Capture writes the telemetry hub's Avro files to their own account; Azure ML jobs read them through
+# the datastore telemetry_capture of the home workspace, which holds no credentials: a job reads with its
+# compute's managed identity, Studio with the workspace's. `az ml datastore create` creates or updates.
+$captureAccount = $env:AZURE_TELEMETRY_CAPTURE_ACCOUNT
+if ($env:AZURE_ML_WORKSPACE_ID -and $captureAccount) {
+    $captureAccountId = $env:AZURE_TELEMETRY_CAPTURE_ACCOUNT_ID
+    if (-not $captureAccountId) { throw 'postdeploy: AZURE_TELEMETRY_CAPTURE_ACCOUNT_ID is not set' }
+    $captureContainer = if ($env:AZURE_TELEMETRY_CAPTURE_CONTAINER) { $env:AZURE_TELEMETRY_CAPTURE_CONTAINER } else { 'telemetry-capture' }
+    # /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/<name>
+    $workspaceParts = $env:AZURE_ML_WORKSPACE_ID.Split('/')
+    $mlSubscription = $workspaceParts[2]
+    $mlGroup = $workspaceParts[4]
+    $mlWorkspace = $workspaceParts[-1]
+    if (-not (Test-AzExtension 'ml')) { Invoke-Az extension add --name ml --only-show-errors --output none | Out-Null }
+    $datastoreDir = Join-Path ([System.IO.Path]::GetTempPath()) ([System.IO.Path]::GetRandomFileName())
+    New-Item -ItemType Directory -Path $datastoreDir | Out-Null
+    $datastore = Join-Path $datastoreDir 'telemetry-capture.yml'
+    try {
+        # No credentials section: the datastore is identity-based. The endpoint defaults to the CLI's cloud.
+        $yaml = @(
+            'name: telemetry_capture'
+            'type: azure_data_lake_gen2'
+            "description: Event Hubs Capture of the control plane's telemetry hub (Avro), read with the caller's identity"
+            "account_name: $captureAccount"
+            "filesystem: $captureContainer"
+        ) -join "`n"
+        [System.IO.File]::WriteAllText($datastore, "$yaml`n")
+        Write-Host "postdeploy: Azure ML datastore telemetry_capture: $captureAccount/$captureContainer in $mlWorkspace"
+        Invoke-Az ml datastore create --file $datastore --subscription $mlSubscription --resource-group $mlGroup `
+            --workspace-name $mlWorkspace --output none | Out-Null
+    }
+    finally {
+        Remove-Item $datastoreDir -Recurse -ErrorAction SilentlyContinue
+    }
+    $workspacePrincipal = "$(Invoke-Az resource show --ids $env:AZURE_ML_WORKSPACE_ID --query identity.principalId -o tsv)".Trim()
+    if (-not $workspacePrincipal) {
+        Write-Host "postdeploy: workspace $mlWorkspace has no system-assigned identity: grant the identity it uses Storage Blob Data Reader on $captureAccountId"
+    }
+    foreach ($reader in @(@($workspacePrincipal) + @(Split-List $env:TELEMETRY_CAPTURE_READER_PRINCIPAL_IDS) | Where-Object { $_ })) {
+        Grant-Role $blobReader 'Storage Blob Data Reader' $captureAccountId $reader "principal $reader"
+    }
 }
 
 function Add-Subscriptions([string]$Topic, [System.Collections.IDictionary]$Placeholders) {

@@ -5,6 +5,10 @@
 #     environment's workspace (AZURE_ML_ENVIRONMENT_WORKSPACE_IDS), AzureML Registry User on the registry
 #     (AZURE_ML_REGISTRY_ID). They are assigned here rather than in Bicep so that `azd down` never counts those
 #     resource groups as part of this deployment.
+#     Telemetry capture (AZURE_TELEMETRY_CAPTURE_ACCOUNT, with a home workspace): the identity-based Azure ML
+#     datastore telemetry_capture on the capture container, and Storage Blob Data Reader on the capture account
+#     for the workspace's identity and for TELEMETRY_CAPTURE_READER_PRINCIPAL_IDS (the compute clusters'
+#     managed identities, which read the files in jobs). The app's identity never reads them: it gets nothing.
 #  1. Event Grid: subscribes the on_registry_event function to the system topic of the home workspace and to
 #     that of every further environment (AZURE_ML_ENVIRONMENT_TOPIC_NAMES) through the host's
 #     eventgrid_extension system key, once per file in infra/hooks/event-subscriptions/ (the file name is the
@@ -88,19 +92,26 @@ wait_until_provisioned() {
   return 1
 }
 
-# Role definition ids of the built-in roles the app's identity gets.
+# Role definition ids of the built-in roles the app's identity (and the capture's readers) get.
 data_scientist=f6c7c914-8db3-469d-8ca1-694a8f32e121  # AzureML Data Scientist
 registry_user=1823dd4f-9b8c-4ab6-ab4e-7397a3684615   # AzureML Registry User
+blob_reader=2a2b9908-6ea1-4ae2-8e65-a410df84e7d1     # Storage Blob Data Reader (the captured telemetry)
+
+# Assigns role $2 (named $3, for the log) to service principal $1 (named $5) on scope $4 unless it holds it
+# already.
+grant_to() {
+  existing=$(az role assignment list --assignee "$1" --role "$2" --scope "$4" --query "length(@)" -o tsv)
+  if [ "$existing" = "0" ]; then
+    echo "postdeploy: granting $5 $3 on $4"
+    az role assignment create --assignee-object-id "$1" --assignee-principal-type ServicePrincipal \
+      --role "$2" --scope "$4" --output none
+  fi
+}
 
 # Assigns role $1 (named $2, for the log) to the app's identity on scope $3 unless it holds it already.
 grant() {
   principal=${AZURE_CONTROLPLANE_PRINCIPAL_ID:?postdeploy: AZURE_CONTROLPLANE_PRINCIPAL_ID is not set}
-  existing=$(az role assignment list --assignee "$principal" --role "$1" --scope "$3" --query "length(@)" -o tsv)
-  if [ "$existing" = "0" ]; then
-    echo "postdeploy: granting the control plane $2 on $3"
-    az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal \
-      --role "$1" --scope "$3" --output none
-  fi
+  grant_to "$principal" "$1" "$2" "$3" "the control plane"
 }
 
 workspace_id=${AZURE_ML_WORKSPACE_ID:-}
@@ -113,6 +124,44 @@ done
 registry_id=${AZURE_ML_REGISTRY_ID:-}
 if [ -n "$registry_id" ]; then
   grant "$registry_user" "AzureML Registry User" "$registry_id"
+fi
+
+# Event Hubs Capture writes the telemetry hub's Avro files to their own account; Azure ML jobs read them through
+# the datastore telemetry_capture of the home workspace, which holds no credentials: a job reads with its
+# compute's managed identity, Studio with the workspace's. `az ml datastore create` creates or updates.
+capture_account=${AZURE_TELEMETRY_CAPTURE_ACCOUNT:-}
+if [ -n "$workspace_id" ] && [ -n "$capture_account" ]; then
+  capture_account_id=${AZURE_TELEMETRY_CAPTURE_ACCOUNT_ID:?postdeploy: AZURE_TELEMETRY_CAPTURE_ACCOUNT_ID is not set}
+  capture_container=${AZURE_TELEMETRY_CAPTURE_CONTAINER:-telemetry-capture}
+  # /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/<name>
+  ml_subscription=$(printf '%s' "$workspace_id" | cut -d/ -f3)
+  ml_group=$(printf '%s' "$workspace_id" | cut -d/ -f5)
+  ml_workspace=${workspace_id##*/}
+  az extension show --name ml --output none >/dev/null 2>&1 || az extension add --name ml --only-show-errors --output none
+  datastore_dir=$(mktemp -d)
+  # No credentials section: the datastore is identity-based. The endpoint defaults to the CLI's cloud.
+  cat > "$datastore_dir/telemetry-capture.yml" <<YAML
+name: telemetry_capture
+type: azure_data_lake_gen2
+description: Event Hubs Capture of the control plane's telemetry hub (Avro), read with the caller's identity
+account_name: $capture_account
+filesystem: $capture_container
+YAML
+  echo "postdeploy: Azure ML datastore telemetry_capture: $capture_account/$capture_container in $ml_workspace"
+  if ! az ml datastore create --file "$datastore_dir/telemetry-capture.yml" --subscription "$ml_subscription" \
+      --resource-group "$ml_group" --workspace-name "$ml_workspace" --output none; then
+    rm -rf "$datastore_dir"
+    echo "postdeploy: creating the Azure ML datastore telemetry_capture failed" >&2
+    exit 1
+  fi
+  rm -rf "$datastore_dir"
+  workspace_principal=$(az resource show --ids "$workspace_id" --query identity.principalId -o tsv)
+  if [ -z "$workspace_principal" ]; then
+    echo "postdeploy: workspace $ml_workspace has no system-assigned identity: grant the identity it uses Storage Blob Data Reader on $capture_account_id"
+  fi
+  for reader in $workspace_principal ${TELEMETRY_CAPTURE_READER_PRINCIPAL_IDS:-}; do
+    grant_to "$reader" "$blob_reader" "Storage Blob Data Reader" "$capture_account_id" "principal $reader"
+  done
 fi
 
 # Creates or updates every subscription of infra/hooks/event-subscriptions/ on system topic $1; leaves the
