@@ -6,7 +6,7 @@
     decisions [--model NAME] [--outcome O,O] [--since T] [--until T] [--limit N] [--continuation TOKEN]
                                                           print recorded decisions, newest first, a page at a
                                                           time (the next page's token goes to stderr)
-    index backfill [--resume POINT]                       index decisions written before the indexes (Table
+    index backfill [--resume POINT]                       index records written before the indexes (Table
                                                           Storage); idempotent, resumable from a printed point
     tasks list [--state STATE] [--limit N] [--continuation TOKEN]
                                                           print outbox tasks, a page at a time
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     decisions.add_argument("--limit", type=int, default=20)
     decisions.add_argument("--continuation", help="the token a previous page printed")
 
-    index = commands.add_parser("index", help="the decision indexes")
+    index = commands.add_parser("index", help="the store's indexes (decisions; tasks by state on Table Storage)")
     index_commands = index.add_subparsers(dest="index_command", required=True)
-    backfill = index_commands.add_parser("backfill", help="index decisions written before the indexes")
+    backfill = index_commands.add_parser("backfill", help="index records written before the indexes")
     backfill.add_argument("--resume", help="the point a stopped backfill printed last")
 
     tasks = commands.add_parser("tasks", help="the outbox: list, show, retry, cancel, replay dead letters")
@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace) -> int:
             total += indexed
             if resume is None:
                 break
-            print(f"indexed {total} decisions; to resume: --resume '{resume}'", file=sys.stderr, flush=True)
-        print(f"indexed {total} decisions")
+            print(f"indexed {total} records; to resume: --resume '{resume}'", file=sys.stderr, flush=True)
+        print(f"indexed {total} records")
     elif args.command == "windows":
         from controlplane.handlers.queries import list_named
 

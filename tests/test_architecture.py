@@ -35,7 +35,7 @@ DEPENDS_ON: dict[str, set[str]] = {
     PARSING: {DOMAIN},
     PORTS: {DOMAIN},
     SETTINGS: {DOMAIN},
-    DRIFT: {DOMAIN},
+    DRIFT: {DOMAIN, PARSING},  # the engine; its Azure ML job reads captured telemetry as on_telemetry does
     HANDLERS: {DOMAIN, PARSING, PORTS},
     WEB: {DOMAIN, PORTS},
     ADAPTERS: {DOMAIN, PARSING, PORTS, SETTINGS, DRIFT},

@@ -147,7 +147,7 @@ def test_decisions_print_a_page_and_the_token_of_the_next(tmp_path):
 
     refused = cli("decisions", "--continuation", token, "--outcome", "retrain", env=env)
     assert refused.returncode == 2 and "continuation" in refused.stderr
-    assert cli("index", "backfill", env=env).stdout.strip() == "indexed 0 decisions"
+    assert cli("index", "backfill", env=env).stdout.strip() == "indexed 0 records"
 
 
 def test_records_print_as_a_table_for_people_and_as_json_lines_with_json(tmp_path):

@@ -121,3 +121,19 @@ def test_a_window_within_the_bound_is_checked_by_the_function(wire, diabetes):
     services = replace(services, telemetry_capture=CAPTURE)
     [decision] = send(services, diabetes[diabetes.age >= 50].head(150)).windows
     assert decision.outcome is Outcome.RETRAIN and "deferred" not in decision.evidence
+
+
+def test_the_adapter_builds_the_drift_job_with_the_reference_and_the_capture_as_data_inputs(deferred):
+    from controlplane.adapters.azureml import AzureMLGateway
+    from controlplane.ports.gateway import PipelineRequest
+    from tests.support import ROOT
+
+    _, decision = deferred
+    request = parse_request(decision.tasks[0].request, CheckDrift)
+    job = AzureMLGateway._pipeline_from_yaml(PipelineRequest(
+        name=request.name, experiment=request.experiment_name, source=str(ROOT / "pipelines" / "drift-check.yml"),
+        inputs=dict(request.inputs)))
+    reference, telemetry = job.inputs.reference._data, job.inputs.telemetry._data
+    assert (reference.type, reference.path) == ("uri_file", request.inputs["reference"])  # uploaded with the job
+    assert (telemetry.type, telemetry.path) == ("uri_folder", CAPTURE)
+    assert job.inputs.model._data == "diabetes" and json.loads(job.inputs.settings._data)["alpha"] == 0.05

@@ -203,12 +203,15 @@ def _declared_type(declared: Any) -> str | None:
 
 
 def _job_input(value: str, declared: str | None) -> Any:
-    """A job input value: ``azureml:`` references become data (or model) inputs, anything else a literal."""
+    """A job input value: ``azureml:`` references become data (or model) inputs, and so does any path or URL given
+    to an input the pipeline declares as data (a local file is uploaded with the job); anything else a literal."""
     from azure.ai.ml import Input
     from azure.ai.ml.constants import AssetTypes
 
-    if not isinstance(value, str) or not value.startswith("azureml:"):
+    if not isinstance(value, str):
         return value
+    if not value.startswith("azureml:"):
+        return Input(type=declared, path=value) if declared in _ASSET_TYPES else value
     if declared is not None and declared not in _ASSET_TYPES:
         return value  # the pipeline declares a literal (e.g. a string that happens to name an asset)
     path = value

@@ -16,6 +16,11 @@ The index, for reading decisions across models newest first without scanning: ``
 ``d|<inverted day>`` rows in ``_days`` list the days, and rows ``<model partition>`` in ``_models|<YYYYMMDD>`` the
 models with decisions that day.
 
+The task-state index, for the sweep and the outbox counts without scanning: a row per pending or dead-lettered task
+in partition ``_tasks|<state>``, keyed ``<due time in microseconds>|<task id>`` (so soonest due first) and naming
+the task's partition. It is written before a task enters the state and deleted after it leaves, and readers check
+every row against the task it names (``_indexed_tasks``).
+
 Completing a claim writes the claim, the decision and its tasks in one entity-group transaction
 (same table, same partition), so they land together or not at all. Claims and guarded replaces are
 ``BaseStore``'s rules; a row's version there is its ETag, so every conditional write is optimistic. Telemetry
@@ -43,7 +48,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from controlplane.adapters.store_base import BaseStore, ClaimRecord, R, Record, Stored
+from controlplane.adapters.store_base import BaseStore, ClaimRecord, R, Record, Stored, guard
 from controlplane.domain.errors import StoreRefused, StoreUnavailable
 from controlplane.domain.events import TelemetryEvent
 from controlplane.domain.incidents import Incident, IncidentState
@@ -75,6 +80,18 @@ _MAX_DAY = 99_999_999
 T = TypeVar("T")
 PAGE_REQUESTS = 4  # the most queries one list page makes when the service answers short pages
 REPAIR_WINDOW = timedelta(hours=2)  # the sweep repairs the markers of models active this recently
+BACKFILL = "index-backfill"  # the beat keeping how far the sweeps' own backfill got
+# The task-state index: one partition per state a reader lists (the sweep's pending tasks, the dead letters).
+TASKS = "_tasks|"
+INDEXED = (TaskState.PENDING, TaskState.DEAD_LETTERED)
+# An index row that names a task not in its state is deleted once the task was written after it (its writer is done
+# or lost its conditional write), allowing this much skew between partitions' clocks; or, failing that, once the row
+# is this old (a decision whose transaction never came, a writer that crashed): far longer than any write takes.
+INDEX_SKEW = timedelta(seconds=1)
+INDEX_GRACE = timedelta(minutes=10)
+# Rows a fetch of tasks names: Table Storage takes at most 15 comparisons in a filter, and one is the partition.
+FETCH_ROWS = 14
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def partition_of(model: str | None) -> str:
@@ -87,6 +104,7 @@ class TableStore(BaseStore):
 
     def __init__(self, service: TableServiceClient, prefix: str = "controlplane") -> None:
         self._listed: set[tuple[str, str]] = set()  # rows of ``_days`` and ``_models|`` this instance wrote
+        self._backfilled = False  # the sweeps' backfill of a ledger older than the indexes is done
         with self._errors():
             self._ledger = service.create_table_if_not_exists(f"{prefix}ledger")
             self._telemetry = service.create_table_if_not_exists(f"{prefix}telemetry")
@@ -198,25 +216,33 @@ class TableStore(BaseStore):
 
         The index rows live in another partition, so they cannot join the transaction; a marker row that does
         (``unindexed|<id>``, carrying the decision) says they may be missing, and ``repair_indexes`` writes them
-        again from it and drops it. A crash between the two writes leaves the marker; nothing else does."""
+        again from it and drops it. A crash between the two writes leaves the marker; nothing else does.
+
+        The decision's tasks enter the task-state index before the transaction: a crash or a refused transaction
+        then leaves index rows naming no task, which readers drop after ``INDEX_GRACE``, never a pending task
+        the sweep cannot find."""
         pk = operations[0][1]["PartitionKey"]
         self._register(decision, pk)
+        self._upsert_rows([e for e in (_task_index_entity(pk, task) for task in decision.tasks) if e])
         marker = {"PartitionKey": pk, "RowKey": f"unindexed|{decision.id}", "Kind": "unindexed",
                   **_chunks(dumps(decision))}
         results = self._ledger.submit_transaction([*operations, ("upsert", marker, {"mode": UpdateMode.REPLACE})])
         self._write_index([decision])
         return results
 
-    def _write_index(self, decisions: Sequence[Decision]) -> None:
-        """Write the decisions' index rows: upserts of the same rows however often, so exactly once in effect."""
-        by_day: dict[str, list[tuple]] = {}
-        for decision in decisions:
-            day = _day_partition(decision.decided_at)
-            by_day.setdefault(day, []).extend(
-                ("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in _index_entities(day, decision))
-        for operations in by_day.values():
+    def _upsert_rows(self, entities: Sequence[dict[str, Any]]) -> None:
+        """Upsert rows of the indexes, one transaction per partition and 100 rows."""
+        by_partition: dict[str, list[tuple]] = {}
+        for entity in entities:
+            by_partition.setdefault(entity["PartitionKey"], []).append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        for operations in by_partition.values():
             for start in range(0, len(operations), 100):
                 self._ledger.submit_transaction(operations[start:start + 100])
+
+    def _write_index(self, decisions: Sequence[Decision]) -> None:
+        """Write the decisions' index rows: upserts of the same rows however often, so exactly once in effect."""
+        self._upsert_rows([entity for decision in decisions
+                           for entity in _index_entities(_day_partition(decision.decided_at), decision)])
 
     def _register(self, decision: Decision, pk: str) -> None:
         """List the decision's day in ``_days`` and its model in ``_models|<day>`` (once per instance), so
@@ -244,27 +270,49 @@ class TableStore(BaseStore):
                     for start in range(0, len(markers), 100):
                         self._ledger.submit_transaction([("delete", marker) for marker in markers[start:start + 100]])
                     repaired += len(markers)
-        return repaired
+        return repaired + self._backfill_step(now)
+
+    def _backfill_step(self, now: datetime) -> int:
+        """One page of ``backfill_indexes`` per sweep until it is done, its position kept in the beat
+        ``index-backfill``: a ledger written before the indexes gets them without an upgrade step of its own (the
+        ``index backfill`` command does the same at once). Once done, one point read per process."""
+        if self._backfilled:
+            return 0
+        progress = self.last_beat(BACKFILL)
+        if progress is not None and progress.details.get("done"):
+            self._backfilled = True
+            return 0
+        resume = progress.details.get("resume") if progress is not None else None
+        indexed, resume = self.backfill_indexes(resume)
+        total = indexed + (progress.details.get("indexed", 0) if progress is not None else 0)
+        self.beat(Beat(BACKFILL, now, {"done": resume is None, "resume": resume, "indexed": total}))
+        self._backfilled = resume is None
+        return indexed
 
     def backfill_indexes(self, resume: str | None = None, pages: int = 1,
                          page_size: int = 1000) -> tuple[int, str | None]:
-        """Index the decisions of a ledger written before the index, ``pages`` pages of ``page_size`` decision
-        rows at a time: how many were indexed, and where to resume (None when done). Index rows are upserts, so
-        running it again, or over decisions indexed already, writes the same rows."""
+        """Index the decisions, and the pending and dead-lettered tasks, of a ledger written before the indexes,
+        ``pages`` pages of ``page_size`` such rows at a time: how many rows were indexed, and where to resume (None
+        when done). Index rows are upserts, so running it again, or over rows indexed already, writes the same
+        rows; a task that moved on meanwhile leaves a row that names it in a state it left, which readers drop."""
         indexed, token = 0, _resume_point(resume) if resume else None
+        states = " or ".join(f"State eq '{state.value}'" for state in INDEXED)
         with self._errors():
-            listing = self._ledger.query_entities("Kind eq 'decision'", results_per_page=page_size).by_page(
-                continuation_token=token)
+            listing = self._ledger.query_entities(f"Kind eq 'decision' or (Kind eq 'task' and ({states}))",
+                                                  results_per_page=page_size).by_page(continuation_token=token)
             for page in islice(listing, pages):
-                by_day: dict[str, list[Decision]] = {}
+                decisions: list[Decision] = []
+                tasks: list[dict[str, Any]] = []
                 for row in page:
-                    decision = Decision.from_json(_body(row))
-                    by_day.setdefault(_day_partition(decision.decided_at), []).append(decision)
-                for decisions in by_day.values():
-                    for decision in decisions:
-                        self._register(decision, partition_of(decision.model))
-                    self._write_index(decisions)
-                indexed += sum(map(len, by_day.values()))
+                    if row["Kind"] == "task":
+                        tasks.append(_task_index_entity(row["PartitionKey"], Task.from_json(_body(row))))
+                    else:
+                        decisions.append(Decision.from_json(_body(row)))
+                for decision in decisions:
+                    self._register(decision, partition_of(decision.model))
+                self._write_index(decisions)
+                self._upsert_rows([entity for entity in tasks if entity])
+                indexed += len(decisions) + len(tasks)
             token = listing.continuation_token
         return indexed, (f"{token['PartitionKey']}#{token['RowKey']}" if token else None)
 
@@ -343,6 +391,10 @@ class TableStore(BaseStore):
         return Decision.from_json(found[0]) if found else None
 
     def tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
+        """Pending and dead-lettered tasks through their index; the others (and all of them) read every partition:
+        the operators' lists, not the sweep's."""
+        if state in INDEXED:
+            return self._indexed_tasks(state, limit, datetime.now(UTC))
         found = self._bodies("task", "State eq @state", state=state.value) if state else self._bodies("task")
         return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
 
@@ -351,8 +403,77 @@ class TableStore(BaseStore):
         return Task.from_json(found[0]) if found else None
 
     def due_tasks(self, now: datetime, limit: int) -> list[Task]:
-        found = self._bodies("task", "State eq 'pending' and DueAt le @now", now=now)
-        return sorted(map(Task.from_json, found), key=lambda t: t.due_at)[:limit]
+        """The pending index up to ``now`` (soonest due first), and the tasks it names."""
+        return self._indexed_tasks(TaskState.PENDING, limit, now, due=now)
+
+    def _indexed_tasks(self, state: TaskState, limit: int, now: datetime, due: datetime | None = None) -> list[Task]:
+        """Up to ``limit`` tasks in ``state`` (due by ``due`` when given), soonest due first: the state's index
+        partition page by page, and the tasks its rows name, a query of a few rows per model partition.
+
+        A row counts only when its task is in the state and due when the row says: a row is written before its task
+        enters the state, so it may name a task whose write is still under way, lost its race or never came; and
+        it is deleted after the task leaves, so it may outlive a crash. Such a row is deleted (under its ETag, so
+        a writer that wrote it again meanwhile keeps it) once the task was written after it, or once it is
+        ``INDEX_GRACE`` old at ``now``; until then it is skipped."""
+        query, parameters = "PartitionKey eq @pk", {"pk": f"{TASKS}{state.value}"}
+        if due is not None:
+            query, parameters = query + " and RowKey lt @high", {**parameters, "high": f"{_micros(due):017d}}}"}
+        found: list[Task] = []
+        with self._errors():
+            listing = self._ledger.query_entities(query, parameters=parameters,
+                                                  results_per_page=min(max(limit, 1), 1000)).by_page()
+            for page in listing:
+                entries = list(page)
+                rows = self._task_rows(entries)
+                for entry in entries:
+                    row = rows.get((entry["TaskPartition"], entry["TaskId"]))
+                    task = Task.from_json(_body(row)) if row is not None else None
+                    if task is not None and task.state is state and _task_position(task) == entry["RowKey"]:
+                        found.append(task)
+                    elif _droppable(entry, row, now):
+                        try:
+                            self._ledger.delete_entity(entry, etag=entry.metadata["etag"],
+                                                       match_condition=MatchConditions.IfNotModified)
+                        except ResourceModifiedError:
+                            pass  # written again since it was read: its writer's now
+                if len(found) >= limit:
+                    break
+        return found[:limit]
+
+    def _task_rows(self, entries: Sequence[Any]) -> dict[tuple[str, str], Any]:
+        """The task rows the index ``entries`` name, by (partition, id): a query per partition and FETCH_ROWS."""
+        by_partition: dict[str, list[str]] = {}
+        for entry in entries:
+            by_partition.setdefault(entry["TaskPartition"], []).append(f"task|{entry['TaskId']}")
+        rows = {}
+        for pk, keys in by_partition.items():
+            keys = list(dict.fromkeys(keys))
+            for start in range(0, len(keys), FETCH_ROWS):
+                extra, parameters = _filters(("RowKey", keys[start:start + FETCH_ROWS]))
+                for row in self._ledger.query_entities("PartitionKey eq @pk" + extra,
+                                                       parameters={"pk": pk, **parameters}):
+                    rows[(pk, row["RowKey"].removeprefix("task|"))] = row
+        return rows
+
+    def update_task(self, current: Task, updated: Task) -> None:
+        """``BaseStore``'s guarded replace (the row as read, at its ETag), with the task-state index kept in step
+        around it: the row of the state the task enters (or of its new due time) is written before the task, the
+        row of the state it leaves deleted after. A crash between leaves a row too many, never a task missing from
+        its state's index; readers drop the extra row."""
+        stored = self._stored(current)
+        if stored is None or guard(stored.record) != guard(current):
+            return
+        pk = partition_of(updated.model)
+        entering, leaving = _task_index_entity(pk, updated), _task_index_entity(pk, stored.record)
+        moved = _address(entering) != _address(leaving)
+        with self._errors():
+            if entering and moved:
+                self._ledger.upsert_entity(entering, mode=UpdateMode.REPLACE)
+        if self._put(updated, stored.version) is None:
+            return  # another writer changed the task first; the row written above names a state it is not in
+        with self._errors():
+            if leaving and moved:
+                self._ledger.delete_entity(leaving["PartitionKey"], leaving["RowKey"])
 
     def review(self, review_id: str) -> Review | None:
         found = self._bodies("review", "ReviewId eq @id", id=review_id)
@@ -676,6 +797,34 @@ def _body(row: dict[str, Any]) -> dict[str, Any]:
         parts.append(row[f"Body{index}"])
         index += 1
     return loads("".join(parts))
+
+
+def _task_index_entity(pk: str, task: Task) -> dict[str, Any] | None:
+    """The task's row in its state's index (None in a state with no index): enough to find and order the task."""
+    if task.state not in INDEXED:
+        return None
+    return {"PartitionKey": f"{TASKS}{task.state.value}", "RowKey": _task_position(task), "Kind": "taskindex",
+            "TaskId": task.id, "TaskPartition": pk, "DueAt": task.due_at, "Model": task.model or ""}
+
+
+def _task_position(task: Task) -> str:
+    return f"{_micros(task.due_at):017d}|{task.id}"
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _address(entity: dict[str, Any] | None) -> tuple[str, str] | None:
+    return (entity["PartitionKey"], entity["RowKey"]) if entity else None
+
+
+def _droppable(entry: Any, row: Any | None, now: datetime) -> bool:
+    """Whether an index row that names a task not in its state (or no task) may go: the task was written after
+    the row, so the row's writer finished before or lost its conditional write; or the row is INDEX_GRACE old."""
+    written = _aware(entry.metadata["timestamp"])
+    return bool(row is not None and written + INDEX_SKEW < _aware(row.metadata["timestamp"])) or (
+        written + INDEX_GRACE < now)
 
 
 def _inverted(moment: datetime) -> int:

@@ -35,6 +35,8 @@ CALIBRATED_P_VALUE = ("anderson", "ks", "cramer_von_mises", "es", "mannw", "t_te
 CALIBRATED_DISTANCE = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger", "ed")
 CALIBRATED = frozenset(CALIBRATED_P_VALUE + CALIBRATED_DISTANCE)
 
+VERDICT_TAG = "controlplane.drift."  # the prefix of the tags a drift-check job reports its verdict in
+
 P_VALUE = "p_value"  # drift when the value is below the threshold
 DISTANCE = "distance"  # drift when the value reaches the threshold
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from controlplane.domain.drift import VERDICT_TAG
 from controlplane.domain.errors import PermanentError, TransientError
 from controlplane.domain.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from controlplane.domain.ledger import Decision, Outcome, ReviewDraft, Source, Verdict
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "drift.window"
 RUN_EVENTS = (RUN_COMPLETED, RUN_STATUS_CHANGED)
-JOB_TAG = "controlplane.drift."  # the prefix of the tags a drift-check job reports its verdict in
 QUALITY_REVIEW_TTL = timedelta(hours=72)
 
 
@@ -106,7 +106,8 @@ def _to_job(services: Services, key: WindowKey, rule: Any, capture: str, evidenc
     reference = drift.reference
     if not reference.startswith(("azureml:", "https://", "/")):  # a file beside the policy: uploaded with the job
         reference = str(Path(services.policy.source).parent / reference)
-    name = deterministic_name("drift", key.model, f"window:{key}")
+    # One job per bucket: the parts of a bucket split by count cover the same time span, which the job reads whole.
+    name = deterministic_name("drift", key.model, f"window:{key.model}/{key.deployment}/{key.bucket}")
     request = CheckDrift(
         experiment_name=job.experiment, name=name, source=job.pipeline, compute=job.compute,
         environment=job.environment, inputs={
@@ -157,7 +158,7 @@ def drift_job_ended(services: Services, run: Any, model: str, status: str) -> Ve
 
 def _job_results(services: Services, run: Any, job: Any, marks: dict[str, str]) -> dict[str, Any]:
     """The job's verdict from its tags: on the event, else read from the job in its workspace."""
-    tags = {name.removeprefix(JOB_TAG): value for name, value in marks.items() if name.startswith(JOB_TAG)}
+    tags = {name.removeprefix(VERDICT_TAG): value for name, value in marks.items() if name.startswith(VERDICT_TAG)}
     gateway = services.gateway_in(job.environment if job else None)
     if "dataset_drift" not in tags and gateway is not None:
         try:
@@ -165,8 +166,8 @@ def _job_results(services: Services, run: Any, job: Any, marks: dict[str, str]) 
         except PermanentError:
             info = None
         if info is not None:
-            tags = {name.removeprefix(JOB_TAG): value for name, value in {**info.properties, **info.tags}.items()
-                    if name.startswith(JOB_TAG)}
+            tags = {name.removeprefix(VERDICT_TAG): value for name, value in {**info.properties, **info.tags}.items()
+                    if name.startswith(VERDICT_TAG)}
     found: dict[str, Any] = {}
     for name in ("dataset_drift", "inconclusive", "data_quality"):
         if name in tags:

@@ -112,8 +112,9 @@ class DecisionStore(Protocol):
 
     def backfill_indexes(self, resume: str | None = None, pages: int = 1,
                          page_size: int = 1000) -> tuple[int, str | None]:
-        """Index decisions written before the indexes existed, a few pages at a time: how many, and the point to
-        resume from (None when done). Idempotent: indexing a decision again writes the same rows."""
+        """Index what was written before the indexes existed (decisions; on Table Storage also pending and
+        dead-lettered tasks), a few pages at a time: how many rows, and the point to resume from (None when done).
+        Idempotent: indexing a record again writes the same rows."""
 
     def decision(self, decision_id: str) -> Decision | None: ...
 
