@@ -217,3 +217,23 @@ endpoints:
     assert (deployed["kind"], deployed["compute"], deployed["instance_type"]) == ("Kubernetes", "aks-prod", "cpu-small")
     with pytest.raises(GatewayError, match="Managed deployment cannot go on the Kubernetes endpoint"):
         simulated.deploy(DeploymentRequest("churn-k8s", "blue", "azureml:churn:6", "Standard_DS3_v2"))
+
+
+def test_a_staging_task_resumed_from_before_the_model_was_kept_watches_its_own_version(workspace):
+    from controlplane.handlers.operations import Operation
+    from tests.fakes import FakeClock
+
+    name = "churn-v7-0a1b2c3d4e5f"
+    workspace.deploy(DeploymentRequest("churn-ep", name, "azureml:churn:7", "Standard_DS3_v2"))
+    workspace.provision("churn-ep", name, "Creating", "Succeeded")
+    waiting = Operation.begun("deploy", "churn-ep", name, NOW, model="azureml:churn:7", instance_count=1)
+    task = replace(task_for(staging_request(name)), result={"waiting": waiting.to_json(), "state": "deploy"})
+    before = len(workspace.called("deploy"))
+
+    dispatcher = AzureMLDispatcher(workspace, FakeClock(NOW))
+    still = dispatcher.dispatch(task)  # Creating: still watched, the workspace's own version kept for next time
+    assert still["model"] == "azureml:churn:7" and still["waiting"]["deployment"] == name
+    done = dispatcher.dispatch(replace(task, result=still))
+
+    assert done["model"] == "azureml:churn:7" and done["provisioning_state"] == "Succeeded"
+    assert len(workspace.called("deploy")) == before  # watched to its end, never begun again with another model

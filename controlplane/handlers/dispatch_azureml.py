@@ -140,8 +140,11 @@ class AzureMLDispatcher:
                             "mirror_traffic": mirrored,
                             "note": "the deployment receives traffic already; left as it is, traffic untouched"}
                 copy_from = state.serving()
+        # A resumed dispatch takes the model its first pass settled on (shared once); a task begun before the model was
+        # kept deploys the workspace's own version, as it did then.
         wanted = DeploymentRequest(
-            endpoint=endpoint, name=name, model=self._model(request) if running is None else kept.get("model", ""),
+            endpoint=endpoint, name=name, model=(kept.get("model") or request.model.uri) if running
+            else self._model(request),
             instance_type=request.instance_type, instance_count=request.instance_count, tags=dict(request.tags),
             spec=DeploymentSpec.from_json(request.spec), copy_from=copy_from, auth_mode=request.auth_mode,
             compute=request.compute)
