@@ -137,3 +137,15 @@ def test_the_adapter_builds_the_drift_job_with_the_reference_and_the_capture_as_
     assert (reference.type, reference.path) == ("uri_file", request.inputs["reference"])  # uploaded with the job
     assert (telemetry.type, telemetry.path) == ("uri_folder", CAPTURE)
     assert job.inputs.model._data == "diabetes" and json.loads(job.inputs.settings._data)["alpha"] == 0.05
+
+
+def test_a_step_of_the_drift_job_carrying_its_tags_decides_nothing(deferred):
+    services, decision = deferred
+    [task] = decision.tasks
+    request = parse_request(task.request, CheckDrift)
+    event = copy.deepcopy(load_event("eg_run_completed_docs.json"))[0]
+    event["data"].update(RunId="drift_check_step_4c1e", RunTags={**request.tags, "controlplane.drift.dataset_drift":
+                                                                   "true"}, RunProperties={})
+    step = receive_registry_event(services, event)
+    assert step.outcome is Outcome.NO_ACTION and f"not the drift check job {request.name} itself" in step.reason
+    assert job_ended(services, decision, dataset_drift="true").outcome is Outcome.RETRAIN

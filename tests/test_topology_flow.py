@@ -245,3 +245,14 @@ def test_gated_ci_stages_only_once_approved_and_the_deadline_counts_from_the_app
     assert not services.store.decisions(event_types=("promotion.test_overdue",))
     ended = run_ended(services, job, tags={**ws["staging"].get_job(job).tags, **RESULTS})
     assert ended.outcome is Outcome.REQUEST_APPROVAL and ended.reviews[0].evidence["stage"] == "production"
+
+
+def test_a_step_of_the_test_job_carrying_its_tags_decides_nothing_and_the_job_itself_still_does(topology):
+    services, ws = topology
+    registered(services, ws["dev"], "retention", "13", auc="0.9")
+    sweep(services)
+    [job] = json.loads(ws["staging"].path.read_text())["jobs"]
+    tags = {**ws["staging"].get_job(job).tags, **RESULTS}
+    step = run_ended(services, "evaluate_holdout_step_9f2a", tags=tags)
+    assert step.outcome is Outcome.NO_ACTION and "not the test stage's own job" in step.reason
+    assert run_ended(services, job, tags=tags).outcome is Outcome.REQUEST_APPROVAL

@@ -106,8 +106,7 @@ def _to_job(services: Services, key: WindowKey, rule: Any, capture: str, evidenc
     reference = drift.reference
     if not reference.startswith(("azureml:", "https://", "/")):  # a file beside the policy: uploaded with the job
         reference = str(Path(services.policy.source).parent / reference)
-    # One job per bucket: the parts of a bucket split by count cover the same time span, which the job reads whole.
-    name = deterministic_name("drift", key.model, f"window:{key.model}/{key.deployment}/{key.bucket}")
+    name = job_name(key)
     request = CheckDrift(
         experiment_name=job.experiment, name=name, source=job.pipeline, compute=job.compute,
         environment=job.environment, inputs={
@@ -122,12 +121,18 @@ def _to_job(services: Services, key: WindowKey, rule: Any, capture: str, evidenc
                    evidence={**evidence, "deferred": {"job": name, "environment": job.environment}}, tasks=(request,))
 
 
+def job_name(key: WindowKey) -> str:
+    """The drift check job of a window: one per bucket, as the parts of a bucket split by count cover the same time
+    span, which the job reads whole."""
+    return deterministic_name("drift", key.model, f"window:{key.model}/{key.deployment}/{key.bucket}")
+
+
 def drift_job_ended(services: Services, run: Any, model: str, status: str) -> Verdict:
     """A window's drift-check job ended: its verdict, from the run's tags (else the job's), decides the window as the
     function's own check would, persistence and the profile's action included. Decided once per job."""
     marks = {**run.properties, **run.tags}
     window = marks.get(WINDOW_TAG, "")
-    facts = {"job": run.run_id, "status": status, "window": window}
+    facts = {"job": run.run_id, "status": status, "window_key": window}
     earlier = next((d for d in services.store.decisions(model=model, limit=50, event_types=RUN_EVENTS)
                     if d.evidence.get("drift", {}).get("job") == run.run_id), None)
     if earlier is not None:
@@ -141,6 +146,9 @@ def drift_job_ended(services: Services, run: Any, model: str, status: str) -> Ve
     if rule is None or rule.drift is None or key is None:
         return Verdict(Outcome.NO_ACTION, f"drift check job {run.run_id} of {model} {status.lower()}; no drift rule "
                        f"or window to decide", model=model, evidence=facts)
+    if run.run_id != job_name(key):  # a step of the job, say, carrying its tags: the job's own end decides
+        return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {model} {status.lower()}; not the drift check job "
+                       f"{job_name(key)} itself", model=model, evidence=facts)
     found = _job_results(services, run, rule.drift.azureml, marks)
     evidence: dict[str, Any] = {"window": {"model": key.model, "deployment": key.deployment, "bucket": key.bucket,
                                            "part": key.part},
@@ -275,9 +283,9 @@ def _drifted_streak(services: Services, key: WindowKey) -> int:
     """How many of this deployment's latest decided windows, newest first, drifted in a row."""
     streak = 0
     for decision in services.store.decisions(model=key.model, limit=200, event_types=[EVENT_TYPE, *RUN_EVENTS]):
-        window = decision.evidence.get("window", {})
-        if window.get("deployment") != key.deployment or window.get("bucket") == key.bucket:
-            continue  # another deployment's, or this window's own deferral
+        window = decision.evidence.get("window")
+        if not isinstance(window, dict) or window.get("deployment") != key.deployment:
+            continue  # not a window's decision, or another deployment's
         if decision.outcome is Outcome.DUPLICATE or "deferred" in decision.evidence:
             continue  # a window handed to a job counts when the job decides it
         if not decision.evidence.get("drifted"):

@@ -54,6 +54,10 @@ def test_stage_ended(services: Services, run: ev.RunCompleted | ev.RunStatusChan
     if registered is None:
         return Verdict(Outcome.NO_ACTION, f"test stage job {run.run_id} of {model}:{version} {status.lower()}; "
                        "no promotion of that version is recorded", model=model, version=version, evidence=facts)
+    deployment = registered.evidence.get("staging", {}).get("deployment", "")
+    if run.run_id not in (f"{deployment}-test", f"{deployment}-score"):  # a step of the job, say, carrying its tags
+        return Verdict(Outcome.NO_ACTION, f"run {run.run_id} of {model}:{version} {status.lower()}; not the test "
+                       f"stage's own job ({deployment}-test)", model=model, version=version, evidence=facts)
     environment = services.policy.environment_of(run.meta.source) or registered.evidence.get(
         "route", {}).get("staging")
     result = {**facts, "environment": environment,
