@@ -56,6 +56,18 @@ class Chapter:
         print(f"    {decision.outcome.value}: {decision.reason}")
         return decision
 
+    def registered_in_dev(self, model: str, version: str, registrant: str, tags: dict[str, str]) -> Any:
+        """The version registered in mlw-dev (who registered it kept, as Azure ML keeps it), its event posted and
+        decided, then the sweep; the registration's decision."""
+        self.workspace("dev").register_model(model, version, registered_by=registrant)
+        said = ", ".join(f"{name} {value}" for name, value in tags.items())
+        self.post(f"{model}:{version} is registered in mlw-dev ({said})", WEBHOOK, event(
+            "mlw-dev", "ModelRegistered", f"models/{model}:{version}",
+            {"ModelName": model, "ModelVersion": int(version), "ModelTags": tags}))
+        registered = self.decided(model, version)
+        self.post(*SWEEP)
+        return registered
+
     def workspace(self, environment: str) -> Any:
         return self.services.workspaces.gateway(environment)
 
@@ -81,13 +93,8 @@ def run(base: str, public: str, first: int) -> int:
 def online(chapter: Chapter) -> None:
     from controlplane.dev.demo import rollout
 
-    dev, staging = chapter.workspace("dev"), chapter.workspace("staging")
-    dev.register_model("retention", "7", registered_by="alice@contoso.com")
-    chapter.post("retention:7 is registered in mlw-dev (auc 0.86)", WEBHOOK, event(
-        "mlw-dev", "ModelRegistered", "models/retention:7",
-        {"ModelName": "retention", "ModelVersion": 7, "ModelTags": {"auc": "0.86"}}))
-    registered = chapter.decided("retention", "7")
-    chapter.post(*SWEEP)
+    staging = chapter.workspace("staging")
+    registered = chapter.registered_in_dev("retention", "7", "alice@contoso.com", {"auc": "0.86"})
     deployment = registered.evidence["test_stage"]["deployment"]
     state = staging.get_endpoint("retention-ep")
     served = next(d.model for d in state.deployments if d.name == deployment)
@@ -114,17 +121,12 @@ def online(chapter: Chapter) -> None:
 def batch(chapter: Chapter) -> None:
     from controlplane.ports.gateway import BatchDeploymentRequest
 
-    prod, dev, staging = chapter.services.gateway, chapter.workspace("dev"), chapter.workspace("staging")
+    prod, staging = chapter.services.gateway, chapter.workspace("staging")
     prod.create_batch_endpoint("demand-batch")
     prod.deploy_batch(BatchDeploymentRequest("demand-batch", "demand-v2", "azureml:demand-forecast:2",
                                              "cpu-cluster"))
     print("    (mlw-prod: batch endpoint demand-batch scores with its default deployment 'demand-v2')")
-    dev.register_model("demand-forecast", "3", registered_by="carla@contoso.com")
-    chapter.post("demand-forecast:3 is registered in mlw-dev", WEBHOOK, event(
-        "mlw-dev", "ModelRegistered", "models/demand-forecast:3",
-        {"ModelName": "demand-forecast", "ModelVersion": 3, "ModelTags": {"mape": "0.09"}}))
-    registered = chapter.decided("demand-forecast", "3")
-    chapter.post(*SWEEP)
+    registered = chapter.registered_in_dev("demand-forecast", "3", "carla@contoso.com", {"mape": "0.09"})
     job = staging.get_job(registered.evidence["test_stage"]["job"])
     tried = registered.evidence["test_stage"]["deployment"]
     default = staging.get_batch_endpoint("demand-batch").default_deployment
